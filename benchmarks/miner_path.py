@@ -1,0 +1,352 @@
+"""The miner's request path: what btauth/1 and the shared nonce store cost, measured against no auth.
+
+Run: ``python3 benchmarks/miner_path.py`` (embedded Valkey) or ``REDIS_URL=redis://... python3 ...``.
+
+Part 1, end to end. Three ``inference-subnet miner`` processes (one uvicorn worker each, 127.0.0.1) serve
+the arithmetic task from the same wallet and metagraph file:
+  * ``no auth``: ``miner.auth_enabled=false`` (no blacklist, signature, nonce or quota work): the baseline;
+  * ``auth``: blacklist + btauth/1 verify + Redis ``SET NX`` nonce store (quota off);
+  * ``auth+quota``: the same plus the per-validator quota (one Lua call), as a miner runs by default.
+One lean keep-alive client (raw HTTP/1.1, parsed by ``httptools``) sends the same signed requests to each
+(it signs in every mode, so client work is equal and the difference is the server's), ``REQUESTS`` per round at ``CONCURRENCY`` in flight, rounds
+interleaved across modes, median round kept. Figures: requests/s, p50/p99 latency, and the server's CPU time
+per request read from ``/proc`` (the client shares the 2 cores, so CPU per request is the cleaner measure
+of the server's own cost). Target: auth costs under 25% of the unauthenticated throughput.
+
+Part 2, verification alone: our ``btauth.verify`` against ``bittensor.http_auth.verify`` (11.3.0) on the
+same headers and body (sr25519 and ed25519), a no-op nonce store for both. Target: ours no slower.
+
+Results are printed and written to ``benchmarks/results/miner_path.json``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import platform
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import bittensor.http_auth as bt_auth
+import httptools
+import uvloop
+from bittensor_wallet import Keypair
+from common import cpu_seconds, free_port, median_round
+from rich.console import Console
+from rich.table import Table
+
+from inference_subnet.chain.types import AxonInfo, Metagraph, Neuron
+from inference_subnet.chain.wallet import create_wallet
+from inference_subnet.miner.process import MinerProcess
+from inference_subnet.protocol import btauth
+from inference_subnet.store.redis import redact, resolve_url
+
+RESULTS = Path(__file__).resolve().parent / "results" / "miner_path.json"
+REQUESTS = 3000
+"""Requests per round and mode."""
+CONCURRENCY = 32
+WARMUP = 300
+ROUNDS = 5
+MAX_SECONDS = 30.0
+"""A round stops at whichever comes first: REQUESTS sent or MAX_SECONDS elapsed."""
+VERIFY_CALLS = 1000
+VERIFY_REPS = 15
+BREAKDOWN_CALLS = 4000
+ROUTE = "/tasks/arithmetic"
+MODES: dict[str, dict[str, str]] = {
+    "no auth": {"ISN_MINER__AUTH_ENABLED": "false", "ISN_MINER__ENFORCE_QUOTA": "false"},
+    "auth": {"ISN_MINER__AUTH_ENABLED": "true", "ISN_MINER__ENFORCE_QUOTA": "false"},
+    "auth+quota": {"ISN_MINER__AUTH_ENABLED": "true", "ISN_MINER__ENFORCE_QUOTA": "true",
+                   "ISN_MINER__CAPACITY": '{"arithmetic": 100000000}'},
+}
+
+
+def make_subnet(root: Path) -> tuple[Keypair, Keypair, Path]:
+    _, miner = create_wallet(root / "wallets", "miner", "default")
+    _, validator = create_wallet(root / "wallets", "validator", "default")
+    metagraph = Metagraph(netuid=1, block=1, neurons=(
+        Neuron(uid=0, hotkey=validator.ss58_address, coldkey="c", stake=1000.0, validator_permit=True,
+               registration_block=1),
+        Neuron(uid=1, hotkey=miner.ss58_address, coldkey="c", stake=0.0, validator_permit=False,
+               registration_block=1, axon=AxonInfo(ip="10.0.0.1", port=1)),
+    ))
+    path = root / "metagraph.json"
+    path.write_text(metagraph.to_json())
+    return miner, validator, path
+
+
+class Connection:
+    """One keep-alive HTTP/1.1 connection: requests written as bytes, answers parsed by ``httptools``
+    (uvicorn's own C parser). A load generator has to be much cheaper per request than the server it
+    measures; httpx spends ~2 ms of CPU per request at this concurrency, which would hide the server."""
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, host: str) -> None:
+        self.reader, self.writer, self.host = reader, writer, host
+        self._body: list[bytes] = []
+        self._done = False
+        self._parser = httptools.HttpResponseParser(self)
+
+    def on_body(self, body: bytes) -> None:
+        self._body.append(body)
+
+    def on_message_complete(self) -> None:
+        self._done = True
+
+    async def post(self, path: str, body: bytes, headers: dict[str, str]) -> tuple[int, bytes]:
+        head = "".join(f"{k}: {v}\r\n" for k, v in headers.items())
+        self.writer.write(
+            f"POST {path} HTTP/1.1\r\nhost: {self.host}\r\ncontent-length: {len(body)}\r\n{head}\r\n".encode()
+            + body
+        )
+        self._body, self._done = [], False
+        while not self._done:
+            data = await self.reader.read(65536)
+            if not data:
+                raise ConnectionError("server closed the connection")
+            self._parser.feed_data(data)
+        return self._parser.get_status_code(), b"".join(self._body)
+
+
+async def load(host: str, port: int, validator: Keypair, receiver: str, n: int) -> dict[str, Any]:
+    """``n`` signed requests on CONCURRENCY keep-alive connections; every answer must be a correct 200."""
+    latencies: list[float] = []
+    errors = 0
+    counter = iter(range(n))
+    deadline = time.perf_counter() + MAX_SECONDS
+
+    async def worker() -> None:
+        nonlocal errors
+        reader, writer = await asyncio.open_connection(host, port)
+        conn = Connection(reader, writer, f"{host}:{port}")
+        try:
+            for i in counter:
+                if time.perf_counter() > deadline:
+                    return
+                body = b'{"op":"add","a":%d,"b":1}' % i
+                headers = btauth.sign(validator, method="POST", path=ROUTE, body=body, receiver_ss58=receiver)
+                headers["content-type"] = "application/json"
+                started = time.perf_counter()
+                status, answer = await conn.post(ROUTE, body, headers)
+                latencies.append(time.perf_counter() - started)
+                if status != 200 or json.loads(answer) != {"result": i + 1}:
+                    errors += 1
+        finally:
+            writer.close()
+
+    started = time.perf_counter()
+    await asyncio.gather(*(worker() for _ in range(CONCURRENCY)))
+    return {"latencies": latencies, "errors": errors, "wall": time.perf_counter() - started}
+
+
+async def run_end_to_end(root: Path, redis_url: str) -> dict[str, Any]:
+    miner, validator, metagraph = make_subnet(root)
+    procs: dict[str, MinerProcess] = {}
+    for mode, env in MODES.items():
+        procs[mode] = MinerProcess(
+            port=free_port(), wallet_path=root / "wallets", wallet_name="miner", metagraph_file=metagraph,
+            env={**env, "REDIS_URL": redis_url, "ISN_SUBNET_NAME": f"bench{os.getpid()}"},
+        )
+    for proc in procs.values():
+        proc.start()
+    try:
+        for proc in procs.values():
+            proc.wait_ready()
+        for proc in procs.values():
+            await load(proc.host, proc.port, validator, miner.ss58_address, WARMUP)
+        rounds: dict[str, list[dict[str, Any]]] = {mode: [] for mode in MODES}
+        for _ in range(ROUNDS):
+            for mode, proc in procs.items():
+                assert proc.pid is not None
+                cpu_before = cpu_seconds(proc.pid)
+                client_before = time.process_time()
+                run = await load(proc.host, proc.port, validator, miner.ss58_address, REQUESTS)
+                done = len(run["latencies"])
+                run["server_cpu_per_req_us"] = (cpu_seconds(proc.pid) - cpu_before) / done * 1e6
+                run["client_cpu_per_req_us"] = (time.process_time() - client_before) / done * 1e6
+                run["rps"] = done / run["wall"]
+                rounds[mode].append(run)
+        pipelining = {}
+        for mode, proc in procs.items():
+            reader, writer = await asyncio.open_connection(proc.host, proc.port)
+            writer.write(f"GET /health HTTP/1.1\r\nhost: {proc.host}\r\nconnection: close\r\n\r\n".encode())
+            raw = await reader.read()
+            writer.close()
+            stats = json.loads(raw.split(b"\r\n\r\n", 1)[1])["redis_pipelining"]
+            pipelining[mode] = stats["commands"] / stats["pipelines"] if stats["pipelines"] else 0.0
+    finally:
+        for proc in procs.values():
+            proc.stop()
+    out: dict[str, Any] = {}
+    for mode, runs in rounds.items():
+        out[mode] = median_round(runs, "server_cpu_per_req_us", "client_cpu_per_req_us")
+        out[mode]["redis_commands_per_pipeline"] = pipelining[mode]
+    base = out["no auth"]
+    for mode in MODES:
+        out[mode]["rps_ratio"] = out[mode]["rps"] / base["rps"]
+        out[mode]["throughput_cost"] = 1.0 - out[mode]["rps_ratio"]
+        out[mode]["server_cpu_ratio"] = out[mode]["server_cpu_per_req_us"] / base["server_cpu_per_req_us"]
+    return out
+
+
+class NoStore:
+    """Accepts every nonce: both verifiers then do exactly their own work, not a store's."""
+
+    def check_and_store(self, hotkey_ss58: str, nonce_ns: int) -> bool:
+        return True
+
+
+def time_calls(fn: Any, calls: int) -> float:
+    started = time.perf_counter()
+    for _ in range(calls):
+        fn()
+    return (time.perf_counter() - started) / calls
+
+
+def bench_verify() -> dict[str, Any]:
+    receiver = Keypair.create_from_uri("//BenchMiner").ss58_address
+    body = b'{"op":"add","a":123456,"b":654321}'
+    out: dict[str, Any] = {}
+    for scheme, crypto in (("sr25519", 1), ("ed25519", 0)):
+        kp = Keypair.create_from_uri("//BenchValidator", crypto_type=crypto)
+        now = time.time_ns()
+        headers = btauth.sign(kp, method="POST", path=ROUTE, body=body, receiver_ss58=receiver, nonce_ns=now)
+        store = NoStore()
+
+        def ours(headers: dict[str, str] = headers, store: NoStore = store, now: int = now) -> None:
+            btauth.verify(headers, body, method="POST", path=ROUTE, self_hotkey_ss58=receiver, nonce_store=store,
+                          now_ns=now)
+
+        def theirs(headers: dict[str, str] = headers, store: NoStore = store, now: int = now) -> None:
+            bt_auth.verify(headers, body, method="POST", path=ROUTE, self_hotkey_ss58=receiver, nonce_store=store,
+                           now_ns=now)
+
+        ours()
+        theirs()
+        mine, bts, ratios = [], [], []
+        for rep in range(VERIFY_REPS):
+            # back to back, alternating which goes first: load from other processes on the machine hits
+            # both sides of each pair alike, and the median of the pair ratios discards the outliers
+            first, second = (ours, theirs) if rep % 2 == 0 else (theirs, ours)
+            a, b = time_calls(first, VERIFY_CALLS), time_calls(second, VERIFY_CALLS)
+            o, t = (a, b) if rep % 2 == 0 else (b, a)
+            mine.append(o)
+            bts.append(t)
+            ratios.append(o / t)
+        out[scheme] = {
+            "ours_us": statistics.median(mine) * 1e6,
+            "bittensor_us": statistics.median(bts) * 1e6,
+            "ours_min_us": min(mine) * 1e6,
+            "bittensor_min_us": min(bts) * 1e6,
+            "ratio": statistics.median(ratios),
+        }
+    return out
+
+
+async def breakdown(redis_url: str) -> dict[str, float]:
+    """Where a verified request's extra server time goes, per call, in this process: the signature
+    check, and one nonce ``SET NX`` sent alone versus auto-pipelined at the same concurrency."""
+    from inference_subnet.miner.batching import CommandBatcher
+    from inference_subnet.miner.nonces import RedisNonceStore
+    from inference_subnet.store.keys import Keys
+    from inference_subnet.store.redis import connect
+
+    receiver = Keypair.create_from_uri("//BenchMiner").ss58_address
+    kp = Keypair.create_from_uri("//BenchValidator")
+    body = b'{"op":"add","a":1,"b":2}'
+    now = time.time_ns()
+    headers = btauth.sign(kp, method="POST", path=ROUTE, body=body, receiver_ss58=receiver, nonce_ns=now)
+    auth_us = min(
+        time_calls(lambda: btauth.authenticate(headers, body, method="POST", path=ROUTE,
+                                               self_hotkey_ss58=receiver, now_ns=now), VERIFY_CALLS)
+        for _ in range(5)
+    ) * 1e6
+    client = connect(redis_url)
+    keys = Keys(subnet=f"bench{os.getpid()}", netuid=1, role="miner:bench")
+    out = {"authenticate_us": auth_us}
+    try:
+        for name, store in (("nonce_set_alone_us", RedisNonceStore(client, keys)),
+                            ("nonce_set_pipelined_us", RedisNonceStore(client, keys, batcher=CommandBatcher(client)))):
+            nonces = iter(range(now, now + BREAKDOWN_CALLS))
+
+            async def worker(store: RedisNonceStore = store, nonces: Any = nonces) -> None:
+                for nonce in nonces:
+                    assert await store.check_and_store(kp.ss58_address, nonce)
+
+            cpu = time.process_time()
+            await asyncio.gather(*(worker() for _ in range(CONCURRENCY)))
+            out[name] = (time.process_time() - cpu) / BREAKDOWN_CALLS * 1e6
+            now += BREAKDOWN_CALLS
+    finally:
+        await client.aclose()
+    return out
+
+
+def main() -> None:
+    console = Console()
+    redis_url = resolve_url(os.environ.get("REDIS_URL"))
+    with tempfile.TemporaryDirectory() as tmp:
+        e2e = uvloop.run(run_end_to_end(Path(tmp), redis_url))
+    verify = bench_verify()
+    parts = uvloop.run(breakdown(redis_url))
+
+    table = Table(title=f"miner path: {REQUESTS} requests x {ROUNDS} rounds, concurrency {CONCURRENCY}, "
+                        f"1 uvicorn worker (median round)")
+    for col in ("mode", "req/s", "vs no auth", "p50 ms", "p99 ms", "server CPU us/req", "CPU vs no auth",
+                "errors"):
+        table.add_column(col, justify="right")
+    for mode, r in e2e.items():
+        table.add_row(mode, f"{r['rps']:.0f}", f"{r['rps_ratio']:.3f}", f"{r['p50_ms']:.2f}", f"{r['p99_ms']:.2f}",
+                      f"{r['server_cpu_per_req_us']:.0f}", f"{r['server_cpu_ratio']:.3f}", str(r["errors"]))
+    console.print(table)
+    vt = Table(title=f"btauth verify, {VERIFY_REPS} paired runs of {VERIFY_CALLS} calls (median; min)")
+    for col in ("scheme", "ours us/call", "bittensor 11.3.0 us/call", "ours / bittensor"):
+        vt.add_column(col, justify="right")
+    for scheme, r in verify.items():
+        vt.add_row(scheme, f"{r['ours_us']:.1f} ({r['ours_min_us']:.1f})",
+                   f"{r['bittensor_us']:.1f} ({r['bittensor_min_us']:.1f})", f"{r['ratio']:.3f}")
+    console.print(vt)
+    bt = Table(title="where auth time goes (this process, CPU us per call)")
+    for col in ("part", "us/call"):
+        bt.add_column(col, justify="right")
+    bt.add_row("whole no-auth request (server, from the table above)", f"{e2e['no auth']['server_cpu_per_req_us']:.0f}")
+    bt.add_row("extra server CPU of an authenticated request", 
+               f"{e2e['auth']['server_cpu_per_req_us'] - e2e['no auth']['server_cpu_per_req_us']:.0f}")
+    bt.add_row("btauth.authenticate (headers, freshness, sha256, sr25519 verify)", f"{parts['authenticate_us']:.1f}")
+    bt.add_row(f"nonce SET NX, one command per request ({CONCURRENCY} concurrent)", f"{parts['nonce_set_alone_us']:.1f}")
+    bt.add_row(f"nonce SET NX, auto-pipelined ({CONCURRENCY} concurrent)", f"{parts['nonce_set_pipelined_us']:.1f}")
+    bt.add_row("Redis commands per pipeline in the auth run",
+               f"{e2e['auth']['redis_commands_per_pipeline']:.1f}")
+    console.print(bt)
+
+    auth_cost = e2e["auth"]["throughput_cost"]
+    targets = {
+        "auth_throughput_cost": auth_cost,
+        "auth_under_25pct": auth_cost < 0.25,
+        "verify_no_slower": all(r["ratio"] <= 1.0 for r in verify.values()),
+    }
+    console.print(f"auth costs {auth_cost:.1%} of unauthenticated throughput (target < 25%): "
+                  f"{'met' if targets['auth_under_25pct'] else 'NOT met'}; our verify no slower than "
+                  f"bittensor's: {'met' if targets['verify_no_slower'] else 'NOT met'}")
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    RESULTS.write_text(json.dumps({
+        "benchmark": "miner_path",
+        "python": platform.python_version(),
+        "cpus": os.cpu_count(),
+        "redis": redact(redis_url),
+        "settings": {"requests": REQUESTS, "rounds": ROUNDS, "concurrency": CONCURRENCY, "warmup": WARMUP,
+                     "max_seconds": MAX_SECONDS, "verify_calls": VERIFY_CALLS, "verify_reps": VERIFY_REPS},
+        "end_to_end": e2e,
+        "verify": verify,
+        "breakdown": parts,
+        "targets": targets,
+    }, indent=2))
+    console.print(f"wrote {RESULTS}")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

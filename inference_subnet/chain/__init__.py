@@ -1,0 +1,1 @@
+"""Wallet files, keypairs, the ChainClient (Substrate and in-memory) and weight math."""

@@ -1,0 +1,323 @@
+"""`inference-subnet gateway ...`: run the organic API and manage its API keys.
+
+The gateway reads the metagraph the sidecar keeps in Redis (or ``--metagraph-file`` for development) and
+the quotas and scores the validator's managing service keeps there, so it runs beside the validator
+services with the same Redis, wallet and subnet settings. Every command migrates the database first.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import signal
+import socket
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Annotated, Any, Optional
+
+import typer
+
+from inference_subnet.cli.common import fail, settings
+from inference_subnet.settings import Settings
+from inference_subnet.store.redis import redact
+
+app = typer.Typer(help="Run the organic gateway and manage its API keys.", no_args_is_help=True)
+keys_app = typer.Typer(help="Create, list and revoke gateway API keys.", no_args_is_help=True)
+app.add_typer(keys_app, name="keys")
+
+log = logging.getLogger(__name__)
+
+DatabaseOpt = Annotated[
+    Optional[str],
+    typer.Option(
+        "--database-url",
+        help="SQLAlchemy URL of the key and log store; default: DATABASE_URL / database_url (a SQLite file).",
+    ),
+]
+
+
+def _migrate(cfg: Settings) -> None:
+    from inference_subnet.store.migrations import upgrade_database
+
+    try:
+        asyncio.run(upgrade_database(cfg.database_url))
+    except Exception as exc:
+        fail(
+            f"--database-url: cannot open or migrate {redact(cfg.database_url)}: {type(exc).__name__}: {exc}"
+        )
+
+
+async def _with_store(cfg: Settings, work: Any) -> Any:
+    from inference_subnet.store.sql import Database
+    from inference_subnet.validator.gateway.apikeys import ApiKeyStore
+
+    db = Database(cfg.database_url)
+    try:
+        return await work(ApiKeyStore(db))
+    finally:
+        await db.aclose()
+
+
+@keys_app.command("create")
+def keys_create(
+    name: Annotated[str, typer.Option("--name", help="Who or what the key is for (shown in `keys list`).")],
+    rate_per_minute: Annotated[
+        Optional[int],
+        typer.Option(
+            "--rate-per-minute", min=1, help="Requests per minute; default: gateway.default_rate_per_minute."
+        ),
+    ] = None,
+    max_concurrent: Annotated[
+        Optional[int],
+        typer.Option(
+            "--max-concurrent", min=1, help="Requests in flight; default: gateway.default_max_concurrent."
+        ),
+    ] = None,
+    database_url: DatabaseOpt = None,
+) -> None:
+    """Create a key and print it. The key is shown this once: only its hash is stored."""
+    cfg = settings(database_url=database_url)
+    _migrate(cfg)
+    rate = rate_per_minute or cfg.gateway.default_rate_per_minute
+    concurrent = max_concurrent or cfg.gateway.default_max_concurrent
+
+    async def create(store: Any) -> Any:
+        return await store.create(name, rate_per_minute=rate, max_concurrent=concurrent)
+
+    try:
+        info, plain = asyncio.run(_with_store(cfg, create))
+    except ValueError as exc:
+        fail(f"--name: {exc}")
+    typer.echo(plain)
+    typer.echo(
+        f"created key {info.id} ({info.name}, {info.prefix}...): {info.rate_per_minute}/min, "
+        f"{info.max_concurrent} concurrent. Store it now: it cannot be shown again.",
+        err=True,
+    )
+
+
+@keys_app.command("list")
+def keys_list(
+    active: Annotated[bool, typer.Option("--active", help="Only keys that are not revoked.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON array instead of a table.")] = False,
+    database_url: DatabaseOpt = None,
+) -> None:
+    """List keys (id, name, prefix, limits, created, revoked). Secrets are never shown."""
+    cfg = settings(database_url=database_url)
+    _migrate(cfg)
+
+    async def listing(store: Any) -> Any:
+        return await store.list_keys(include_revoked=not active)
+
+    infos = asyncio.run(_with_store(cfg, listing))
+    if as_json:
+        typer.echo(
+            json.dumps(
+                [
+                    {
+                        "id": k.id,
+                        "name": k.name,
+                        "prefix": k.prefix,
+                        "rate_per_minute": k.rate_per_minute,
+                        "max_concurrent": k.max_concurrent,
+                        "created_at": k.created_at.isoformat(),
+                        "revoked_at": k.revoked_at.isoformat() if k.revoked_at else None,
+                    }
+                    for k in infos
+                ]
+            )
+        )
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table("id", "name", "prefix", "rate/min", "concurrent", "created", "revoked")
+    for k in infos:
+        table.add_row(
+            str(k.id),
+            k.name,
+            k.prefix + "...",
+            str(k.rate_per_minute),
+            str(k.max_concurrent),
+            k.created_at.strftime("%Y-%m-%d %H:%M:%S"),
+            k.revoked_at.strftime("%Y-%m-%d %H:%M:%S") if k.revoked_at else "-",
+        )
+    Console().print(table)
+
+
+@keys_app.command("revoke")
+def keys_revoke(
+    key_id: Annotated[int, typer.Argument(help="The key's id (from `keys list`).")],
+    database_url: DatabaseOpt = None,
+) -> None:
+    """Revoke a key: running gateways refuse it within gateway.api_key_cache_seconds."""
+    cfg = settings(database_url=database_url)
+    _migrate(cfg)
+
+    async def revoke(store: Any) -> Any:
+        return await store.revoke(key_id)
+
+    info = asyncio.run(_with_store(cfg, revoke))
+    if info is None:
+        fail(f"ID: no API key with id {key_id}", code=1)
+    typer.echo(f"revoked key {info.id} ({info.name}, {info.prefix}...) at {info.revoked_at.isoformat()}")
+
+
+@app.command("run")
+def run(
+    port: Annotated[Optional[int], typer.Option("--port", help="Port; default: gateway.port.")] = None,
+    host: Annotated[Optional[str], typer.Option("--host", help="Interface; default: gateway.host.")] = None,
+    task: Annotated[
+        Optional[list[str]], typer.Option("--task", help="Task to serve (repeat); default: validator.tasks.")
+    ] = None,
+    metagraph_file: Annotated[
+        Optional[Path],
+        typer.Option(
+            "--metagraph-file",
+            help="Read the metagraph from this JSON instead of the sidecar's copy in Redis (development).",
+        ),
+    ] = None,
+    wallet_name: Annotated[
+        Optional[str], typer.Option("--wallet-name", help="Validator wallet name.")
+    ] = None,
+    wallet_hotkey: Annotated[
+        Optional[str], typer.Option("--wallet-hotkey", help="Validator hotkey name.")
+    ] = None,
+    wallet_path: Annotated[Optional[Path], typer.Option("--wallet-path", help="Wallets root folder.")] = None,
+    database_url: DatabaseOpt = None,
+) -> None:
+    """Serve the organic API: API keys, per-key limits, routing to top miners with quota, the request log."""
+    from inference_subnet.chain.wallet import WalletError, keypair_from_settings
+    from inference_subnet.protocol.task import UnknownTask, load_task
+
+    cfg = settings(
+        database_url=database_url,
+        gateway={"port": port, "host": host},
+        validator={"tasks": task or None},
+        chain={"metagraph_file": metagraph_file},
+        wallet={"name": wallet_name, "hotkey": wallet_hotkey, "path": wallet_path},
+    )
+    try:
+        keypair = keypair_from_settings(cfg)
+    except WalletError as exc:
+        fail(f"--wallet-name/--wallet-hotkey/--wallet-path: {exc}")
+    try:
+        tasks = {t.name: t for t in (load_task(name) for name in cfg.validator.tasks)}
+    except UnknownTask as exc:
+        fail(f"--task: {exc}")
+    if cfg.chain.metagraph_file is not None and not cfg.chain.metagraph_file.expanduser().is_file():
+        fail(f"--metagraph-file: no such file: {cfg.chain.metagraph_file}")
+    _migrate(cfg)
+    try:
+        sock = _listen(cfg.gateway.host, cfg.gateway.port)
+    except OSError as exc:
+        fail(f"--host/--port: cannot listen on {cfg.gateway.host}:{cfg.gateway.port}: {exc.strerror or exc}")
+    with sock:
+        _run_loop(_serve(cfg, keypair, tasks, sock))
+
+
+def _run_loop(main: Any) -> None:
+    """uvloop when installed (it comes with ``uvicorn[standard]``), as ``uvicorn.run`` would choose."""
+    try:
+        import uvloop
+    except ImportError:
+        asyncio.run(main)
+    else:
+        uvloop.run(main)
+
+
+def _listen(host: str, port: int) -> socket.socket:
+    """Bind before anything starts, so a busy port is a clear error naming the flag, not a log line.
+
+    ``TCP_NODELAY`` is set here and inherited by accepted connections: asyncio sets it itself only on
+    sockets it creates, and without it a response written in two parts waits for the client's delayed
+    ACK (about 40 ms on Linux) on every request.
+    """
+    family = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0][0]
+    sock = socket.create_server((host, port), family=family, backlog=2048)
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    return sock
+
+
+def _server_class() -> Any:
+    import uvicorn
+
+    class Server(uvicorn.Server):
+        """SIGTERM/SIGINT shut down gracefully (the lifespan flushes the request log), then the process
+        exits 0. uvicorn's own handling re-raises the signal afterwards, killing the process before the
+        rest of the cleanup runs. A second SIGINT forces the exit."""
+
+        @contextlib.contextmanager
+        def capture_signals(self) -> Iterator[None]:
+            loop = asyncio.get_running_loop()
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                loop.add_signal_handler(sig, self.handle_exit, sig, None)
+            try:
+                yield
+            finally:
+                for sig in (signal.SIGINT, signal.SIGTERM):
+                    loop.remove_signal_handler(sig)
+
+    return Server
+
+
+async def _serve(cfg: Settings, keypair: Any, tasks: dict[str, Any], sock: socket.socket) -> None:
+    import uvicorn
+
+    from inference_subnet.miner.sources import FileMetagraphSource
+    from inference_subnet.store.keys import Keys
+    from inference_subnet.store.redis import connect, resolve_url
+    from inference_subnet.validator.client import MinerClient
+    from inference_subnet.validator.gateway.app import create_gateway_app
+    from inference_subnet.validator.managing import QuotaBook, ScoreBook
+    from inference_subnet.validator.sidecar import RedisMetagraphSource
+
+    redis_url = resolve_url(cfg.redis_url)
+    redis = connect(redis_url)
+    keys = Keys(subnet=cfg.subnet_name, netuid=cfg.chain.netuid, role=keypair.ss58_address)
+    metagraph: Any
+    if cfg.chain.metagraph_file is not None:
+        metagraph = FileMetagraphSource(cfg.chain.metagraph_file)
+    else:
+        metagraph = RedisMetagraphSource(
+            redis, keys, refresh_seconds=min(1.0, cfg.chain.metagraph_refresh_seconds)
+        )
+    client = MinerClient(keypair, ip_override=cfg.chain.ip_override)
+    app = create_gateway_app(
+        cfg,
+        tasks=tasks,
+        redis=redis,
+        keys=keys,
+        metagraph=metagraph,
+        miner_client=client,
+        quota_book=QuotaBook(redis, keys, cfg.validator.quotas),
+        score_book=ScoreBook(redis, keys, cfg.validator.scoring),
+        exclude_hotkeys=[keypair.ss58_address],
+        check_metagraph_age=cfg.chain.metagraph_file is None,  # a development file is as fresh as it is
+    )
+    log.info(
+        "gateway for validator %s on %s:%d serving %s (redis %s, database %s)",
+        keypair.ss58_address,
+        cfg.gateway.host,
+        cfg.gateway.port,
+        ", ".join(sorted(tasks)),
+        redact(redis_url),
+        redact(cfg.database_url),
+    )
+    server = _server_class()(
+        uvicorn.Config(
+            app,
+            log_config=None,
+            access_log=False,
+            log_level=cfg.log_level.lower(),
+            lifespan="on",
+            timeout_graceful_shutdown=cfg.gateway.total_deadline_seconds,
+        )
+    )
+    try:
+        await server.serve(sockets=[sock])
+    finally:
+        await client.aclose()
+        await redis.aclose()

@@ -1,0 +1,117 @@
+"""`inference-subnet miner`: serve tasks as a miner."""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from inference_subnet.chain.types import ChainError
+from inference_subnet.chain.wallet import WalletError, keypair_from_settings
+from inference_subnet.cli.common import fail, settings, state
+from inference_subnet.protocol.task import UnknownTask, load_handler, load_task
+from inference_subnet.store.redis import redact, resolve_url
+from inference_subnet.tasks.behaviours import BEHAVIOURS
+
+log = logging.getLogger(__name__)
+
+
+def run_miner(
+    task: Annotated[
+        list[str] | None, typer.Option("--task", help="Task to serve (repeat for several); default: miner.tasks.")
+    ] = None,
+    port: Annotated[int | None, typer.Option("--port", help="Port to listen on; default: miner.port.")] = None,
+    host: Annotated[str | None, typer.Option("--host", help="Interface to listen on; default: miner.host.")] = None,
+    wallet_name: Annotated[str | None, typer.Option("--wallet-name", help="Wallet name.")] = None,
+    wallet_hotkey: Annotated[str | None, typer.Option("--wallet-hotkey", help="Hotkey name.")] = None,
+    wallet_path: Annotated[Path | None, typer.Option("--wallet-path", help="Wallets root folder.")] = None,
+    metagraph_file: Annotated[
+        Path | None,
+        typer.Option("--metagraph-file", help="Metagraph JSON (Metagraph.to_json) deciding who may call."),
+    ] = None,
+    network: Annotated[
+        str | None,
+        typer.Option("--network", help="Chain for the metagraph: finney, test, local or a ws(s):// URL."),
+    ] = None,
+    netuid: Annotated[int | None, typer.Option("--netuid", help="Subnet served; default: chain.netuid.")] = None,
+    behaviour: Annotated[
+        str, typer.Option("--behaviour", help=f"Reference handler behaviour: {', '.join(BEHAVIOURS)}.")
+    ] = "honest",
+    workers: Annotated[int, typer.Option("--workers", min=1, help="uvicorn worker processes.")] = 1,
+) -> None:
+    """Serve one or more tasks as a miner (btauth/1, metagraph blacklist, quotas)."""
+    import uvicorn
+
+    from inference_subnet.miner.process import LISTENING
+    from inference_subnet.miner.serve import FACTORY, SPEC_ENV, MinerSpec
+
+    if behaviour not in BEHAVIOURS:
+        fail(f"--behaviour: expected one of {', '.join(BEHAVIOURS)}, got {behaviour!r}")
+    overrides = {
+        "miner": {"tasks": task or None, "port": port, "host": host},
+        "wallet": {"name": wallet_name, "hotkey": wallet_hotkey, "path": wallet_path},
+        "chain": {"metagraph_file": metagraph_file, "network": network, "netuid": netuid},
+    }
+    cfg = settings(**overrides)
+
+    # Fail here, with the flag named, rather than inside a worker.
+    try:
+        keypair = keypair_from_settings(cfg)
+    except WalletError as exc:
+        fail(f"--wallet-name/--wallet-hotkey/--wallet-path: {exc}")
+    try:
+        for name in cfg.miner.tasks:
+            load_handler(load_task(name), {"behaviour": behaviour})
+    except (UnknownTask, LookupError, ValueError) as exc:
+        fail(f"--task: {exc}")
+    from inference_subnet.miner.sources import source_from_settings
+
+    try:
+        source_from_settings(cfg)
+    except ChainError as exc:
+        fail(f"--metagraph-file: {exc}")
+
+    redis_url = resolve_url(cfg.redis_url)  # starts the embedded Valkey here, shared by every worker
+    spec = MinerSpec(
+        config_file=str(state.config_file) if state.config_file else None,
+        overrides={**_json_ready(overrides), "redis_url": redis_url},
+        behaviour=behaviour,
+    )
+    os.environ[SPEC_ENV] = spec.to_env()
+    log.info(
+        "miner %s serving %s on %s:%d (redis %s, %d worker(s), behaviour %s)",
+        keypair.ss58_address, ", ".join(cfg.miner.tasks), cfg.miner.host, cfg.miner.port,
+        redact(redis_url), workers, behaviour,
+    )
+    config = uvicorn.Config(
+        FACTORY,
+        factory=True,
+        host=cfg.miner.host,
+        port=cfg.miner.port,
+        workers=workers,
+        log_config=None,
+        access_log=False,
+        log_level=cfg.log_level.lower(),
+    )
+    if workers == 1:
+        uvicorn.Server(config).run()
+        return
+    # Several workers: listen in the parent before they start, so early connections wait in the backlog
+    # instead of being refused while the workers import the app.
+    from uvicorn.supervisors import Multiprocess
+
+    sock = config.bind_socket()
+    sock.listen(config.backlog)
+    log.info("%s %s:%d", LISTENING, cfg.miner.host, cfg.miner.port)
+    Multiprocess(config, sockets=[sock]).run()
+
+
+def _json_ready(value: object) -> object:
+    if isinstance(value, dict):
+        return {k: _json_ready(v) for k, v in value.items() if v is not None}
+    if isinstance(value, Path):
+        return str(value)
+    return value

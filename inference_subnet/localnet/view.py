@@ -1,0 +1,41 @@
+"""The live terminal view of a local subnet: blocks, rounds, per-miner scores and weights."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from rich.console import Group
+from rich.table import Table
+from rich.text import Text
+
+from inference_subnet.localnet.report import MinerRow
+
+
+def render(
+    *,
+    chain: str,
+    netuid: int,
+    block: int,
+    elapsed: float,
+    duration: float | None,
+    rounds: int,
+    organic: tuple[int, int],
+    weight_sets: int,
+    rows: Sequence[MinerRow],
+) -> Group:
+    """One frame of the view (also the end-of-run summary)."""
+    left = "until Ctrl-C" if duration is None else f"{max(0.0, duration - elapsed):.0f}s left"
+    header = Text.assemble(
+        ("local subnet ", "bold"), (f"netuid {netuid} on {chain} chain", "cyan"),
+        f"  block {block}  rounds {rounds}  organic {organic[1]}/{organic[0]} ok  weight sets {weight_sets}",
+        f"  {elapsed:.0f}s ({left})",
+    )
+    table = Table(expand=False)
+    for column, justify in (("uid", "right"), ("behaviour", "left"), ("port", "right"), ("score", "right"),
+                            ("weight", "right"), ("organic", "right")):
+        table.add_column(column, justify=justify)  # type: ignore[arg-type]
+    for row in sorted(rows, key=lambda r: -r.weight):
+        style = "green" if row.behaviour == "honest" else "red"
+        table.add_row(str(row.uid), Text(row.behaviour, style=style), str(row.port), f"{row.score:.3f}",
+                      f"{row.weight:.3f}", str(row.organic_served))
+    return Group(header, table)

@@ -1,0 +1,100 @@
+"""Build a runnable miner app from settings: what ``inference-subnet miner`` serves under uvicorn.
+
+uvicorn's worker processes import the app by name, so the parent hands its resolved choices (config file,
+CLI overrides, and the Redis URL it resolved) to them through one environment variable. The parent resolves
+the Redis URL itself so that every worker shares one nonce store: with no ``REDIS_URL`` the parent's
+embedded Valkey serves them all, instead of one private (and useless for replay protection) server each.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from fastapi import FastAPI
+
+from inference_subnet.chain.refresh import RefreshingMetagraphSource
+from inference_subnet.chain.wallet import keypair_from_settings
+from inference_subnet.logs import setup_logging
+from inference_subnet.miner.app import create_miner_app
+from inference_subnet.miner.sources import source_from_settings
+from inference_subnet.protocol.task import load_handler, load_task
+from inference_subnet.settings import Settings, load_settings
+from inference_subnet.store.keys import Keys
+from inference_subnet.store.redis import connect
+
+SPEC_ENV = "ISN_MINER_SPEC"
+FACTORY = "inference_subnet.miner.serve:app_factory"
+
+
+@dataclass
+class MinerSpec:
+    """What a worker needs to rebuild the parent's settings exactly."""
+
+    config_file: str | None = None
+    overrides: dict[str, Any] = field(default_factory=dict)
+    behaviour: str = "honest"
+
+    def to_env(self) -> str:
+        return json.dumps(asdict(self), default=str)
+
+    @classmethod
+    def from_env(cls) -> MinerSpec:
+        raw = os.environ.get(SPEC_ENV)
+        if not raw:
+            raise RuntimeError(f"{SPEC_ENV} is not set: start the miner with `inference-subnet miner`")
+        return cls(**json.loads(raw))
+
+    def settings(self) -> Settings:
+        return load_settings(self.config_file, **self.overrides)
+
+
+def miner_keys(settings: Settings, hotkey: str) -> Keys:
+    """The Redis key space of one miner hotkey on one subnet."""
+    return Keys(subnet=settings.subnet_name, netuid=settings.chain.netuid, role=f"miner:{hotkey}")
+
+
+def build_app(spec: MinerSpec) -> FastAPI:
+    """The miner app with the wallet, tasks, metagraph source and Redis named by ``spec``."""
+    settings = spec.settings()
+    keypair = keypair_from_settings(settings)
+    tasks = [load_task(name) for name in settings.miner.tasks]
+    handlers = {task.name: load_handler(task, {"behaviour": spec.behaviour}) for task in tasks}
+    source = source_from_settings(settings)
+    client = connect(settings.redis_url)
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        if isinstance(source, RefreshingMetagraphSource):
+            source.start()
+        try:
+            yield
+        finally:
+            if isinstance(source, RefreshingMetagraphSource):
+                await source.stop()
+                await source.client.close()
+            await client.aclose()
+
+    return create_miner_app(
+        tasks,
+        handlers,
+        settings,
+        keypair=keypair,
+        metagraph=source,
+        redis=client,
+        keys=miner_keys(settings, keypair.ss58_address),
+        validate_responses=spec.behaviour != "garbage",
+        lifespan=lifespan,
+    )
+
+
+def app_factory() -> FastAPI:
+    """uvicorn ``--factory`` entry point for every worker process."""
+    spec = MinerSpec.from_env()
+    settings = spec.settings()
+    setup_logging(settings.log_level, settings.log_json)
+    return build_app(spec)

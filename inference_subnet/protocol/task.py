@@ -1,0 +1,122 @@
+"""The Task API: the one thing a subnet author writes.
+
+A Task names its route, its Request/Response models, whether it streams, a timeout and a capacity hint,
+and knows how to make a synthetic request and how to score miners' answers. Everything else (auth,
+blacklist, quotas, routing, queues, scoring windows, weights) is framework code.
+
+Miners implement a :data:`Handler` per task: ``async def handle(request) -> Response`` or, for streaming
+tasks, an async generator of ``Chunk`` models.
+"""
+
+from __future__ import annotations
+
+import importlib
+import random
+from abc import ABC, abstractmethod
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from importlib.metadata import entry_points
+from typing import Any, ClassVar, Generic, TypeVar
+
+from pydantic import BaseModel
+
+Req = TypeVar("Req", bound=BaseModel)
+Resp = TypeVar("Resp", bound=BaseModel)
+
+Handler = Callable[[Any], Awaitable[BaseModel] | AsyncIterator[BaseModel]]
+"""A miner's implementation of one task."""
+
+ENTRY_POINT_GROUP = "inference_subnet.tasks"
+BUILTIN_TASKS: dict[str, str] = {
+    "arithmetic": "inference_subnet.tasks.arithmetic:ArithmeticTask",
+    "llm": "inference_subnet.tasks.llm.task:LLMTask",
+    "image": "inference_subnet.tasks.image.task:ImageTask",
+    "detect": "inference_subnet.tasks.detect.task:DetectTask",
+    "ocr": "inference_subnet.tasks.ocr.task:OcrTask",
+    "vision": "inference_subnet.tasks.vision.task:VisionTask",
+}
+
+
+class Task(ABC, Generic[Req, Resp]):
+    """Base class of every task. Subclasses set the class attributes and implement the methods."""
+
+    name: ClassVar[str]
+    Request: ClassVar[type[BaseModel]]
+    Response: ClassVar[type[BaseModel]]
+    streaming: ClassVar[bool] = False
+    Chunk: ClassVar[type[BaseModel] | None] = None
+    """Streaming tasks: the model of one streamed chunk (sent as one JSON line)."""
+    timeout: ClassVar[float] = 10.0
+    """Seconds a miner has to answer (whole response, or the whole stream)."""
+    capacity_hint: ClassVar[int] = 1000
+    """Requests per epoch a typical miner can serve; miners may declare their own."""
+    default_handler: ClassVar[str | None] = None
+    """``module:callable`` returning the reference miner handler (``factory(options) -> Handler``)."""
+
+    @property
+    def route(self) -> str:
+        """The path miners serve this task on."""
+        return f"/tasks/{self.name}"
+
+    @abstractmethod
+    def synthesize(self, rng: random.Random) -> Req:
+        """A fresh synthetic request; ``rng`` makes it reproducible."""
+
+    @abstractmethod
+    def score(self, request: Req, responses: Sequence[Resp | None], timings: Sequence[float]) -> list[float]:
+        """Quality in [0, 1] of each miner's answer (``None`` = no valid answer, which scores 0)."""
+
+    def assemble(self, chunks: Sequence[BaseModel]) -> Resp:
+        """Streaming tasks: the full Response that a sequence of chunks amounts to."""
+        raise NotImplementedError(f"task {self.name} streams but does not assemble chunks")
+
+    def describe(self) -> dict[str, Any]:
+        """What a validator or gateway tells clients about this task."""
+        return {
+            "name": self.name,
+            "route": self.route,
+            "streaming": self.streaming,
+            "timeout": self.timeout,
+            "capacity_hint": self.capacity_hint,
+        }
+
+
+class UnknownTask(LookupError):
+    """No task by that name is installed."""
+
+    def __init__(self, name: str, known: Sequence[str]):
+        super().__init__(f"unknown task {name!r}; installed tasks: {', '.join(sorted(known)) or 'none'}")
+        self.name = name
+        self.known = sorted(known)
+
+
+def _import(path: str) -> Any:
+    module, _, attr = path.partition(":")
+    return getattr(importlib.import_module(module), attr)
+
+
+def available_tasks() -> dict[str, str]:
+    """Task name -> import path: the built-in examples plus every ``inference_subnet.tasks`` entry point."""
+    found = dict(BUILTIN_TASKS)
+    for ep in entry_points(group=ENTRY_POINT_GROUP):
+        found[ep.name] = ep.value
+    return found
+
+
+def load_task(name_or_path: str) -> Task:
+    """A task instance by registered name, or by ``module:Class`` path."""
+    known = available_tasks()
+    path = known.get(name_or_path) or (name_or_path if ":" in name_or_path else None)
+    if path is None:
+        raise UnknownTask(name_or_path, list(known))
+    try:
+        cls = _import(path)
+    except (ImportError, AttributeError) as exc:
+        raise UnknownTask(name_or_path, list(known)) from exc
+    return cls()
+
+
+def load_handler(task: Task, options: dict[str, Any] | None = None) -> Handler:
+    """The task's reference miner handler, built with ``options`` (e.g. a behaviour for local subnets)."""
+    if task.default_handler is None:
+        raise LookupError(f"task {task.name!r} ships no miner handler; pass one to the miner app")
+    return _import(task.default_handler)(options or {})

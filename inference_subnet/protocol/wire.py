@@ -1,0 +1,20 @@
+"""Small models shared on the wire by miners, validators and the gateway."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, Field
+
+
+class ErrorBody(BaseModel):
+    """Every error answer: a machine-readable code and a human reason."""
+
+    error: str = Field(description="Short machine-readable code, e.g. `unauthorized`.")
+    reason: str = Field(description="What went wrong, safe to show the caller.")
+
+
+class CapacityInfo(BaseModel):
+    """A miner's answer to ``GET /capacity``."""
+
+    hotkey: str
+    capacities: dict[str, int] = Field(description="Requests per epoch the miner accepts, per task.")
+    epoch_seconds: float

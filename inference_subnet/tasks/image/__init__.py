@@ -1,0 +1,1 @@
+"""The ``image`` example: images from a diffusion pipeline, scored by reproducing them."""

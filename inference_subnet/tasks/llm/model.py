@@ -1,0 +1,286 @@
+"""The causal language model behind the ``llm`` example, for miners and validators alike.
+
+``examples.llm_model`` names the model: a hub id or a local path goes to ``from_pretrained`` unchanged
+(production); the default, ``inference-subnet/tiny-llm``, is a 2-layer GPT-2 with a byte-level BPE
+tokenizer trained on the text shipped next to this module, built deterministically into the model cache
+on first use and then loaded through the very same ``from_pretrained`` path. Its text is nonsense; the
+reproduce-and-compare scoring is what a subnet does with a real model.
+
+Decoding is a small loop of our own rather than ``model.generate``: it draws from a private
+``torch.Generator`` seeded by the request, so the same (prompt, seed, temperature) gives the same tokens in
+any process, whatever else the process samples meanwhile, and it yields token by token for streaming.
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+import threading
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from inference_subnet.tasks.llm.task import FinishReason
+from inference_subnet.tasks.tiny import (
+    ModelLoader,
+    ProcessCache,
+    example_settings,
+    fill_parameters,
+    set_threads,
+)
+
+log = logging.getLogger(__name__)
+
+TINY_LLM = "inference-subnet/tiny-llm"
+"""The default model id: built locally, never downloaded."""
+_TINY_SEED = 1_000_003
+_CORPUS = Path(__file__).with_name("corpus.txt")
+_SPECIAL = ("<|endoftext|>", "<|im_start|>", "<|im_end|>")
+CHAT_TEMPLATE = (
+    "{% for message in messages %}<|im_start|>{{ message['role'] }}\n{{ message['content'] }}<|im_end|>\n"
+    "{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+"""ChatML, the template of the tiny model; production models bring their own."""
+
+
+def build_tiny_llm(directory: Path) -> None:
+    """Write the tiny model and its tokenizer to ``directory`` with ``save_pretrained``: same bytes on
+    every machine with the same library versions, in about a second."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import GenerationConfig, GPT2Config, GPT2LMHeadModel, PreTrainedTokenizerFast
+    from transformers.utils import logging as hf_logging
+
+    bpe = Tokenizer(models.BPE())
+    bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    bpe.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=1024,
+        min_frequency=2,
+        special_tokens=list(_SPECIAL),
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    bpe.train_from_iterator(_CORPUS.read_text(encoding="utf-8").splitlines(), trainer)
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_object=bpe, bos_token="<|endoftext|>", eos_token="<|im_end|>", pad_token="<|endoftext|>"
+    )
+    tokenizer.chat_template = CHAT_TEMPLATE
+    tokenizer.save_pretrained(directory)
+
+    eos = [tokenizer.convert_tokens_to_ids(t) for t in ("<|im_end|>", "<|endoftext|>")]
+    config = GPT2Config(
+        vocab_size=len(tokenizer),
+        n_positions=1024,
+        n_embd=128,
+        n_layer=2,
+        n_head=4,
+        bos_token_id=eos[1],
+        eos_token_id=eos[0],
+        pad_token_id=eos[1],
+    )
+    model = GPT2LMHeadModel(config)
+    fill_parameters(model, _TINY_SEED, std=0.05)
+    model.generation_config = GenerationConfig(eos_token_id=eos, bos_token_id=eos[1], pad_token_id=eos[1])
+    hf_logging.disable_progress_bar()
+    model.save_pretrained(directory)
+
+
+LANGUAGE_MODELS = ModelLoader(TINY_LLM, "tiny-llm-v1", build_tiny_llm)
+
+
+@dataclass
+class Generation:
+    """One decoding, consumed piece by piece: iterate for the text deltas, then read the totals."""
+
+    pieces: Iterator[str]
+    prompt_tokens: int
+    token_ids: list[int] = field(default_factory=list)
+    finish_reason: FinishReason = "length"
+    text: str = ""
+
+    def __iter__(self) -> Iterator[str]:
+        return self.pieces
+
+
+class TextGenerator:
+    """A loaded model and tokenizer. Thread-safe: each decoding has its own state and random generator."""
+
+    def __init__(self, model: Any, tokenizer: Any, name: str) -> None:
+        self.model = model
+        self.tokenizer = tokenizer
+        self.name = name
+        eos = model.generation_config.eos_token_id if model.generation_config else None
+        ids = set(eos if isinstance(eos, list) else [eos] if eos is not None else [])
+        if tokenizer.eos_token_id is not None:
+            ids.add(tokenizer.eos_token_id)
+        self.eos_ids = frozenset(ids)
+        self.context = int(getattr(model.config, "max_position_embeddings", 0) or 0)
+        # transformers 5 renamed the KV cache argument (and output) from ``past_key_values`` to ``cache``.
+        # A fast tokenizer is not safe to call from several threads at once (scoring workers do).
+        self._tokenizer_lock = threading.Lock()
+        parameters = inspect.signature(model.forward).parameters
+        self._cache_arg = "cache" if "cache" in parameters else "past_key_values"
+
+    # -- what the other examples use --------------------------------------------------------------------
+    def generate(self, prompt: str, *, max_new_tokens: int, seed: int, temperature: float = 1.0) -> str:
+        """A continuation of ``prompt`` (raw text, no chat template); the same for the same seed."""
+        return self._finish(self.decode(self.encode(prompt), max_new_tokens=max_new_tokens, seed=seed,
+                                        temperature=temperature)).text
+
+    # -- chat ----------------------------------------------------------------------------------------------
+    def chat_prompt(self, messages: Sequence[Mapping[str, str]]) -> list[int]:
+        """The token ids of a conversation through the model's chat template, ready for the reply."""
+        with self._tokenizer_lock:
+            text = self.tokenizer.apply_chat_template(
+                [dict(m) for m in messages], add_generation_prompt=True, tokenize=False
+            )
+        return self.encode(text)
+
+    def chat(
+        self, messages: Sequence[Mapping[str, str]], *, max_new_tokens: int, seed: int, temperature: float
+    ) -> Generation:
+        """The whole reply to a conversation (``.text``, ``.token_ids``, ``.finish_reason``)."""
+        return self._finish(self.stream_chat(messages, max_new_tokens=max_new_tokens, seed=seed,
+                                             temperature=temperature))
+
+    def stream_chat(
+        self, messages: Sequence[Mapping[str, str]], *, max_new_tokens: int, seed: int, temperature: float
+    ) -> Generation:
+        """The reply as it is decoded: iterate for text pieces."""
+        return self.decode(self.chat_prompt(messages), max_new_tokens=max_new_tokens, seed=seed,
+                           temperature=temperature)
+
+    # -- the decoding loop ---------------------------------------------------------------------------------
+    def encode(self, text: str) -> list[int]:
+        with self._tokenizer_lock:
+            return list(self.tokenizer(text, add_special_tokens=False)["input_ids"])
+
+    def _text(self, ids: Sequence[int]) -> str:
+        with self._tokenizer_lock:
+            return str(self.tokenizer.decode(list(ids), skip_special_tokens=True))
+
+    def decode(
+        self, prompt_ids: Sequence[int], *, max_new_tokens: int, seed: int, temperature: float
+    ) -> Generation:
+        """Seeded decoding of up to ``max_new_tokens`` after ``prompt_ids``: greedy at temperature 0,
+        else sampling from the tempered distribution with a generator seeded by ``seed``."""
+        if max_new_tokens < 1:
+            raise ValueError(f"max_new_tokens must be at least 1, got {max_new_tokens}")
+        ids = list(prompt_ids)
+        if self.context:
+            room = self.context - max_new_tokens
+            if room < 1:
+                raise ValueError(
+                    f"max_new_tokens {max_new_tokens} leaves no room in a {self.context}-token context"
+                )
+            ids = ids[-room:]
+        generation = Generation(pieces=iter(()), prompt_tokens=len(ids))
+        generation.pieces = self._pieces(generation, ids, max_new_tokens, seed, temperature)
+        return generation
+
+    def _pieces(
+        self, out: Generation, prompt_ids: list[int], max_new_tokens: int, seed: int, temperature: float
+    ) -> Iterator[str]:
+        """Text deltas, never splitting a character: the text decoded so far is re-read from a few tokens
+        back, and a delta is released only when it does not end in half a character. The reply's text is
+        the concatenation of the deltas, streamed or not, so both read the same."""
+        ids = out.token_ids
+        prefix = read = 0
+        for token in self._tokens(prompt_ids, max_new_tokens, seed, temperature):
+            if token in self.eos_ids:
+                out.finish_reason = "stop"
+                break
+            ids.append(token)
+            before = self._text(ids[prefix:read])
+            now = self._text(ids[prefix:])
+            if len(now) > len(before) and not now.endswith("\ufffd"):
+                piece = now[len(before):]
+                prefix, read = read, len(ids)
+                out.text += piece
+                yield piece
+        rest = self._text(ids[prefix:])
+        before = self._text(ids[prefix:read])
+        if len(rest) > len(before):
+            out.text += rest[len(before):]
+            yield rest[len(before):]
+
+    def _tokens(
+        self, prompt_ids: list[int], max_new_tokens: int, seed: int, temperature: float
+    ) -> Iterator[int]:
+        import torch
+
+        generator = torch.Generator().manual_seed(seed)
+        past = None
+        step = torch.tensor([prompt_ids or [self.model.config.bos_token_id or 0]], dtype=torch.long)
+        for _ in range(max_new_tokens):
+            # inference_mode per step, never held across a yield: decodings interleave on one thread.
+            with torch.inference_mode():
+                out = self.model(input_ids=step, use_cache=True, **{self._cache_arg: past})
+                past = getattr(out, self._cache_arg)
+                logits = out.logits[0, -1].float()
+                if temperature <= 0:
+                    token = int(torch.argmax(logits))
+                else:
+                    probs = torch.softmax(logits / temperature, dim=-1)
+                    token = int(torch.multinomial(probs, 1, generator=generator))
+            yield token
+            if token in self.eos_ids:
+                return
+            step = torch.tensor([[token]], dtype=torch.long)
+
+    @staticmethod
+    def _finish(generation: Generation) -> Generation:
+        for _ in generation:
+            pass
+        return generation
+
+
+def load_text_generator(model: str | None = None) -> TextGenerator:
+    """The generator for ``model`` (default: ``examples.llm_model``), loaded once per process. Blocking:
+    call it off the event loop."""
+    name = model or example_settings().llm_model
+
+    def open_model(location: str) -> TextGenerator:
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()
+        tokenizer = AutoTokenizer.from_pretrained(location)
+        lm = AutoModelForCausalLM.from_pretrained(location)
+        lm.eval()
+        lm.requires_grad_(False)
+        log.info("loaded LLM %s", name)
+        return TextGenerator(lm, tokenizer, name)
+
+    return LANGUAGE_MODELS.load(name, open_model)
+
+
+class Embedder:
+    """all-MiniLM-L6-v2 sentence embeddings (384-d, unit length), from the weights its package ships
+    (checked against their pinned sha256 by the ``detect`` example's loader)."""
+
+    def __init__(self, model: Any) -> None:
+        self.model = model
+
+    def embed(self, texts: Sequence[str]) -> list[list[float]]:
+        vectors = self.model.encode(list(texts), normalize_embeddings=True, show_progress_bar=False)
+        return [[float(x) for x in row] for row in vectors]
+
+
+_EMBEDDER = ProcessCache()
+
+
+def load_embedder() -> Embedder:
+    """The sentence embedder, loaded once per process (blocking: call it off the event loop)."""
+
+    def load() -> Embedder:
+        from transformers.utils import logging as hf_logging
+
+        from inference_subnet.tasks.detect.embedder import load_embedder as load_checked
+
+        hf_logging.disable_progress_bar()
+        set_threads(example_settings().threads)
+        return Embedder(load_checked())
+
+    return _EMBEDDER.get("all-MiniLM-L6-v2", load)

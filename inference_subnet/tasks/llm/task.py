@@ -1,0 +1,146 @@
+"""The ``llm`` task: a chat completion (messages, max tokens, temperature, seed), streamed token by token.
+
+Scoring reproduces the answer: the validator decodes the same conversation with the same model, seed and
+temperature, and compares. Token-level agreement is the main signal (an honest miner matches token for
+token, greedy or seeded); sentence-embedding similarity is a softer one for answers that drift apart
+midway (a different CPU thread count can flip one near-tie). Speed scales the result a little, so a fast
+wrong answer is still worth nothing.
+
+This module imports neither torch nor transformers: a gateway can load the task without them.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Sequence
+from typing import Literal
+
+from pydantic import BaseModel, Field
+
+from inference_subnet.protocol.task import Task
+from inference_subnet.scorers import cosine_similarity, token_match_rate
+from inference_subnet.tasks.tiny import speed_scaled
+
+MAX_TOKENS = 512
+TOKEN_WEIGHT = 0.8
+"""Share of token agreement in an answer's agreement; the rest is embedding similarity."""
+SIMILARITY_FLOOR = 0.5
+"""Embedding cosine at or below which the soft signal gives nothing (unrelated texts sit around 0.2-0.4)."""
+
+FinishReason = Literal["stop", "length"]
+
+
+class Message(BaseModel):
+    role: Literal["system", "user", "assistant"]
+    content: str = Field(max_length=32_000)
+
+
+class LLMRequest(BaseModel):
+    messages: list[Message] = Field(min_length=1, max_length=64, description="The conversation so far.")
+    max_tokens: int = Field(64, ge=1, le=MAX_TOKENS, description="Most tokens in the reply.")
+    temperature: float = Field(
+        1.0, ge=0.0, le=2.0, description="0 decodes greedily; above, samples with the request's seed."
+    )
+    seed: int = Field(0, ge=0, lt=2**32, description="Seeds sampling: the same seed gives the same reply.")
+
+
+class LLMResponse(BaseModel):
+    text: str = Field(max_length=200_000)
+    finish_reason: FinishReason = "stop"
+    prompt_tokens: int = Field(0, ge=0)
+    completion_tokens: int = Field(0, ge=0)
+
+
+class LLMChunk(BaseModel):
+    """A piece of the reply; the last chunk carries the finish reason and the token counts."""
+
+    delta: str = Field(max_length=200_000, description="The next piece of text (empty in the last chunk).")
+    finish_reason: FinishReason | None = None
+    prompt_tokens: int | None = Field(None, ge=0)
+    completion_tokens: int | None = Field(None, ge=0)
+
+
+_SYSTEM = "You are a helpful assistant. Answer briefly."
+_PROMPTS = (
+    "Tell me a short story about a fox.",
+    "What is the capital of the moon?",
+    "Give me a recipe for a simple soup.",
+    "Why is the sky blue?",
+    "Describe the market on a Saturday morning.",
+    "How do I take care of a small garden?",
+    "Write two sentences about an old ship.",
+    "What does a validator do in an inference network?",
+    "Explain what a prime number is.",
+    "Which train should I take to reach the coast?",
+    "What did the librarian find on the top shelf?",
+    "Summarise the weather in the valley this spring.",
+)
+_TEMPERATURES = (0.0, 0.6, 0.8, 1.0, 1.2)
+
+
+class LLMTask(Task[LLMRequest, LLMResponse]):
+    name = "llm"
+    Request = LLMRequest
+    Response = LLMResponse
+    streaming = True
+    Chunk = LLMChunk
+    timeout = 5.0
+    """Sized for the built-in tiny model and small models on a CPU (tens of times their p90 here); a subnet
+    serving a large model subclasses the task with its own."""
+    capacity_hint = 3_600
+    """About one request a second over a 72-minute epoch: what one CPU-served small model sustains."""
+    default_handler = "inference_subnet.tasks.llm.handler:make_handler"
+
+    def synthesize(self, rng: random.Random) -> LLMRequest:
+        messages = [Message(role="system", content=_SYSTEM)] if rng.random() < 0.5 else []
+        messages.append(Message(role="user", content=rng.choice(_PROMPTS)))
+        return LLMRequest(
+            messages=messages,
+            max_tokens=rng.choice((16, 32, 48, 64)),
+            temperature=rng.choice(_TEMPERATURES),
+            seed=rng.randrange(2**32),
+        )
+
+    def assemble(self, chunks: Sequence[BaseModel]) -> LLMResponse:
+        parts = [LLMChunk.model_validate(c) if not isinstance(c, LLMChunk) else c for c in chunks]
+        last = next((c for c in reversed(parts) if c.finish_reason is not None), None)
+        return LLMResponse(
+            text="".join(c.delta for c in parts),
+            finish_reason=last.finish_reason if last and last.finish_reason else "length",
+            prompt_tokens=(last.prompt_tokens or 0) if last else 0,
+            completion_tokens=(last.completion_tokens or 0) if last else 0,
+        )
+
+    def score(
+        self, request: LLMRequest, responses: Sequence[LLMResponse | None], timings: Sequence[float]
+    ) -> list[float]:
+        if all(r is None for r in responses):
+            return [0.0] * len(responses)
+        from inference_subnet.tasks.llm.model import load_embedder, load_text_generator
+
+        generator = load_text_generator()
+        reference = generator.chat(
+            [m.model_dump() for m in request.messages],
+            max_new_tokens=request.max_tokens,
+            seed=request.seed,
+            temperature=request.temperature,
+        )
+        # An exact reproduction needs no embedding (its similarity is 1): honest answers, the common case,
+        # cost the validator one decoding and no embedder call.
+        differing = sorted({r.text for r in responses if r is not None and r.text != reference.text})
+        similarity = {reference.text: 1.0}
+        if differing:
+            vectors = load_embedder().embed([reference.text, *differing])
+            for text, vector in zip(differing, vectors[1:]):
+                similarity[text] = cosine_similarity(vector, vectors[0])
+        reference_ids = generator.encode(reference.text)
+        scores = []
+        for response, seconds in zip(responses, timings):
+            if response is None:
+                scores.append(0.0)
+                continue
+            tokens = token_match_rate(generator.encode(response.text), reference_ids)
+            soft = max(0.0, (similarity[response.text] - SIMILARITY_FLOOR) / (1.0 - SIMILARITY_FLOOR))
+            agreement = TOKEN_WEIGHT * tokens + (1.0 - TOKEN_WEIGHT) * soft
+            scores.append(speed_scaled(agreement, seconds, self.timeout))
+        return scores

@@ -1,0 +1,1 @@
+"""The validator's services: sidecar, managing, synthesizing, scoring, orchestrator, gateway, weights."""

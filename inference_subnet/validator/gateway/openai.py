@@ -1,0 +1,341 @@
+"""An OpenAI-compatible surface for chat-shaped tasks: ``POST /v1/chat/completions`` and ``GET /v1/models``.
+
+It is another route adapter over the same pipeline as ``/v1/tasks/{name}`` (:class:`Gateway`): the same
+API keys, per-key limits, routing with failover, request log and organic scoring. Only the shapes differ:
+OpenAI's request and response bodies, server-sent events (``data: {...}`` chunks, then ``data: [DONE]``)
+for ``stream: true``, and errors as ``{"error": {"message", "type", "code"}}``, so the official ``openai``
+clients work against a gateway unchanged.
+
+A task is chat-shaped when its Request has ``messages`` (role and text content), ``max_tokens``,
+``temperature`` and ``seed``, its Response has ``text``, and, when it streams, its Chunk has ``delta``
+(``finish_reason``, ``prompt_tokens`` and ``completion_tokens`` are read when present). ``model`` in a
+request names the task. A request without a seed gets a random one: like OpenAI's, unseeded sampling
+differs from call to call, yet the miner's answer stays reproducible for scoring.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import secrets
+import time
+import uuid
+from collections.abc import AsyncIterator, Mapping, Sequence
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Request, Security
+from fastapi.responses import JSONResponse, Response, StreamingResponse
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from inference_subnet.protocol.task import Task
+from inference_subnet.validator.gateway.app import Gateway, GatewayError, _served_headers, _validation_reason
+
+SSE = "text/event-stream"
+DONE = b"data: [DONE]\n\n"
+CHAT_FIELDS = frozenset({"messages", "max_tokens", "temperature", "seed"})
+
+
+# -- OpenAI's shapes (the subset this gateway serves) -------------------------------------------------------
+
+
+class TextPart(BaseModel):
+    type: Literal["text"]
+    text: str
+
+
+class ChatMessage(BaseModel):
+    role: Literal["system", "developer", "user", "assistant"]
+    content: str | list[TextPart] = Field(description="Text, or a list of text parts (joined).")
+
+    def text(self) -> str:
+        return self.content if isinstance(self.content, str) else "".join(p.text for p in self.content)
+
+
+class StreamOptions(BaseModel):
+    include_usage: bool = False
+
+
+class ChatCompletionRequest(BaseModel):
+    """OpenAI's chat completion request; other OpenAI parameters are accepted and ignored."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    model: str = Field(description="The chat task to run (see `GET /v1/models`).")
+    messages: list[ChatMessage] = Field(min_length=1)
+    max_tokens: int | None = Field(None, ge=1)
+    max_completion_tokens: int | None = Field(None, ge=1, description="Preferred over `max_tokens`.")
+    temperature: float | None = Field(None, ge=0)
+    seed: int | None = Field(None, ge=0, description="Same seed, same answer; a random one when absent.")
+    n: int = Field(1, ge=1, le=1, description="Only one choice per request.")
+    stream: bool = False
+    stream_options: StreamOptions | None = None
+
+
+class AssistantMessage(BaseModel):
+    role: Literal["assistant"] = "assistant"
+    content: str
+
+
+class Choice(BaseModel):
+    index: int = 0
+    message: AssistantMessage
+    finish_reason: str
+    logprobs: None = None
+
+
+class Usage(BaseModel):
+    prompt_tokens: int
+    completion_tokens: int
+    total_tokens: int
+
+
+class ChatCompletion(BaseModel):
+    id: str
+    object: Literal["chat.completion"] = "chat.completion"
+    created: int
+    model: str
+    choices: list[Choice]
+    usage: Usage
+
+
+class Model(BaseModel):
+    id: str
+    object: Literal["model"] = "model"
+    created: int = 0
+    owned_by: str = "inference-subnet"
+
+
+class ModelList(BaseModel):
+    object: Literal["list"] = "list"
+    data: list[Model]
+
+
+class OpenAIErrorDetail(BaseModel):
+    message: str
+    type: str
+    param: str | None = None
+    code: str | None = None
+
+
+class OpenAIError(BaseModel):
+    error: OpenAIErrorDetail
+
+
+# -- which tasks, and the mapping ---------------------------------------------------------------------------
+
+
+def is_chat_task(task: Task) -> bool:
+    """Whether ``task`` has the chat shape this adapter maps (see the module docstring)."""
+    if not CHAT_FIELDS <= set(task.Request.model_fields) or "text" not in task.Response.model_fields:
+        return False
+    return not task.streaming or (task.Chunk is not None and "delta" in task.Chunk.model_fields)
+
+
+def task_payload(chat: ChatCompletionRequest, seed: int) -> bytes:
+    """The task Request body for an OpenAI request (validated afterwards by the task's own model)."""
+    payload: dict[str, Any] = {
+        "messages": [
+            {"role": "system" if m.role == "developer" else m.role, "content": m.text()}
+            for m in chat.messages
+        ],
+        "seed": chat.seed if chat.seed is not None else seed,
+    }
+    max_tokens = chat.max_completion_tokens or chat.max_tokens
+    if max_tokens is not None:
+        payload["max_tokens"] = max_tokens
+    if chat.temperature is not None:
+        payload["temperature"] = chat.temperature
+    return json.dumps(payload).encode()
+
+
+def _error(status: int, code: str, message: str, headers: Mapping[str, str] | None = None) -> JSONResponse:
+    kind = "invalid_request_error" if status < 500 and status not in (401, 429) else code
+    body = OpenAIError(error=OpenAIErrorDetail(message=message, type=kind, code=code))
+    return JSONResponse(body.model_dump(), status_code=status, headers=dict(headers or {}))
+
+
+def _completion_id() -> str:
+    return f"chatcmpl-{uuid.uuid4().hex}"
+
+
+def _usage(prompt: int, completion: int) -> Usage:
+    return Usage(prompt_tokens=prompt, completion_tokens=completion, total_tokens=prompt + completion)
+
+
+class _ChunkEncoder:
+    """Miner chunks to OpenAI ``chat.completion.chunk`` events: the role in the first, the finish reason
+    in the last, and the usage after it when the client asked for it."""
+
+    def __init__(self, model: str, include_usage: bool) -> None:
+        self.id = _completion_id()
+        self.created = int(time.time())
+        self.model = model
+        self.include_usage = include_usage
+        self.first = True
+        self.prompt_tokens = 0
+        self.completion_tokens = 0
+        self.broken = False
+
+    def _event(self, choices: list[dict[str, Any]], **extra: Any) -> bytes:
+        body = {
+            "id": self.id, "object": "chat.completion.chunk", "created": self.created, "model": self.model,
+            "choices": choices, **extra,
+        }
+        return b"data: " + json.dumps(body, separators=(",", ":")).encode() + b"\n\n"
+
+    def encode(self, chunk: BaseModel) -> bytes:
+        delta: dict[str, Any] = {}
+        if self.first:
+            delta["role"] = "assistant"
+            self.first = False
+        text = getattr(chunk, "delta", "")
+        if text:
+            delta["content"] = text
+        finish = getattr(chunk, "finish_reason", None)
+        self.prompt_tokens = getattr(chunk, "prompt_tokens", None) or self.prompt_tokens
+        self.completion_tokens = getattr(chunk, "completion_tokens", None) or self.completion_tokens
+        if not delta and finish is None:
+            return b""
+        out = self._event([{"index": 0, "delta": delta, "finish_reason": finish, "logprobs": None}])
+        if finish is not None and self.include_usage:
+            usage = _usage(self.prompt_tokens, self.completion_tokens).model_dump()
+            out += self._event([], usage=usage)
+        return out
+
+    def error(self, reason: str) -> bytes:
+        self.broken = True
+        body = OpenAIError(error=OpenAIErrorDetail(message=reason, type="server_error", code="stream_broken"))
+        return b"data: " + body.model_dump_json().encode() + b"\n\n"
+
+
+def _inline_refs(schema: dict[str, Any]) -> dict[str, Any]:
+    """A model's JSON schema with its ``$defs`` inlined, to stand alone in an OpenAPI request body."""
+    defs = schema.pop("$defs", {})
+
+    def walk(node: Any) -> Any:
+        if isinstance(node, dict):
+            ref = node.get("$ref")
+            if isinstance(ref, str) and ref.startswith("#/$defs/"):
+                return walk(defs[ref.removeprefix("#/$defs/")])
+            return {k: walk(v) for k, v in node.items()}
+        if isinstance(node, list):
+            return [walk(v) for v in node]
+        return node
+
+    return walk(schema)  # type: ignore[no-any-return]
+
+
+# -- the routes ---------------------------------------------------------------------------------------------
+
+_REQUEST_SCHEMA = _inline_refs(ChatCompletionRequest.model_json_schema())
+_bearer = HTTPBearer(auto_error=False, description="An API key from `inference-subnet gateway keys create`.")
+Credentials = Annotated[HTTPAuthorizationCredentials | None, Security(_bearer)]
+
+_ERRORS: dict[int | str, dict[str, Any]] = {
+    status: {"model": OpenAIError, "description": description}
+    for status, description in (
+        (401, "Missing, invalid or revoked API key."),
+        (404, "`model` names no chat task of this gateway."),
+        (422, "The body is not a valid chat completion request for the task."),
+        (429, "The key's requests-per-minute or concurrency limit is reached."),
+        (503, "No miner could serve the request."),
+    )
+}
+
+
+def chat_router(tasks: Sequence[Task]) -> APIRouter | None:
+    """The OpenAI-compatible routes for the chat-shaped ``tasks``; ``None`` when there are none."""
+    chat_tasks = {t.name: t for t in tasks if is_chat_task(t)}
+    if not chat_tasks:
+        return None
+    router = APIRouter(tags=["openai"])
+    names = ", ".join(sorted(chat_tasks))
+
+    async def authenticate(request: Request, credentials: HTTPAuthorizationCredentials | None) -> Any:
+        gateway: Gateway = request.app.state.gateway
+        return gateway, await gateway.authenticate(credentials)
+
+    @router.get("/v1/models", summary="The chat models (tasks) of this gateway", responses=_ERRORS)
+    async def models(
+        request: Request, credentials: Credentials
+    ) -> Response:
+        try:
+            await authenticate(request, credentials)
+        except GatewayError as exc:
+            return _error(exc.status, exc.code, exc.reason, exc.headers)
+        listing = ModelList(data=[Model(id=name) for name in sorted(chat_tasks)])
+        return JSONResponse(listing.model_dump())
+
+    @router.post(
+        "/v1/chat/completions",
+        summary="OpenAI-compatible chat completion (JSON, or server-sent events with `stream: true`)",
+        response_model=ChatCompletion,
+        responses={200: {"content": {SSE: {"schema": {"type": "string"}}}}, **_ERRORS},
+        openapi_extra={
+            "requestBody": {
+                "required": True,
+                "content": {"application/json": {"schema": _REQUEST_SCHEMA}},
+            }
+        },
+    )
+    async def chat_completions(
+        request: Request, credentials: Credentials
+    ) -> Response:
+        try:
+            gateway, key = await authenticate(request, credentials)
+            body = await request.body()
+            try:
+                chat = ChatCompletionRequest.model_validate_json(body)
+            except ValidationError as exc:
+                raise GatewayError(422, "invalid_request", _validation_reason(exc)) from None
+            task = chat_tasks.get(chat.model)
+            if task is None:
+                raise GatewayError(404, "model_not_found", f"unknown model {chat.model!r}; models: {names}")
+            task_request = gateway.parse(task, task_payload(chat, secrets.randbelow(2**32)))
+            if chat.stream:
+                if not task.streaming:
+                    raise GatewayError(422, "invalid_request", f"model {chat.model!r} does not stream")
+                return await _stream(gateway, task, key, task_request, chat, len(body))
+            served, _ = await gateway.run(task, key, task_request, request_bytes=len(body))
+        except GatewayError as exc:
+            return _error(exc.status, exc.code, exc.reason, exc.headers)
+        answer = served.response
+        prompt = getattr(answer, "prompt_tokens", None) or 0
+        completion = getattr(answer, "completion_tokens", None) or 0
+        result = ChatCompletion(
+            id=_completion_id(),
+            created=int(time.time()),
+            model=chat.model,
+            choices=[
+                Choice(
+                    message=AssistantMessage(content=getattr(answer, "text", "")),
+                    finish_reason=getattr(answer, "finish_reason", None) or "stop",
+                )
+            ],
+            usage=_usage(prompt, completion),
+        )
+        headers = _served_headers(served)
+        return Response(result.model_dump_json(), media_type="application/json", headers=headers)
+
+    return router
+
+
+async def _stream(
+    gateway: Gateway, task: Task, key: Any, task_request: BaseModel, chat: ChatCompletionRequest, size: int
+) -> StreamingResponse:
+    relay = await gateway.open(task, key, task_request, request_bytes=size)
+    encoder = _ChunkEncoder(chat.model, bool(chat.stream_options and chat.stream_options.include_usage))
+
+    async def events() -> AsyncIterator[bytes]:
+        async with contextlib.aclosing(relay.stream(encoder.encode, encoder.error)) as parts:
+            async for part in parts:
+                if part:
+                    yield part
+        if not encoder.broken:
+            yield DONE
+
+    return StreamingResponse(events(), media_type=SSE, headers={
+        **_served_headers(relay.opened), "Cache-Control": "no-cache",
+    })
+

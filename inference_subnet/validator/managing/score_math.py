@@ -1,0 +1,183 @@
+"""Hybrid scoring and dropout decisions: pure functions, no I/O.
+
+A miner's aggregate blends three things every sample tells us (quality of the answer, speed, whether it
+answered at all) and two kinds of evidence (synthetic challenges, sampled organic traffic). It averages over
+the samples that exist, shrunk towards an explicit prior: dividing by a fixed window length would punish a
+new miner for the samples it has not had the chance to earn yet.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Literal
+
+Kind = Literal["synthetic", "organic"]
+KINDS: tuple[Kind, ...] = ("synthetic", "organic")
+
+
+@dataclass(frozen=True, slots=True)
+class Sample:
+    """One scored response. A failure (error, timeout, garbage) has ``ok=False`` and counts as 0."""
+
+    score: float
+    kind: Kind
+    latency: float
+    ok: bool
+    ts: float
+
+    def __post_init__(self) -> None:
+        if self.kind not in KINDS:
+            raise ValueError(f"sample kind must be one of {KINDS}, got {self.kind!r}")
+        if not (0.0 <= self.score <= 1.0):
+            raise ValueError(f"sample score must be in [0, 1], got {self.score!r}")
+        if not (self.latency >= 0.0) or math.isinf(self.latency):
+            raise ValueError(f"sample latency must be a finite number of seconds >= 0, got {self.latency!r}")
+
+    @classmethod
+    def failure(cls, kind: Kind, latency: float, ts: float) -> Sample:
+        """A response that never came, came too late or could not be parsed."""
+        return cls(score=0.0, kind=kind, latency=latency, ok=False, ts=ts)
+
+    def to_json(self) -> str:
+        return json.dumps(
+            {"score": self.score, "kind": self.kind, "latency": self.latency, "ok": self.ok, "ts": self.ts},
+            separators=(",", ":"),
+        )
+
+    @classmethod
+    def from_json(cls, raw: str | bytes) -> Sample:
+        data = json.loads(raw)
+        return cls(
+            score=float(data["score"]),
+            kind=data["kind"],
+            latency=float(data["latency"]),
+            ok=bool(data["ok"]),
+            ts=float(data["ts"]),
+        )
+
+
+def latency_score(latency: float, reference: float) -> float:
+    """1 for an instant answer, falling linearly to 0 at ``reference`` seconds (the task's timeout)."""
+    if reference <= 0.0:
+        return 0.0
+    return min(1.0, max(0.0, 1.0 - latency / reference))
+
+
+def sample_value(
+    sample: Sample,
+    *,
+    quality_weight: float,
+    latency_weight: float,
+    reliability_weight: float,
+    latency_reference: float,
+) -> float:
+    """One sample's worth in [0, 1]: quality, speed and success weighted. Failures are worth 0."""
+    total = quality_weight + latency_weight + reliability_weight
+    if not total > 0.0:
+        raise ValueError("quality, latency and reliability weights must not all be 0")
+    if not sample.ok:
+        return 0.0
+    value = (
+        quality_weight * sample.score
+        + latency_weight * latency_score(sample.latency, latency_reference)
+        + reliability_weight
+    ) / total
+    return min(1.0, max(0.0, value))
+
+
+def aggregate(
+    samples: Iterable[Sample],
+    *,
+    quality_weight: float = 0.7,
+    latency_weight: float = 0.2,
+    reliability_weight: float = 0.1,
+    organic_weight: float = 0.5,
+    prior_score: float = 0.0,
+    prior_strength: float = 2.0,
+    latency_reference: float = 10.0,
+) -> float:
+    """A miner's score for one task, in [0, 1].
+
+    Per kind, the mean sample value; when both kinds exist they are blended ``organic_weight`` to
+    ``1 - organic_weight`` (one kind alone stands for itself, whatever the weight). The blend is then shrunk
+    towards ``prior_score`` as if the prior were ``prior_strength`` extra samples:
+    ``(n * blend + k * prior) / (n + k)``. With no samples the result is the prior.
+    """
+    if not 0.0 <= prior_score <= 1.0:
+        raise ValueError(f"prior_score must be in [0, 1], got {prior_score!r}")
+    if prior_strength < 0.0:
+        raise ValueError(f"prior_strength must be >= 0, got {prior_strength!r}")
+    sums = {kind: 0.0 for kind in KINDS}
+    counts = {kind: 0 for kind in KINDS}
+    for sample in samples:
+        sums[sample.kind] += sample_value(
+            sample,
+            quality_weight=quality_weight,
+            latency_weight=latency_weight,
+            reliability_weight=reliability_weight,
+            latency_reference=latency_reference,
+        )
+        counts[sample.kind] += 1
+    n = counts["synthetic"] + counts["organic"]
+    if n == 0:
+        return prior_score
+    means = {kind: sums[kind] / counts[kind] for kind in KINDS if counts[kind]}
+    if len(means) == 2:
+        w = min(1.0, max(0.0, organic_weight))
+        blend = w * means["organic"] + (1.0 - w) * means["synthetic"]
+    else:
+        (blend,) = means.values()
+    value = (n * blend + prior_strength * prior_score) / (n + prior_strength)
+    return min(1.0, max(0.0, value))
+
+
+def dropout_probability(expected_total: int | None, cap: int) -> float:
+    """Chance that one response of a period is scored, so that about ``cap`` of them are.
+
+    ``expected_total`` is the volume to expect in the period (the previous period's, when known). Thinning
+    at random over the whole period, rather than scoring the first ``cap`` responses, means a miner cannot
+    tell which of its answers count.
+    """
+    if cap <= 0:
+        return 0.0
+    if expected_total is None or expected_total <= cap:
+        return 1.0
+    return cap / expected_total
+
+
+def dropout_decision(
+    scored_so_far: int, cap: int, rng: random.Random, *, expected_total: int | None = None
+) -> bool:
+    """Whether to score one more response: never beyond ``cap`` in a period, at random below it.
+
+    The validator applies the same rule atomically in Redis (the cap check and the count are one script);
+    this is the rule itself.
+    """
+    if scored_so_far >= cap:
+        return False
+    return chance(dropout_probability(expected_total, cap), rng)
+
+
+def sample_organic(rate: float, rng: random.Random) -> bool:
+    """Whether an organic response is sent for scoring (scoring all of them is what costs validators)."""
+    return chance(rate, rng)
+
+
+def chance(probability: float, rng: random.Random) -> bool:
+    """True with ``probability``; exact at 0 and 1 (no draw wasted on a certainty)."""
+    if probability >= 1.0:
+        return True
+    if not probability > 0.0:
+        return False
+    return rng.random() < probability
+
+
+def mean_over_tasks(per_task: Iterable[float]) -> float:
+    """A miner's overall score: every task counts the same, so a task that is cheap to serve cannot
+    dominate one that is expensive. A task the miner has no evidence for counts as its prior."""
+    values = list(per_task)
+    return math.fsum(values) / len(values) if values else 0.0

@@ -1,0 +1,557 @@
+"""The gateway end to end: real miner processes on 127.0.0.1 (``inference-subnet miner``), a real Redis,
+the SQL store (SQLite, or the machine's Postgres when ``DATABASE_URL`` names it), the gateway under uvicorn.
+
+Miners of this module: uids 1 and 2 honest, 3 honest (killed by the failover test), 4 slow (never answers
+in time, never sends a first chunk), 5 flaky (breaks streams after two chunks). Each test steers routing by
+giving quota only to the miners it wants, under its own Redis key space.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import redis.asyncio as aioredis
+from fastapi import FastAPI, Request
+from fastapi.responses import StreamingResponse
+from fastapi.security import HTTPAuthorizationCredentials
+from sqlalchemy import func, select
+from test_gateway_helpers import (
+    GATES_ENV,
+    CountingTask,
+    CountRequest,
+    LocalSubnet,
+    free_port,
+    fresh_database,
+    ndjson,
+    postgres_database,
+    serve_in_process,
+    sqlite_url,
+    stop_in_process,
+    wait_until_serving,
+)
+
+from inference_subnet.miner.sources import StaticMetagraphSource
+from inference_subnet.protocol.task import Task
+from inference_subnet.settings import Settings, load_settings
+from inference_subnet.store.keys import Keys
+from inference_subnet.store.sql import Database, RequestLog
+from inference_subnet.tasks.arithmetic import ArithmeticTask
+from inference_subnet.validator.client import MinerClient
+from inference_subnet.validator.gateway.apikeys import ApiKeyStore
+from inference_subnet.validator.gateway.app import create_gateway_app
+from inference_subnet.validator.gateway.limits import minute_of
+from inference_subnet.validator.managing import QuotaBook, ScoreBook
+
+__all__ = ["postgres_database"]
+
+COUNTING = "test_gateway_helpers:CountingTask"
+HONEST_A, HONEST_B, VICTIM, SLOW, FLAKY = 1, 2, 3, 4, 5
+
+
+@pytest.fixture(scope="module")
+async def subnet(tmp_path_factory: pytest.TempPathFactory, redis_url: str) -> AsyncIterator[LocalSubnet]:
+    net = LocalSubnet(tmp_path_factory.mktemp("subnet"), redis_url)
+    net.setup(["honest", "honest", "honest", "slow", "flaky"], tasks=("arithmetic", COUNTING))
+    net.start_miners(**{GATES_ENV: "1"})
+    try:
+        await net.wait_ready()
+        yield net
+    finally:
+        net.stop()
+
+
+@pytest.fixture
+async def db_url(tmp_path: Path, postgres_database: str | None) -> str:
+    return postgres_database if postgres_database else sqlite_url(tmp_path)
+
+
+@dataclass
+class Running:
+    url: str
+    keys: Keys
+    db: Database
+    quota: QuotaBook
+    redis: aioredis.Redis
+    subnet: LocalSubnet
+    settings: Settings
+    stop: Callable[[], Awaitable[None]]
+
+    async def key(self, rate_per_minute: int = 1000, max_concurrent: int = 50) -> tuple[int, dict[str, str]]:
+        info, plain = await ApiKeyStore(self.db).create(
+            "test", rate_per_minute=rate_per_minute, max_concurrent=max_concurrent
+        )
+        return info.id, {"Authorization": f"Bearer {plain}"}
+
+    def identity(self, uid: int) -> str:
+        return self.subnet.metagraph().by_uid[uid].identity
+
+    async def log_rows(self) -> list[RequestLog]:
+        async with self.db.sessions() as session:
+            return list((await session.scalars(select(RequestLog).order_by(RequestLog.id))).all())
+
+
+GatewayFactory = Callable[..., Awaitable[Running]]
+
+
+@pytest.fixture
+async def gateway(
+    subnet: LocalSubnet, redis: aioredis.Redis, keys: Keys, db_url: str
+) -> AsyncIterator[GatewayFactory]:
+    """Start a gateway whose quota covers only the given miners (uid -> tasks)."""
+    stops: list[Callable[[], Awaitable[None]]] = []
+    client = MinerClient(subnet.validator)
+    db = await fresh_database(db_url)
+
+    async def start(
+        capacity: dict[int, tuple[str, ...]],
+        extra: Callable[[FastAPI], None] | None = None,
+        **gateway_settings: Any,
+    ) -> Running:
+        settings = load_settings(
+            database_url=db_url,
+            gateway={
+                "api_key_cache_seconds": 0,
+                "usage_refresh_seconds": 0,
+                "reuse_sample_rate": 1.0,
+                "first_byte_timeout": 1.0,
+                "total_deadline_seconds": 10.0,
+                "log_flush_seconds": 0.05,
+                **gateway_settings,
+            },
+            validator={"scoring": {"organic_sample_rate": 1.0, "max_scored_per_period": 10_000}},
+        )
+        metagraph = subnet.metagraph()
+        quota = QuotaBook(redis, keys, settings.validator.quotas)
+        await quota.set_stakes(metagraph, subnet.validator.ss58_address)
+        for uid, tasks in capacity.items():
+            await quota.set_capacity(metagraph.by_uid[uid].identity, {t: 1000 for t in tasks})
+        task_objects: dict[str, Task] = {"arithmetic": ArithmeticTask(), "counting": CountingTask()}
+        app = create_gateway_app(
+            settings,
+            tasks=task_objects,
+            redis=redis,
+            keys=keys,
+            metagraph=StaticMetagraphSource(metagraph),
+            miner_client=client,
+            quota_book=quota,
+            score_book=ScoreBook(redis, keys, settings.validator.scoring),
+            db=db,
+            exclude_hotkeys=[subnet.validator.ss58_address],
+        )
+        if extra is not None:
+            extra(app)
+        port = free_port()
+        server, task = await serve_in_process(app, port)
+        stopped = False
+
+        async def stop() -> None:
+            nonlocal stopped
+            if not stopped:
+                stopped = True
+                await stop_in_process(server, task)
+
+        stops.append(stop)
+        return Running(f"http://127.0.0.1:{port}", keys, db, quota, redis, subnet, settings, stop)
+
+    yield start
+    for stop in stops:
+        await stop()
+    await client.aclose()
+    await db.aclose()
+
+
+def _http(base: str) -> httpx.AsyncClient:
+    return httpx.AsyncClient(base_url=base, timeout=30.0)
+
+
+ADD = {"op": "add", "a": 20, "b": 22}
+
+
+async def test_serves_through_real_miners_and_logs_after_shutdown(gateway: GatewayFactory) -> None:
+    gw = await gateway({HONEST_A: ("arithmetic",), HONEST_B: ("arithmetic",)}, log_payloads=True)
+    key_id, auth = await gw.key()
+    served_by = set()
+    async with _http(gw.url) as http:
+        listing = (await http.get("/v1/tasks")).json()
+        assert {t["name"] for t in listing["tasks"]} == {"arithmetic", "counting"}
+        for i in range(6):
+            r = await http.post("/v1/tasks/arithmetic", json={"op": "multiply", "a": i, "b": 7}, headers=auth)
+            assert r.status_code == 200, r.text
+            assert r.json() == {"result": 7 * i}
+            uid = int(r.headers["x-miner-uid"])
+            assert r.headers["x-miner-hotkey"] == gw.subnet.metagraph().by_uid[uid].hotkey
+            served_by.add(uid)
+    assert served_by == {HONEST_A, HONEST_B}  # least-used first spreads load over the contenders
+
+    await gw.stop()  # a clean shutdown flushes the request log
+    rows = await gw.log_rows()
+    assert len(rows) == 6
+    assert all(r.status == 200 and r.key_id == key_id and r.task == "arithmetic" for r in rows)
+    assert all(r.miner_uid in (HONEST_A, HONEST_B) and r.attempts == 1 and r.latency_ms > 0 for r in rows)
+    assert all(
+        r.request_bytes > 0 and r.response_bytes == len(b'{"result":0}') + (len(str(7 * i)) - 1)
+        for i, r in enumerate(rows)
+    )
+    assert rows[3].payload == {"request": {"op": "multiply", "a": 3, "b": 7}, "response": {"result": 21}}
+
+    # Organic feedback: every response was admitted for scoring (sample rate 1) and recorded for reuse.
+    jobs = await gw.redis.xrange(gw.keys.scoring_stream())
+    assert len(jobs) == 6
+    assert await gw.redis.llen(gw.keys.organic_samples("arithmetic")) == 6
+
+
+async def test_privacy_switch_and_no_payloads_by_default(gateway: GatewayFactory) -> None:
+    gw = await gateway({HONEST_A: ("arithmetic",)}, reuse_organic=False)
+    _, auth = await gw.key()
+    async with _http(gw.url) as http:
+        assert (await http.post("/v1/tasks/arithmetic", json=ADD, headers=auth)).status_code == 200
+    await gw.stop()
+    (row,) = await gw.log_rows()
+    assert row.payload is None
+    assert await gw.redis.llen(gw.keys.organic_samples("arithmetic")) == 0
+    assert len(await gw.redis.xrange(gw.keys.scoring_stream())) == 1  # scoring does not depend on reuse
+
+
+async def test_authentication(gateway: GatewayFactory) -> None:
+    gw = await gateway({HONEST_A: ("arithmetic",)})
+    key_id, auth = await gw.key()
+    async with _http(gw.url) as http:
+        for headers in (
+            {},
+            {"Authorization": "Bearer isn_not-a-real-key-but-long-enough"},
+            {"Authorization": "Basic dXNlcjpwYXNz"},
+            {"Authorization": "Bearer"},
+        ):
+            r = await http.post("/v1/tasks/arithmetic", json=ADD, headers=headers)
+            assert r.status_code == 401, headers
+            assert r.json()["error"] == "unauthorized" and r.headers["www-authenticate"] == "Bearer"
+        # Auth comes before the body is even parsed.
+        r = await http.post(
+            "/v1/tasks/arithmetic", content=b"{not json", headers={"Content-Type": "application/json"}
+        )
+        assert r.status_code == 401
+        assert (await http.post("/v1/tasks/arithmetic", json=ADD, headers=auth)).status_code == 200
+        await ApiKeyStore(gw.db).revoke(key_id)
+        r = await http.post("/v1/tasks/arithmetic", json=ADD, headers=auth)
+        assert r.status_code == 401 and "revoked" in r.json()["reason"]
+
+
+async def test_bad_input_never_reaches_a_miner(gateway: GatewayFactory) -> None:
+    gw = await gateway({HONEST_A: ("arithmetic",)}, max_body_bytes=1024)
+    _, auth = await gw.key()
+    async with _http(gw.url) as http:
+        r = await http.post("/v1/tasks/arithmetic", json={"op": "divide", "a": 1, "b": 2}, headers=auth)
+        assert r.status_code == 422 and r.json()["error"] == "invalid_request" and "op" in r.json()["reason"]
+        r = await http.post("/v1/tasks/arithmetic", content=b"\xff\xfe{", headers=auth)
+        assert r.status_code == 422
+        r = await http.post("/v1/tasks/arithmetic", json={"op": "add", "a": 10**13, "b": 1}, headers=auth)
+        assert r.status_code == 422
+        # Oversized: declared (refused before reading) and chunked (refused while reading).
+        r = await http.post("/v1/tasks/arithmetic", content=b"x" * 2048, headers=auth)
+        assert r.status_code == 413 and r.json()["error"] == "payload_too_large"
+
+        async def chunks() -> AsyncIterator[bytes]:
+            for _ in range(8):
+                yield b"y" * 256
+
+        r = await http.post("/v1/tasks/arithmetic", content=chunks(), headers=auth)
+        assert r.status_code == 413
+        r = await http.post("/v1/tasks/nope", json=ADD, headers=auth)
+        assert r.status_code == 404 and r.json()["error"] == "unknown_task"
+        assert "arithmetic" in r.json()["reason"] and "counting" in r.json()["reason"]
+        r = await http.get("/v1/tasks/arithmetic", headers=auth)
+        assert r.status_code == 405 and "error" in r.json()
+    await gw.stop()
+    assert await gw.log_rows() == []  # nothing was routed
+
+
+async def test_no_miner_available_is_503_with_a_reason(gateway: GatewayFactory) -> None:
+    gw = await gateway({})  # no quota anywhere
+    key_id, auth = await gw.key()
+    async with _http(gw.url) as http:
+        r = await http.post("/v1/tasks/arithmetic", json=ADD, headers=auth)
+    assert r.status_code == 503 and r.json()["error"] == "no_miner"
+    assert "capacity" in r.json()["reason"]
+    await gw.stop()
+    (row,) = await gw.log_rows()
+    assert row.status == 503 and row.miner_uid is None and row.key_id == key_id
+
+
+async def test_per_key_rate_limit(gateway: GatewayFactory) -> None:
+    gw = await gateway({HONEST_A: ("arithmetic",)})
+    _, auth = await gw.key(rate_per_minute=3)
+    async with _http(gw.url) as http:
+        for _ in range(2):  # a run that straddles a minute boundary starts a fresh window: try again
+            start = time.time()
+            statuses = [(await http.post("/v1/tasks/arithmetic", json=ADD, headers=auth)) for _ in range(4)]
+            if minute_of(start) == minute_of(time.time()):
+                break
+        assert [r.status_code for r in statuses] == [200, 200, 200, 429]
+        refused = statuses[-1]
+        assert (
+            refused.json()["error"] == "rate_limited" and "3 requests per minute" in refused.json()["reason"]
+        )
+        assert 1 <= int(refused.headers["retry-after"]) <= 60
+        # Another key is not affected.
+        _, other = await gw.key(rate_per_minute=3)
+        assert (await http.post("/v1/tasks/arithmetic", json=ADD, headers=other)).status_code == 200
+
+
+async def _first_line(response: httpx.Response) -> tuple[str, AsyncIterator[str]]:
+    lines = response.aiter_lines()
+    return await asyncio.wait_for(anext(lines), 10), lines
+
+
+async def test_streaming_passes_chunks_through_as_they_come(gateway: GatewayFactory) -> None:
+    gw = await gateway({HONEST_A: ("counting",)})
+    _, auth = await gw.key()
+    gate = f"gate:{uuid.uuid4().hex}"
+    async with _http(gw.url) as http:
+        async with http.stream("POST", "/v1/tasks/counting", json={"n": 5, "gate": gate}, headers=auth) as r:
+            assert r.status_code == 200
+            assert r.headers["content-type"].startswith("application/x-ndjson")
+            assert r.headers["x-miner-uid"] == str(HONEST_A)
+            # The miner holds chunks 1..4 until the gate opens: the first one reached us on its own.
+            first, rest = await _first_line(r)
+            assert ndjson(first) == [{"i": 0}]
+            await gw.redis.set(gate, 1, ex=60)
+            remaining = [line async for line in rest]
+        assert ndjson("\n".join(remaining)) == [{"i": i} for i in range(1, 5)]
+    await gw.stop()
+    (row,) = await gw.log_rows()
+    assert row.status == 200 and row.miner_uid == HONEST_A
+    assert row.response_bytes == sum(len(f'{{"i":{i}}}\n') for i in range(5))
+    assert len(await gw.redis.xrange(gw.keys.scoring_stream())) == 1  # the assembled stream is scored
+
+
+async def test_concurrency_limit_holds_while_a_stream_is_open(gateway: GatewayFactory) -> None:
+    gw = await gateway({HONEST_A: ("counting", "arithmetic")})
+    _, auth = await gw.key(max_concurrent=1)
+    gate = f"gate:{uuid.uuid4().hex}"
+    async with _http(gw.url) as http:
+        async with http.stream("POST", "/v1/tasks/counting", json={"n": 3, "gate": gate}, headers=auth) as r:
+            _, lines = await _first_line(r)  # keep `lines`: dropping it would close the stream
+            busy = await http.post("/v1/tasks/arithmetic", json=ADD, headers=auth)
+            assert busy.status_code == 429 and "1 concurrent" in busy.json()["reason"]
+            assert busy.headers["retry-after"] == "1"
+            await gw.redis.set(gate, 1, ex=60)
+            assert len([line async for line in lines]) == 2
+        # The stream ended: its lease is released at once.
+        assert (await http.post("/v1/tasks/arithmetic", json=ADD, headers=auth)).status_code == 200
+
+
+async def test_stream_fails_over_when_the_first_byte_is_late(gateway: GatewayFactory) -> None:
+    gw = await gateway({SLOW: ("counting",), HONEST_A: ("counting",)})
+    # Make the slow miner the least used, so it is tried first.
+    for _ in range(3):
+        assert await gw.quota.consume(gw.identity(HONEST_A), "counting", "organic")
+    _, auth = await gw.key()
+    async with _http(gw.url) as http:
+        r = await http.post("/v1/tasks/counting", json={"n": 3}, headers=auth)
+    assert r.status_code == 200
+    assert ndjson(r.text) == [{"i": 0}, {"i": 1}, {"i": 2}]
+    assert r.headers["x-miner-uid"] == str(HONEST_A) and r.headers["x-attempts"] == "2"
+
+
+async def test_stream_broken_after_first_chunk_ends_with_an_error_line(gateway: GatewayFactory) -> None:
+    gw = await gateway({FLAKY: ("counting",)})
+    _, auth = await gw.key()
+    async with _http(gw.url) as http:
+        r = await http.post("/v1/tasks/counting", json={"n": 5}, headers=auth)
+    assert r.status_code == 200 and r.headers["x-miner-uid"] == str(FLAKY)
+    lines = ndjson(r.text)
+    assert lines[:2] == [{"i": 0}, {"i": 1}]
+    assert lines[-1]["error"] == "stream_broken"
+    await gw.stop()
+    (row,) = await gw.log_rows()
+    assert row.status == 502 and row.miner_uid is None
+
+
+async def test_failover_to_the_next_miner_when_one_dies(gateway: GatewayFactory) -> None:
+    gw = await gateway({VICTIM: ("arithmetic",), HONEST_A: ("arithmetic",)})
+    _, auth = await gw.key()
+    async with _http(gw.url) as http:
+        r = await http.post("/v1/tasks/arithmetic", json=ADD, headers=auth)
+        assert r.status_code == 200
+        # Kill the victim's process and make it the least used, so it is tried first.
+        gw.subnet.kill(VICTIM)
+        for _ in range(3):
+            assert await gw.quota.consume(gw.identity(HONEST_A), "arithmetic", "organic")
+        responses = [
+            await http.post("/v1/tasks/arithmetic", json={"op": "add", "a": i, "b": 1}, headers=auth)
+            for i in range(4)
+        ]
+    assert [r.status_code for r in responses] == [200] * 4
+    assert [r.json()["result"] for r in responses] == [1, 2, 3, 4]
+    assert {r.headers["x-miner-uid"] for r in responses} == {str(HONEST_A)}
+    assert responses[0].headers["x-attempts"] == "2"
+    await gw.stop()
+    rows = await gw.log_rows()
+    assert [r.status for r in rows[1:]] == [200] * 4 and {r.miner_uid for r in rows[1:]} == {HONEST_A}
+    assert rows[1].attempts == 2
+    # The dead miner's failures are evidence for scoring: a job carries its connect error.
+    jobs = [json.loads(fields[b"job"]) for _, fields in await gw.redis.xrange(gw.keys.scoring_stream())]
+    outcomes = [resp["outcome"] for job in jobs for resp in job["responses"] if resp["uid"] == VICTIM]
+    assert "connect_error" in outcomes
+
+
+async def test_failover_when_a_miner_times_out(gateway: GatewayFactory) -> None:
+    gw = await gateway({SLOW: ("arithmetic",), HONEST_A: ("arithmetic",)})
+    for _ in range(3):
+        assert await gw.quota.consume(gw.identity(HONEST_A), "arithmetic", "organic")
+    _, auth = await gw.key()
+    async with _http(gw.url) as http:
+        r = await http.post("/v1/tasks/arithmetic", json=ADD, headers=auth)
+    assert r.status_code == 200 and r.json() == {"result": 42}
+    assert r.headers["x-miner-uid"] == str(HONEST_A) and r.headers["x-attempts"] == "2"
+
+
+async def test_total_deadline_bounds_the_request(gateway: GatewayFactory) -> None:
+    gw = await gateway({SLOW: ("arithmetic",)}, total_deadline_seconds=0.5)
+    _, auth = await gw.key()
+    async with _http(gw.url) as http:
+        started = time.perf_counter()
+        r = await http.post("/v1/tasks/arithmetic", json=ADD, headers=auth)
+        elapsed = time.perf_counter() - started
+    assert (
+        r.status_code == 503
+        and "deadline exceeded" in r.json()["reason"]
+        and "uid 4: timeout" in r.json()["reason"]
+    )
+    assert elapsed < ArithmeticTask.timeout  # the miner's own timeout (2 s) was cut to the deadline
+
+
+async def test_readiness(gateway: GatewayFactory) -> None:
+    gw = await gateway({HONEST_A: ("arithmetic",)})
+    async with _http(gw.url) as http:
+        assert (await http.get("/health")).json() == {"status": "ok"}
+        ready = await http.get("/ready")
+    assert ready.status_code == 200
+    assert {c["name"]: c["ok"] for c in ready.json()["checks"]} == {
+        "redis": True,
+        "database": True,
+        "metagraph": True,
+        "request_log": True,
+    }
+
+
+def _cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "inference_subnet.cli.main", *args],
+        env=env,
+        text=True,
+        capture_output=True,
+        timeout=60,
+    )
+
+
+async def test_cli_key_lifecycle_and_gateway_run_flushes_on_sigterm(
+    subnet: LocalSubnet, redis: aioredis.Redis, keys: Keys, db_url: str
+) -> None:
+    db = await fresh_database(db_url)
+    env = subnet.env(DATABASE_URL=db_url, ISN_SUBNET_NAME=keys.subnet)
+    created = _cli(
+        env,
+        "gateway",
+        "keys",
+        "create",
+        "--name",
+        "cli-app",
+        "--rate-per-minute",
+        "100",
+        "--max-concurrent",
+        "4",
+    )
+    assert created.returncode == 0, created.stderr
+    plain = created.stdout.strip()
+    assert plain.startswith("isn_") and "cannot be shown again" in created.stderr
+    listed = _cli(env, "gateway", "keys", "list", "--json")
+    assert listed.returncode == 0, listed.stderr
+    assert plain not in listed.stdout
+    (entry,) = json.loads(listed.stdout)
+    assert (
+        entry["name"] == "cli-app" and entry["rate_per_minute"] == 100 and plain.startswith(entry["prefix"])
+    )
+
+    # The real command, as an operator runs it; quota for miner 2 is what the managing service would write.
+    validator_keys = Keys(subnet=keys.subnet, netuid=subnet.netuid, role=subnet.validator.ss58_address)
+    settings = load_settings()
+    quota = QuotaBook(redis, validator_keys, settings.validator.quotas)
+    await quota.set_stakes(subnet.metagraph(), subnet.validator.ss58_address)
+    await quota.set_capacity(subnet.metagraph().by_uid[HONEST_B].identity, {"arithmetic": 100})
+    port = free_port()
+    proc = subnet.start_gateway(
+        port,
+        ["arithmetic"],
+        DATABASE_URL=db_url,
+        ISN_SUBNET_NAME=keys.subnet,
+        ISN_GATEWAY__API_KEY_CACHE_SECONDS="0",
+    )
+    try:
+        await asyncio.to_thread(
+            wait_until_serving, f"http://127.0.0.1:{port}/health", proc, lambda: subnet.process_output(port)
+        )
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=10) as http:
+            auth = {"Authorization": f"Bearer {plain}"}
+            for i in range(5):
+                r = await http.post("/v1/tasks/arithmetic", json={"op": "add", "a": i, "b": i}, headers=auth)
+                assert r.status_code == 200, r.text
+                assert r.json() == {"result": 2 * i} and r.headers["x-miner-uid"] == str(HONEST_B)
+            revoked = _cli(env, "gateway", "keys", "revoke", str(entry["id"]))
+            assert revoked.returncode == 0, revoked.stderr
+            assert (await http.post("/v1/tasks/arithmetic", json=ADD, headers=auth)).status_code == 401
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(30) == 0
+    async with db.sessions() as session:
+        assert await session.scalar(select(func.count()).select_from(RequestLog)) == 5
+    unknown = _cli(env, "gateway", "keys", "revoke", "999999")
+    assert unknown.returncode != 0 and "999999" in unknown.stderr
+    await db.aclose()
+
+
+def _sse_adapter(app: FastAPI) -> None:
+    """What an OpenAI-style adapter does: its own payload and wire format, the gateway's pipeline."""
+    task = CountingTask()
+
+    @app.post("/v1/test/events")
+    async def events(request: Request) -> StreamingResponse:
+        gateway = request.app.state.gateway
+        scheme, _, token = request.headers.get("authorization", "").partition(" ")
+        key = await gateway.authenticate(HTTPAuthorizationCredentials(scheme=scheme, credentials=token))
+        body = await request.body()
+        payload = json.loads(body)
+        relay = await gateway.open(task, key, CountRequest(n=payload["count"]), request_bytes=len(body))
+        return StreamingResponse(
+            relay.stream(
+                lambda chunk: b"data: " + chunk.model_dump_json().encode() + b"\n\n",
+                lambda reason: b"event: error\ndata: " + reason.encode() + b"\n\n",
+            ),
+            media_type="text/event-stream",
+        )
+
+
+async def test_a_route_adapter_reuses_the_pipeline(gateway: GatewayFactory) -> None:
+    gw = await gateway({HONEST_B: ("counting",)}, extra=_sse_adapter)
+    key_id, auth = await gw.key(rate_per_minute=1)
+    async with _http(gw.url) as http:
+        r = await http.post("/v1/test/events", json={"count": 3}, headers=auth)
+        assert r.status_code == 200 and r.headers["content-type"].startswith("text/event-stream")
+        assert r.text == "".join(f'data: {{"i":{i}}}\n\n' for i in range(3))
+        limited = await http.post("/v1/test/events", json={"count": 3}, headers=auth)  # same key limits
+        assert limited.status_code == 429
+    await gw.stop()
+    (row,) = await gw.log_rows()
+    assert (row.status, row.key_id, row.miner_uid, row.task) == (200, key_id, HONEST_B, "counting")

@@ -1,0 +1,395 @@
+"""Gateway parts on their own: limits (real Redis, injected clock), routing decisions (real quota book,
+scripted miner answers), the score cache, the organic feed, the OpenAPI schema."""
+
+from __future__ import annotations
+
+import json
+import random
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis.asyncio as aioredis
+from pydantic import BaseModel
+from test_gateway_helpers import CountingTask, sqlite_url
+
+from inference_subnet.chain.types import AxonInfo, Metagraph, Neuron
+from inference_subnet.miner.sources import StaticMetagraphSource
+from inference_subnet.protocol.task import Task
+from inference_subnet.settings import load_settings
+from inference_subnet.store.keys import Keys
+from inference_subnet.store.sql import Database
+from inference_subnet.tasks.arithmetic import ArithmeticRequest, ArithmeticResponse, ArithmeticTask
+from inference_subnet.validator.client import CallResult
+from inference_subnet.validator.gateway.app import create_gateway_app
+from inference_subnet.validator.gateway.limits import KeyLimiter, minute_of, seconds_to_next_minute
+from inference_subnet.validator.gateway.organic import OrganicFeed, OrganicItem
+from inference_subnet.validator.gateway.routing import Attempt, NoMinerAvailable, Router, ScoreCache, servable
+from inference_subnet.validator.managing import QuotaBook, ScoreBook
+
+SETTINGS = load_settings()
+TASK = ArithmeticTask()
+REQUEST = ArithmeticRequest(op="add", a=2, b=3)
+
+
+# -- limits ----------------------------------------------------------------------------------------------
+
+
+class Clock:
+    def __init__(self, now: float) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_retry_after_points_at_the_next_window() -> None:
+    assert seconds_to_next_minute(120.0) == 60
+    assert seconds_to_next_minute(179.2) == 1
+    assert seconds_to_next_minute(150.5) == 30
+    assert minute_of(119.9) == 1 and minute_of(120.0) == 2
+
+
+async def test_rate_limit_window_and_retry_after(redis: aioredis.Redis, keys: Keys) -> None:
+    clock = Clock(6000.0 + 15.0)  # 15 s into a minute
+    limiter = KeyLimiter(redis, keys, lease_seconds=30, clock=clock)
+    granted = []
+    for _ in range(3):
+        admission = await limiter.acquire(7, rate_per_minute=3, max_concurrent=100)
+        assert admission.allowed and admission.ticket
+        granted.append(admission.ticket)
+    refused = await limiter.acquire(7, rate_per_minute=3, max_concurrent=100)
+    assert (refused.allowed, refused.reason, refused.retry_after) == (False, "rate", 45)
+    assert (await limiter.acquire(8, rate_per_minute=3, max_concurrent=100)).allowed  # another key
+    clock.now = 6060.0  # the next minute: a fresh budget
+    assert (await limiter.acquire(7, rate_per_minute=3, max_concurrent=100)).allowed
+
+
+async def test_concurrency_leases_release_and_expire(redis: aioredis.Redis, keys: Keys) -> None:
+    clock = Clock(1000.0)
+    limiter = KeyLimiter(redis, keys, lease_seconds=30, clock=clock)
+    first = await limiter.acquire(1, rate_per_minute=100, max_concurrent=2)
+    second = await limiter.acquire(1, rate_per_minute=100, max_concurrent=2)
+    third = await limiter.acquire(1, rate_per_minute=100, max_concurrent=2)
+    assert first.allowed and second.allowed
+    assert (third.allowed, third.reason, third.retry_after) == (False, "concurrency", 1)
+    assert await limiter.in_flight(1) == 2
+    assert first.ticket is not None
+    await limiter.release(1, first.ticket)
+    assert (await limiter.acquire(1, rate_per_minute=100, max_concurrent=2)).allowed
+    # A gateway that died never releases; its leases expire instead of locking the key out for good.
+    clock.now += 31
+    assert await limiter.in_flight(1) == 0
+    assert (await limiter.acquire(1, rate_per_minute=100, max_concurrent=2)).allowed
+
+
+async def test_refused_requests_do_not_spend_the_rate_budget(redis: aioredis.Redis, keys: Keys) -> None:
+    limiter = KeyLimiter(redis, keys, lease_seconds=30, clock=Clock(5.0))
+    held = await limiter.acquire(3, rate_per_minute=2, max_concurrent=1)
+    for _ in range(5):
+        assert (await limiter.acquire(3, rate_per_minute=2, max_concurrent=1)).reason == "concurrency"
+    assert held.ticket is not None
+    await limiter.release(3, held.ticket)
+    assert (await limiter.acquire(3, rate_per_minute=2, max_concurrent=1)).allowed
+
+
+# -- routing ---------------------------------------------------------------------------------------------
+
+
+def _metagraph(n: int, *, validator: str = "5Validator") -> Metagraph:
+    neurons = [
+        Neuron(uid=0, hotkey=validator, coldkey="c", stake=100.0, validator_permit=True, registration_block=1)
+    ]
+    for uid in range(1, n + 1):
+        neurons.append(
+            Neuron(
+                uid=uid,
+                hotkey=f"5Miner{uid}",
+                coldkey="c",
+                stake=0.0,
+                validator_permit=False,
+                registration_block=10 + uid,
+                axon=AxonInfo(ip="10.0.0.1", port=9000 + uid),
+            )
+        )
+    neurons.append(
+        Neuron(
+            uid=n + 1, hotkey="5NoAxon", coldkey="c", stake=0.0, validator_permit=False, registration_block=5
+        )
+    )
+    return Metagraph(netuid=1, block=10, neurons=tuple(neurons))
+
+
+@dataclass
+class ScriptedClient:
+    """Miner answers by uid: an outcome name, or ``ok`` for a valid answer (no network)."""
+
+    script: dict[int, str]
+    calls: list[int] = field(default_factory=list)
+    timeouts: list[float] = field(default_factory=list)
+
+    async def call(
+        self, task: Task, neuron: Neuron, request: BaseModel, *, timeout: float | None = None
+    ) -> Any:
+        self.calls.append(neuron.uid)
+        self.timeouts.append(timeout or 0.0)
+        outcome = self.script.get(neuron.uid, "ok")
+        ok = outcome == "ok"
+        return CallResult(
+            ok=ok,
+            status=200 if ok else (429 if outcome == "rate_limited" else None),
+            response=ArithmeticResponse(result=5) if ok else None,
+            latency=0.01,
+            error=None if ok else outcome,
+            hotkey=neuron.hotkey,
+            uid=neuron.uid,
+            outcome="ok" if ok else "http_error",
+            identity=neuron.identity,
+        )
+
+    def stream(self, *args: Any, **kwargs: Any) -> AsyncIterator[BaseModel]:
+        raise NotImplementedError
+
+
+class FixedScores:
+    def __init__(self, scores: dict[str, float]) -> None:
+        self._scores = scores
+
+    async def scores(self, identities: Sequence[str], task: str) -> dict[str, float]:
+        return {i: self._scores.get(i, 0.0) for i in identities}
+
+
+async def _quota(
+    redis: aioredis.Redis, keys: Keys, metagraph: Metagraph, uids: Sequence[int], capacity: int
+) -> QuotaBook:
+    book = QuotaBook(redis, keys, SETTINGS.validator.quotas)
+    await book.set_stakes(metagraph, "5Validator")
+    for uid in uids:
+        await book.set_capacity(metagraph.by_uid[uid].identity, {TASK.name: capacity})
+    return book
+
+
+def _router(
+    metagraph: Metagraph, client: ScriptedClient, quota: QuotaBook, scores: dict[str, float], **kw: Any
+) -> Router:
+    defaults: dict[str, Any] = {
+        "max_attempts": 3,
+        "total_deadline": 5.0,
+        "first_byte_timeout": 1.0,
+        "contenders": 3,
+    }
+    return Router(
+        metagraph=StaticMetagraphSource(metagraph),
+        client=client,
+        quotas=quota,
+        scores=FixedScores(scores),
+        exclude_hotkeys=["5Validator"],
+        rng=random.Random(1),
+        **{**defaults, **kw},
+    )
+
+
+def test_servable_skips_unserved_axons_and_self() -> None:
+    graph = _metagraph(2)
+    assert [n.uid for n in servable(graph, ["5Validator"])] == [1, 2]
+
+
+async def test_router_tries_the_best_first_and_fails_over_in_order(redis: aioredis.Redis, keys: Keys) -> None:
+    graph = _metagraph(5)
+    quota = await _quota(redis, keys, graph, [1, 2, 3, 4, 5], 100)
+    scores = {graph.by_uid[u].identity: s for u, s in {1: 0.2, 2: 0.9, 3: 0.8, 4: 0.7, 5: 0.1}.items()}
+    client = ScriptedClient({2: "timeout", 3: "invalid"})
+    served = await _router(graph, client, quota, scores).call(TASK, REQUEST)
+    assert served.neuron.uid == 4 and client.calls == [2, 3, 4]
+    assert [a.outcome for a in served.attempts] == ["http_error", "http_error", "ok"]
+    assert all(t <= TASK.timeout for t in client.timeouts)
+
+
+async def test_router_gives_up_after_max_attempts_with_a_reason(redis: aioredis.Redis, keys: Keys) -> None:
+    graph = _metagraph(5)
+    quota = await _quota(redis, keys, graph, [1, 2, 3, 4, 5], 100)
+    client = ScriptedClient({u: "error" for u in range(1, 6)})
+    with pytest.raises(NoMinerAvailable) as caught:
+        await _router(graph, client, quota, {}, max_attempts=2).call(TASK, REQUEST)
+    assert len(client.calls) == 2 and len(caught.value.attempts) == 2
+    assert "2 miner(s) failed" in caught.value.reason
+
+
+async def test_router_only_uses_miners_with_organic_quota(redis: aioredis.Redis, keys: Keys) -> None:
+    graph = _metagraph(3)
+    quota = await _quota(redis, keys, graph, [1, 2], 1)  # miner 3 has no capacity recorded at all
+    share = (await quota.status([graph.by_uid[1].identity], TASK.name))[graph.by_uid[1].identity].share
+    client = ScriptedClient({})
+    router = _router(graph, client, quota, {})
+    served = [(await router.call(TASK, REQUEST)).neuron.uid for _ in range(2 * share)]
+    assert sorted(served) == sorted([1, 2] * share) and 3 not in client.calls  # spread, never miner 3
+    with pytest.raises(NoMinerAvailable) as caught:
+        await router.call(TASK, REQUEST)
+    assert "no miner has organic capacity left" in caught.value.reason and caught.value.attempts == ()
+
+
+async def test_capacity_refusals_are_tried_past_but_not_scored(redis: aioredis.Redis, keys: Keys) -> None:
+    graph = _metagraph(2)
+    quota = await _quota(redis, keys, graph, [1, 2], 100)
+    scores = {graph.by_uid[1].identity: 0.9}
+    served = await _router(graph, ScriptedClient({1: "rate_limited"}), quota, scores).call(TASK, REQUEST)
+    assert served.neuron.uid == 2 and served.attempts[0].status == 429
+
+    score_settings = SETTINGS.validator.scoring.model_copy(update={"organic_sample_rate": 1.0})
+    book = ScoreBook(redis, keys, score_settings)
+    feed = OrganicFeed(redis, keys, admit=book.admit, reuse=True, reuse_cap=10, rng=random.Random(0))
+    await feed.process(OrganicItem(TASK, REQUEST, served.attempts))
+    ((_, fields),) = await redis.xrange(keys.scoring_stream())
+    job = json.loads(fields[b"job"])
+    assert [r["uid"] for r in job["responses"]] == [2] and job["kind"] == "organic"
+    assert json.loads(job["responses"][0]["response"]) == {"result": 5}
+    assert await redis.llen(keys.organic_samples(TASK.name)) == 1
+
+
+async def test_organic_feed_honours_sampling_and_privacy(redis: aioredis.Redis, keys: Keys) -> None:
+    never = SETTINGS.validator.scoring.model_copy(update={"organic_sample_rate": 0.0})
+    book = ScoreBook(redis, keys, never)
+    feed = OrganicFeed(redis, keys, admit=book.admit, reuse=False, reuse_cap=10)
+    ok = Attempt(
+        uid=1,
+        hotkey="h",
+        identity="h@1",
+        outcome="ok",
+        latency=0.1,
+        status=200,
+        response=ArithmeticResponse(result=5),
+    )
+    feed.start()
+    assert feed.submit(TASK, REQUEST, [ok])
+    await feed.aclose()
+    assert feed.stats.jobs == 0 and feed.stats.recorded == 0 and feed.stats.errors == 0
+    assert await redis.xlen(keys.scoring_stream()) == 0
+    assert await redis.llen(keys.organic_samples(TASK.name)) == 0
+    assert not feed.submit(TASK, REQUEST, [ok])  # closed
+
+
+async def test_score_cache_rereads_after_ttl_or_for_new_miners() -> None:
+    reads: list[tuple[tuple[str, ...], str]] = []
+
+    async def read(ids: Sequence[str], task: str) -> dict[str, float]:
+        reads.append((tuple(ids), task))
+        return {i: 0.5 for i in ids}
+
+    clock = Clock(0.0)
+    cache = ScoreCache(read, ttl=5.0, clock=clock)
+    assert await cache.scores(["a", "b"], "t") == {"a": 0.5, "b": 0.5}
+    await cache.scores(["b"], "t")
+    assert len(reads) == 1
+    await cache.scores(["a", "c"], "t")  # a miner the cache has not seen
+    assert len(reads) == 2
+    clock.now = 6.0
+    await cache.scores(["a"], "t")
+    assert len(reads) == 3
+
+
+# -- the app's schema ------------------------------------------------------------------------------------
+
+
+async def test_openapi_has_every_task_model_and_the_bearer_scheme(
+    redis: aioredis.Redis, keys: Keys, tmp_path: Path
+) -> None:
+    db = Database(sqlite_url(tmp_path))
+    app = create_gateway_app(
+        SETTINGS,
+        tasks={"arithmetic": TASK, "counting": CountingTask()},
+        redis=redis,
+        keys=keys,
+        metagraph=StaticMetagraphSource(_metagraph(1)),
+        miner_client=ScriptedClient({}),
+        quota_book=QuotaBook(redis, keys, SETTINGS.validator.quotas),
+        score_book=ScoreBook(redis, keys, SETTINGS.validator.scoring),
+        db=db,
+    )
+    schema = app.openapi()
+    paths = schema["paths"]
+    assert {
+        "/v1/tasks/arithmetic",
+        "/v1/tasks/counting",
+        "/v1/tasks/{task}",
+        "/v1/tasks",
+        "/health",
+        "/ready",
+    } <= set(paths)
+    arithmetic = paths["/v1/tasks/arithmetic"]["post"]
+    assert arithmetic["requestBody"]["content"]["application/json"]["schema"]["$ref"].endswith(
+        "ArithmeticRequest"
+    )
+    assert arithmetic["responses"]["200"]["content"]["application/json"]["schema"]["$ref"].endswith(
+        "ArithmeticResponse"
+    )
+    assert {"401", "413", "422", "429", "503"} <= set(arithmetic["responses"])
+    assert "Retry-After" in arithmetic["responses"]["429"]["headers"]
+    assert arithmetic["security"] == [{"HTTPBearer": []}]
+    counting = paths["/v1/tasks/counting"]["post"]
+    assert "application/x-ndjson" in counting["responses"]["200"]["content"]
+    components = schema["components"]["schemas"]
+    assert {"ArithmeticRequest", "ArithmeticResponse", "CountRequest", "CountChunk", "ErrorBody"} <= set(
+        components
+    )
+    assert components["ArithmeticRequest"]["properties"]["op"]["enum"] == ["add", "multiply"]
+    await db.aclose()
+
+
+async def test_usage_snapshot_counts_own_use_and_refreshes_for_others(
+    redis: aioredis.Redis, keys: Keys
+) -> None:
+    graph = _metagraph(2)
+    quota = await _quota(redis, keys, graph, [1, 2], 100)
+    clock = Clock(0.0)
+    client = ScriptedClient({})
+    router = _router(graph, client, quota, {}, usage_ttl=10.0, clock=clock)
+    # Its own requests alternate (least used first) without re-reading Redis.
+    served = [(await router.call(TASK, REQUEST)).neuron.uid for _ in range(4)]
+    assert sorted(served) == [1, 1, 2, 2] and served[0] != served[1]
+    # Another gateway replica uses miner 1 a lot: unseen until the snapshot expires...
+    identity = graph.by_uid[1].identity
+    for _ in range(10):
+        assert await quota.consume(identity, TASK.name, "organic")
+    first = (await router.call(TASK, REQUEST)).neuron.uid
+    clock.now = 11.0  # ...then miner 2, the less used, comes first every time until they are level again
+    after = [(await router.call(TASK, REQUEST)).neuron.uid for _ in range(5)]
+    assert first in (1, 2) and after == [2] * 5
+
+
+async def test_a_new_metagraph_snapshot_is_routed_at_once(redis: aioredis.Redis, keys: Keys) -> None:
+    graph = _metagraph(1)
+    quota = await _quota(redis, keys, graph, [1], 100)
+    source = StaticMetagraphSource(graph)
+    router = Router(
+        metagraph=source,
+        client=ScriptedClient({}),
+        quotas=quota,
+        scores=FixedScores({}),
+        max_attempts=3,
+        total_deadline=5.0,
+        first_byte_timeout=1.0,
+        usage_ttl=3600.0,
+        exclude_hotkeys=["5Validator"],
+    )
+    assert (await router.call(TASK, REQUEST)).neuron.uid == 1
+    bigger = _metagraph(2)
+    await quota.set_capacity(bigger.by_uid[2].identity, {TASK.name: 100})
+    for _ in range(3):
+        assert await quota.consume(bigger.by_uid[1].identity, TASK.name, "organic")
+    source.replace(bigger)  # a new snapshot, however young the usage read is
+    assert (await router.call(TASK, REQUEST)).neuron.uid == 2
+
+
+def test_gateway_socket_disables_nagle_for_accepted_connections() -> None:
+    """Without TCP_NODELAY a response written in two parts waits for the client's delayed ACK (~40 ms)."""
+    import socket
+
+    from inference_subnet.cli.gateway import _listen
+
+    with _listen("127.0.0.1", 0) as server:
+        client = socket.create_connection(server.getsockname())
+        accepted, _ = server.accept()
+        with client, accepted:
+            assert accepted.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) != 0

@@ -1,0 +1,134 @@
+"""Miner-side quotas: the share math (pure), its agreement with the validator's planning, and the atomic
+Redis consumption under concurrency."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import math
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from inference_subnet.chain.types import Metagraph, Neuron
+from inference_subnet.miner.quota import (
+    MinerQuota,
+    eligible_stakes,
+    epoch_of,
+    quota_limit,
+    seconds_left,
+    stake_share,
+    stake_shares,
+)
+from inference_subnet.validator.managing.quota_math import split_capacity
+
+stakes_st = st.dictionaries(
+    st.text("abcdefghij", min_size=1, max_size=4),
+    st.floats(min_value=0, max_value=1e7, allow_nan=False),
+    min_size=1,
+    max_size=40,
+)
+min_share_st = st.sampled_from([0.0, 0.001, 0.01, 0.05, 0.2, 0.5])
+
+
+def test_proportional_without_floor() -> None:
+    assert stake_shares({"a": 3.0, "b": 1.0}, 0.0) == {"a": 0.75, "b": 0.25}
+    assert stake_share({"a": 3.0, "b": 1.0}, "b", 0.0) == 0.25
+    assert stake_share({"a": 3.0, "b": 1.0}, "stranger", 0.01) == 0.0
+
+
+def test_floor_is_paid_by_the_others() -> None:
+    shares = stake_shares({"whale": 999_000.0, "minnow": 1.0, "dust": 0.0}, 0.05)
+    assert shares["minnow"] == shares["dust"] == 0.05
+    assert shares["whale"] == pytest.approx(0.9)
+
+
+def test_infeasible_floor_and_zero_stake_split_evenly() -> None:
+    assert stake_shares({"a": 100.0, "b": 1.0, "c": 1.0}, 0.5) == pytest.approx({"a": 1 / 3, "b": 1 / 3, "c": 1 / 3})
+    assert stake_shares({"a": 0.0, "b": 0.0}, 0.0) == {"a": 0.5, "b": 0.5}
+    assert stake_shares({}, 0.1) == {}
+
+
+@settings(max_examples=300, deadline=None)
+@given(stakes=stakes_st, min_share=min_share_st)
+def test_share_properties(stakes: dict[str, float], min_share: float) -> None:
+    shares = stake_shares(stakes, min_share)
+    n = len(stakes)
+    assert set(shares) == set(stakes)
+    assert math.fsum(shares.values()) == pytest.approx(1.0, abs=1e-9)
+    floor = min(min_share, 1.0 / n)
+    assert all(s >= floor - 1e-12 for s in shares.values())
+    # more stake never means a smaller share
+    ordered = sorted(stakes, key=lambda k: stakes[k])
+    for low, high in itertools.pairwise(ordered):
+        assert shares[low] <= shares[high] + 1e-12
+    # order of the mapping does not matter
+    assert stake_shares(dict(reversed(list(stakes.items()))), min_share) == shares
+
+
+@settings(max_examples=300, deadline=None)
+@given(stakes=stakes_st, min_share=min_share_st, capacity=st.integers(min_value=1, max_value=100_000))
+def test_miner_never_refuses_what_the_validator_plans(stakes, min_share, capacity) -> None:
+    """The validator apportions whole requests (``validator.managing.quota_math.split_capacity``); the miner
+    must allow at least that many to every validator, and never more than one extra."""
+    planned = split_capacity(capacity, stakes, min_share=min_share)
+    shares = stake_shares(stakes, min_share)
+    for hotkey, share in shares.items():
+        allowed = quota_limit(capacity, share)
+        assert allowed >= planned[hotkey]
+        assert allowed <= max(1, planned[hotkey] + 1)
+
+
+def test_limit_rounding() -> None:
+    assert quota_limit(1000, 0.25) == 250
+    assert quota_limit(1000, 0.2501) == 251
+    assert quota_limit(3, 0.01) == 1
+    assert quota_limit(100, 0.0) == 0
+    assert quota_limit(0, 0.5) == 0
+
+
+def test_epochs() -> None:
+    assert epoch_of(8639.9, 4320.0) == 1
+    assert seconds_left(4320.0 + 20.0, 4320.0) == pytest.approx(4300.0)
+
+
+def _neuron(uid: int, stake: float, permit: bool) -> Neuron:
+    return Neuron(uid=uid, hotkey=f"hk{uid}", coldkey="ck", stake=stake, validator_permit=permit,
+                  registration_block=1)
+
+
+METAGRAPH = Metagraph(netuid=1, block=1, neurons=(
+    _neuron(0, 900.0, True), _neuron(1, 100.0, True), _neuron(2, 5000.0, False), _neuron(3, 0.5, True),
+))
+
+
+def test_eligible_stakes_follow_the_blacklist_rules() -> None:
+    assert eligible_stakes(METAGRAPH, min_stake=1.0) == {"hk0": 900.0, "hk1": 100.0}
+    assert eligible_stakes(METAGRAPH, require_validator_permit=False, min_stake=1.0) == {
+        "hk0": 900.0, "hk1": 100.0, "hk2": 5000.0,
+    }
+
+
+async def test_concurrent_consumption_is_exact(redis, keys) -> None:
+    """200 concurrent requests against a limit of 90: exactly 90 pass, whatever the interleaving."""
+    quota = MinerQuota(redis, keys, capacities={"arithmetic": 100}, epoch_seconds=4320.0, min_share=0.01,
+                       min_stake=1.0)
+    assert quota.limit(METAGRAPH, "hk0", "arithmetic") == 90
+    now = 4320.0 * 1000 + 10
+    decisions = await asyncio.gather(*(quota.consume(METAGRAPH, "hk0", "arithmetic", now=now) for _ in range(200)))
+    assert sum(d.allowed for d in decisions) == 90
+    assert sorted(d.used for d in decisions if d.allowed) == list(range(1, 91))
+    assert all(d.retry_after == pytest.approx(4310.0) for d in decisions)
+    key = keys.caller_quota_used("hk0", "arithmetic", 1000)
+    assert int(await redis.get(key)) == 90
+    assert 4310 <= await redis.ttl(key) <= 4310 + 61
+    # the next epoch starts afresh; other validators and tasks are separate counters
+    assert (await quota.consume(METAGRAPH, "hk0", "arithmetic", now=now + 4320.0)).allowed
+    assert (await quota.consume(METAGRAPH, "hk1", "arithmetic", now=now)).used == 1
+
+
+async def test_unknown_task_or_caller_has_no_quota(redis, keys) -> None:
+    quota = MinerQuota(redis, keys, capacities={"arithmetic": 100}, epoch_seconds=60.0, min_share=0.01)
+    assert not (await quota.consume(METAGRAPH, "hk0", "other-task")).allowed
+    assert not (await quota.consume(METAGRAPH, "stranger", "arithmetic")).allowed

@@ -1,0 +1,111 @@
+"""Properties of miner sampling for synthetic rounds and organic routing (pure, no servers)."""
+
+from __future__ import annotations
+
+import math
+import random
+from collections import Counter
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from inference_subnet.validator.managing.sampling import (
+    OrganicCandidate,
+    SyntheticCandidate,
+    rank_organic,
+    sample_synthetic,
+)
+
+synthetic_pools = st.lists(
+    st.builds(
+        SyntheticCandidate,
+        identity=st.text(alphabet="abcdef0123456789", min_size=1, max_size=6),
+        synthetic_left=st.integers(min_value=-2, max_value=50),
+        challenged=st.integers(min_value=0, max_value=10),
+    ),
+    max_size=60,
+    unique_by=lambda c: c.identity,
+)
+
+
+@settings(max_examples=400, deadline=None)
+@given(pool=synthetic_pools, k=st.integers(min_value=-1, max_value=80), seed=st.integers(0, 2**32))
+def test_synthetic_sample_is_distinct_eligible_and_least_challenged_first(pool, k, seed):
+    chosen = sample_synthetic(pool, k, random.Random(seed))
+    eligible = {c.identity: c for c in pool if c.synthetic_left > 0}
+    assert len(chosen) == len(set(chosen)) == min(max(k, 0), len(eligible))
+    assert set(chosen) <= set(eligible)
+    if chosen and len(chosen) < len(eligible):
+        most_challenged_chosen = max(eligible[i].challenged for i in chosen)
+        least_challenged_left = min(c.challenged for i, c in eligible.items() if i not in chosen)
+        assert most_challenged_chosen <= least_challenged_left
+
+
+def test_rounds_cover_every_miner_evenly_over_an_epoch():
+    """Simulated epoch: 50 miners with unequal quotas, rounds of 8. Every miner is challenged before any
+    is challenged twice, and at the end counts differ by at most one while quota lasts."""
+    rng = random.Random(11)
+    quota = {f"m{i}": 10 + (i * 7) % 40 for i in range(50)}
+    challenged = Counter({m: 0 for m in quota})
+    for round_no in range(40):
+        pool = [SyntheticCandidate(m, quota[m] - challenged[m], challenged[m]) for m in quota]
+        for m in sample_synthetic(pool, 8, rng):
+            challenged[m] += 1
+        if round_no == math.ceil(50 / 8) - 1:
+            assert all(challenged[m] >= 1 for m in quota)
+        counts = [challenged[m] for m in quota if challenged[m] < quota[m]]
+        if counts:
+            assert max(counts) - min(counts) <= 1
+    assert all(challenged[m] <= quota[m] for m in quota)
+
+
+def test_within_a_level_more_remaining_quota_is_drawn_more_often():
+    rng = random.Random(5)
+    pool = [SyntheticCandidate("big", 90, 0), SyntheticCandidate("small", 10, 0)]
+    hits = Counter(sample_synthetic(pool, 1, rng)[0] for _ in range(5000))
+    assert 0.85 <= hits["big"] / 5000 <= 0.95
+
+
+organic_pools = st.lists(
+    st.builds(
+        OrganicCandidate,
+        identity=st.text(alphabet="abcdef0123456789", min_size=1, max_size=6),
+        score=st.floats(min_value=0, max_value=1),
+        total_left=st.integers(min_value=-1, max_value=20),
+        used=st.integers(min_value=0, max_value=100),
+    ),
+    max_size=60,
+    unique_by=lambda c: c.identity,
+)
+
+
+@settings(max_examples=400, deadline=None)
+@given(
+    pool=organic_pools,
+    contenders=st.integers(min_value=1, max_value=10),
+    seed=st.one_of(st.none(), st.integers(0, 99)),
+)
+def test_organic_ranking_tries_the_top_contenders_least_used_first(pool, contenders, seed):
+    rng = random.Random(seed) if seed is not None else None
+    ranked = rank_organic(pool, contenders=contenders, rng=rng)
+    by_id = {c.identity: c for c in pool}
+    eligible = [c for c in pool if c.total_left > 0]
+    assert sorted(ranked) == sorted(c.identity for c in eligible)
+    head, tail = ranked[:contenders], ranked[contenders:]
+    # The head holds the best scores; nobody in the tail beats anyone in the head.
+    if head and tail:
+        assert min(by_id[i].score for i in head) >= max(by_id[i].score for i in tail)
+    # Least-used first within the head; the tail by score.
+    assert [by_id[i].used for i in head] == sorted(by_id[i].used for i in head)
+    assert [by_id[i].score for i in tail] == sorted((by_id[i].score for i in tail), reverse=True)
+
+
+def test_organic_ranking_spreads_load_over_the_best_few():
+    pool = [
+        OrganicCandidate("best", 0.99, total_left=5, used=40),
+        OrganicCandidate("second", 0.95, total_left=5, used=2),
+        OrganicCandidate("third", 0.90, total_left=5, used=10),
+        OrganicCandidate("weak", 0.20, total_left=5, used=0),
+        OrganicCandidate("full", 1.00, total_left=0, used=0),
+    ]
+    assert rank_organic(pool, contenders=3) == ["second", "third", "best", "weak"]
