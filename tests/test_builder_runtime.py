@@ -390,7 +390,7 @@ async def test_behaviours_wrap_an_owners_answer_like_the_examples_do() -> None:
             outcomes.append("ok")
         except RuntimeError:
             outcomes.append("failed")
-    assert set(outcomes) == {"ok", "failed"}
+    assert outcomes == ["ok", "failed"] * 10  # every second request fails, whatever the seed
     with pytest.raises(TimeoutError):
         await asyncio.wait_for(spec_handler(task, answer, {"behaviour": "slow"})(request), task.timeout)
     with pytest.raises(ValueError, match="unknown behaviour"):

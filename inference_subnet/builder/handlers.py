@@ -18,7 +18,7 @@ from pydantic import BaseModel
 
 from inference_subnet.builder.synthesis import as_model
 from inference_subnet.protocol.task import Handler
-from inference_subnet.tasks.behaviours import GARBAGE, behaviour_of, misbehave
+from inference_subnet.tasks.behaviours import GARBAGE, Faults, behaviour_of
 
 if TYPE_CHECKING:
     from inference_subnet.builder.runtime import SpecTask
@@ -47,12 +47,13 @@ async def _full(answer: Answer, request: BaseModel) -> Any:
 def spec_handler(task: SpecTask, answer: Answer, options: Mapping[str, Any]) -> Handler:
     """The framework handler of ``task`` answering with ``answer`` and the requested behaviour."""
     behaviour = behaviour_of(options)
+    faults = Faults(behaviour, task.timeout)
     rng = random.Random(options.get("seed"))
     if task.streaming:
-        return _streaming_handler(task, answer, behaviour, rng)
+        return _streaming_handler(task, answer, faults, rng)
 
     async def handle(request: BaseModel) -> Any:
-        await misbehave(behaviour, rng, task.timeout)
+        await faults()
         if behaviour == "garbage":
             return GARBAGE
         response = as_model(await _full(answer, request), task.Response)
@@ -61,9 +62,11 @@ def spec_handler(task: SpecTask, answer: Answer, options: Mapping[str, Any]) -> 
     return handle
 
 
-def _streaming_handler(task: SpecTask, answer: Answer, behaviour: str, rng: random.Random) -> Handler:
+def _streaming_handler(task: SpecTask, answer: Answer, faults: Faults, rng: random.Random) -> Handler:
+    behaviour = faults.behaviour
+
     async def stream(request: BaseModel) -> AsyncIterator[Any]:
-        await misbehave(behaviour, rng, task.timeout)
+        await faults()
         if behaviour == "garbage":
             yield GARBAGE
             return

@@ -11,7 +11,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, Field
 
 from inference_subnet.protocol.task import Handler, Task
-from inference_subnet.tasks.behaviours import GARBAGE, behaviour_of, misbehave
+from inference_subnet.tasks.behaviours import GARBAGE, Faults, behaviour_of
 
 LIMIT = 10**12
 
@@ -55,16 +55,16 @@ class ArithmeticTask(Task[ArithmeticRequest, ArithmeticResponse]):
 
 def make_handler(options: dict[str, Any]) -> Handler:
     """The reference miner. ``behaviour`` lets a local subnet mix honest and faulty miners:
-    ``wrong`` answers off by one, ``slow`` sleeps past most timeouts, ``flaky`` fails half the time,
+    ``wrong`` answers off by one, ``slow`` sleeps past most timeouts, ``flaky`` fails every second request,
     ``garbage`` returns a body that is not a valid response."""
     behaviour = behaviour_of(options)
-    rng = random.Random(options.get("seed"))
+    faults = Faults(behaviour, ArithmeticTask.timeout)
     delay = float(options.get("delay", 0.0))
 
     async def handle(request: ArithmeticRequest) -> Any:
         if delay:
             await asyncio.sleep(delay)
-        await misbehave(behaviour, rng, ArithmeticTask.timeout)
+        await faults()
         if behaviour == "garbage":
             return GARBAGE
         result = solve(request)

@@ -8,7 +8,6 @@ blank image, random labels) and is the example's own.
 from __future__ import annotations
 
 import asyncio
-import random
 from collections.abc import Mapping
 from typing import Any
 
@@ -26,10 +25,23 @@ def behaviour_of(options: Mapping[str, Any]) -> str:
     return behaviour
 
 
-async def misbehave(behaviour: str, rng: random.Random, timeout: float) -> None:
-    """The task-independent faults, applied before the handler answers: ``slow`` sleeps past the task's
-    timeout, ``flaky`` fails half the time."""
-    if behaviour == "slow":
-        await asyncio.sleep(timeout * 1.5)
-    if behaviour == "flaky" and rng.random() < 0.5:
-        raise RuntimeError("flaky miner failed")
+class Faults:
+    """The task-independent faults, applied before a handler answers: ``slow`` sleeps past the task's
+    timeout, ``flaky`` fails every second request.
+
+    The flaky miner alternates rather than failing at random so that a local subnet (and its tests) judge the
+    same miner every run: half its answers fail, whatever the seed and however few rounds ran.
+    """
+
+    def __init__(self, behaviour: str, timeout: float) -> None:
+        self.behaviour = behaviour
+        self.timeout = timeout
+        self._calls = 0
+
+    async def __call__(self) -> None:
+        if self.behaviour == "slow":
+            await asyncio.sleep(self.timeout * 1.5)
+        if self.behaviour == "flaky":
+            self._calls += 1
+            if self._calls % 2 == 0:
+                raise RuntimeError("flaky miner failed")

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from inference_subnet.protocol.task import Handler
-from inference_subnet.tasks.behaviours import GARBAGE, behaviour_of, misbehave
+from inference_subnet.tasks.behaviours import GARBAGE, Faults, behaviour_of
 from inference_subnet.tasks.detect.classifier import LLM_TRAINING_SAMPLES, MachineTextClassifier
 from inference_subnet.tasks.detect.corpus import corpus_key
 from inference_subnet.tasks.detect.task import DetectRequest, DetectResponse, DetectTask
@@ -84,6 +84,7 @@ def make_handler(options: dict[str, Any]) -> Handler:
     from inference_subnet.tasks.detect.embedder import EmbedderUnavailable
 
     behaviour = behaviour_of(options)
+    faults = Faults(behaviour, DetectTask.timeout)
     rng = random.Random(options.get("seed"))
     per_class = options.get("train_samples")
     if behaviour in ("wrong", "garbage"):
@@ -102,7 +103,7 @@ def make_handler(options: dict[str, Any]) -> Handler:
     slots = asyncio.Semaphore(2)
 
     async def handle(request: DetectRequest) -> Any:
-        await misbehave(behaviour, rng, DetectTask.timeout)
+        await faults()
         if behaviour == "garbage":
             return GARBAGE
         if model is None:

@@ -9,12 +9,11 @@ of fighting over the CPU.
 from __future__ import annotations
 
 import asyncio
-import random
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from inference_subnet.protocol.task import Handler
-from inference_subnet.tasks.behaviours import GARBAGE, behaviour_of, misbehave
+from inference_subnet.tasks.behaviours import GARBAGE, Faults, behaviour_of
 from inference_subnet.tasks.image.task import ImageRequest, ImageResponse, ImageTask
 from inference_subnet.tasks.tiny import preload_model
 
@@ -27,11 +26,11 @@ def make_handler(options: dict[str, Any]) -> Handler:
     from inference_subnet.tasks.image.model import encode_png, load_image_generator
 
     behaviour = behaviour_of(options)
-    rng = random.Random(options.get("seed"))
+    faults = Faults(behaviour, ImageTask.timeout)
     preload = preload_model(options, behaviour, load_image_generator)
 
     async def handle(request: ImageRequest) -> Any:
-        await misbehave(behaviour, rng, ImageTask.timeout)
+        await faults()
         if behaviour == "garbage":
             return GARBAGE
         generator = await preload.get()

@@ -9,13 +9,12 @@ for the miner's auth and quota work.
 from __future__ import annotations
 
 import asyncio
-import random
 from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from inference_subnet.protocol.task import Handler
-from inference_subnet.tasks.behaviours import GARBAGE, behaviour_of, misbehave
+from inference_subnet.tasks.behaviours import GARBAGE, Faults, behaviour_of
 from inference_subnet.tasks.llm.task import LLMChunk, LLMRequest, LLMTask
 from inference_subnet.tasks.tiny import preload_model
 
@@ -29,11 +28,11 @@ def make_handler(options: dict[str, Any]) -> Handler:
     from inference_subnet.tasks.llm.model import load_text_generator
 
     behaviour = behaviour_of(options)
-    rng = random.Random(options.get("seed"))
+    faults = Faults(behaviour, LLMTask.timeout)
     preload = preload_model(options, behaviour, load_text_generator)
 
     async def handle(request: LLMRequest) -> AsyncIterator[Any]:
-        await misbehave(behaviour, rng, LLMTask.timeout)
+        await faults()
         if behaviour == "garbage":
             yield GARBAGE
             return

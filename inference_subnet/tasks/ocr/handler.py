@@ -16,7 +16,7 @@ from functools import lru_cache
 from typing import TYPE_CHECKING, Any
 
 from inference_subnet.protocol.task import Handler
-from inference_subnet.tasks.behaviours import GARBAGE, behaviour_of, misbehave
+from inference_subnet.tasks.behaviours import GARBAGE, Faults, behaviour_of
 from inference_subnet.tasks.imaging import decode_png
 from inference_subnet.tasks.ocr.render import token
 from inference_subnet.tasks.ocr.task import OcrRequest, OcrResponse, OcrTask
@@ -98,12 +98,13 @@ def make_handler(options: dict[str, Any]) -> Handler:
     from inference_subnet.settings import load_settings
 
     behaviour = behaviour_of(options)
+    faults = Faults(behaviour, OcrTask.timeout)
     rng = random.Random(options.get("seed"))
     reader = reference_reader() if behaviour not in ("wrong", "garbage") else None
     slots = asyncio.Semaphore(load_settings().examples.ocr_concurrency)
 
     async def handle(request: OcrRequest) -> Any:
-        await misbehave(behaviour, rng, OcrTask.timeout)
+        await faults()
         if behaviour == "garbage":
             return GARBAGE
         if reader is None:

@@ -9,7 +9,7 @@ import random
 from typing import Any
 
 from inference_subnet.protocol.task import Handler
-from inference_subnet.tasks.behaviours import GARBAGE, behaviour_of, misbehave
+from inference_subnet.tasks.behaviours import GARBAGE, Faults, behaviour_of
 from inference_subnet.tasks.imaging import decode_png
 from inference_subnet.tasks.vision.detector import Detector, reference_detector
 from inference_subnet.tasks.vision.scene import LABELS
@@ -40,11 +40,12 @@ def make_handler(options: dict[str, Any]) -> Handler:
     """The reference vision miner. ``wrong`` answers random boxes with random labels; ``slow``, ``flaky``
     and ``garbage`` are the shared faults."""
     behaviour = behaviour_of(options)
+    faults = Faults(behaviour, VisionTask.timeout)
     rng = random.Random(options.get("seed"))
     detector = reference_detector() if behaviour not in ("wrong", "garbage") else None
 
     async def handle(request: VisionRequest) -> Any:
-        await misbehave(behaviour, rng, VisionTask.timeout)
+        await faults()
         if behaviour == "garbage":
             return GARBAGE
         if detector is None:
