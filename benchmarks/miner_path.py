@@ -177,14 +177,14 @@ async def run_end_to_end(root: Path, redis_url: str) -> dict[str, Any]:
             raw = await reader.read()
             writer.close()
             stats = json.loads(raw.split(b"\r\n\r\n", 1)[1])["redis_pipelining"]
-            pipelining[mode] = stats["commands"] / stats["pipelines"] if stats["pipelines"] else 0.0
+            pipelining[mode] = stats["commands"] / stats["round_trips"] if stats["round_trips"] else 0.0
     finally:
         for proc in procs.values():
             proc.stop()
     out: dict[str, Any] = {}
     for mode, runs in rounds.items():
         out[mode] = median_round(runs, "server_cpu_per_req_us", "client_cpu_per_req_us")
-        out[mode]["redis_commands_per_pipeline"] = pipelining[mode]
+        out[mode]["redis_commands_per_round_trip"] = pipelining[mode]
     base = out["no auth"]
     for mode in MODES:
         out[mode]["rps_ratio"] = out[mode]["rps"] / base["rps"]
@@ -250,8 +250,8 @@ def bench_verify() -> dict[str, Any]:
 async def breakdown(redis_url: str) -> dict[str, float]:
     """Where a verified request's extra server time goes, per call, in this process: the signature
     check, and one nonce ``SET NX`` sent alone versus auto-pipelined at the same concurrency."""
-    from inference_subnet.miner.batching import CommandBatcher
     from inference_subnet.miner.nonces import RedisNonceStore
+    from inference_subnet.store.coalescing import Coalescer
     from inference_subnet.store.keys import Keys
     from inference_subnet.store.redis import connect
 
@@ -270,7 +270,7 @@ async def breakdown(redis_url: str) -> dict[str, float]:
     out = {"authenticate_us": auth_us}
     try:
         for name, store in (("nonce_set_alone_us", RedisNonceStore(client, keys)),
-                            ("nonce_set_pipelined_us", RedisNonceStore(client, keys, batcher=CommandBatcher(client)))):
+                            ("nonce_set_pipelined_us", RedisNonceStore(client, keys, coalescer=Coalescer(client)))):
             nonces = iter(range(now, now + BREAKDOWN_CALLS))
 
             async def worker(store: RedisNonceStore = store, nonces: Any = nonces) -> None:
@@ -319,8 +319,8 @@ def main() -> None:
     bt.add_row("btauth.authenticate (headers, freshness, sha256, sr25519 verify)", f"{parts['authenticate_us']:.1f}")
     bt.add_row(f"nonce SET NX, one command per request ({CONCURRENCY} concurrent)", f"{parts['nonce_set_alone_us']:.1f}")
     bt.add_row(f"nonce SET NX, auto-pipelined ({CONCURRENCY} concurrent)", f"{parts['nonce_set_pipelined_us']:.1f}")
-    bt.add_row("Redis commands per pipeline in the auth run",
-               f"{e2e['auth']['redis_commands_per_pipeline']:.1f}")
+    bt.add_row("Redis commands per round trip in the auth run",
+               f"{e2e['auth']['redis_commands_per_round_trip']:.1f}")
     console.print(bt)
 
     auth_cost = e2e["auth"]["throughput_cost"]

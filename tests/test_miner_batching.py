@@ -1,5 +1,6 @@
-"""Auto-pipelining of the miner's Redis commands, on a real Redis: shared pipelines, per-command results
-and errors, a lost connection reported to every caller, and the stores that use it."""
+"""Auto-pipelining of Redis commands (``store/coalescing.py``) as the miner uses it, on a real Redis (plain or
+cluster): shared round trips, per-command results and errors, a lost connection reported to every caller, a
+cancelled caller leaving the others their replies, and the stores that use it."""
 
 from __future__ import annotations
 
@@ -15,50 +16,65 @@ from redis.exceptions import ResponseError
 
 from inference_subnet.chain.types import Metagraph, Neuron
 from inference_subnet.miner.app import create_miner_app
-from inference_subnet.miner.batching import CommandBatcher
 from inference_subnet.miner.nonces import RedisNonceStore
 from inference_subnet.miner.quota import _CONSUME, MinerQuota
 from inference_subnet.miner.sources import StaticMetagraphSource
 from inference_subnet.protocol import btauth
 from inference_subnet.settings import load_settings
+from inference_subnet.store.coalescing import Coalescer
 from inference_subnet.store.redis import RedisOptions, connect
 from inference_subnet.tasks.arithmetic import ArithmeticTask, make_handler
 
 
 async def test_concurrent_commands_share_pipelines(redis, keys) -> None:
-    batcher = CommandBatcher(redis)
+    coalescer = Coalescer(redis)
     key = keys.prefix + ":batch:counter"
-    results = await asyncio.gather(*(batcher.execute("INCR", key) for _ in range(100)))
+    results = await asyncio.gather(*(coalescer.execute("INCR", key) for _ in range(100)))
     assert sorted(results) == list(range(1, 101))
-    assert batcher.commands == 100 and batcher.batches < 10
+    assert coalescer.commands == 100 and coalescer.round_trips < 10
 
 
 async def test_lone_command_goes_out_alone(redis, keys) -> None:
-    batcher = CommandBatcher(redis)
-    assert await batcher.execute("SET", keys.prefix + ":batch:x", b"1", "NX", "PX", 5000) is True
-    assert await batcher.execute("SET", keys.prefix + ":batch:x", b"1", "NX", "PX", 5000) is None
-    assert (batcher.batches, batcher.commands) == (2, 2)
+    coalescer = Coalescer(redis)
+    assert await coalescer.execute("SET", keys.prefix + ":batch:x", b"1", "NX", "PX", 5000) is True
+    assert await coalescer.execute("SET", keys.prefix + ":batch:x", b"1", "NX", "PX", 5000) is None
+    assert (coalescer.round_trips, coalescer.commands) == (2, 2)
 
 
 async def test_one_commands_error_is_its_own(redis, keys) -> None:
-    batcher = CommandBatcher(redis)
+    coalescer = Coalescer(redis)
     text = keys.prefix + ":batch:text"
     await redis.set(text, b"not a number")
     ok, bad, ok2 = await asyncio.gather(
-        batcher.execute("INCR", keys.prefix + ":batch:n"),
-        batcher.execute("INCR", text),
-        batcher.execute("INCR", keys.prefix + ":batch:n"),
+        coalescer.execute("INCR", keys.prefix + ":batch:n"),
+        coalescer.execute("INCR", text),
+        coalescer.execute("INCR", keys.prefix + ":batch:n"),
         return_exceptions=True,
     )
     assert isinstance(bad, ResponseError)
     assert sorted([ok, ok2]) == [1, 2]
 
 
+async def test_a_cancelled_caller_leaves_the_others_their_replies(redis, keys) -> None:
+    coalescer = Coalescer(redis)
+    key = keys.prefix + ":batch:cancel"
+    calls = [asyncio.create_task(coalescer.execute("INCR", key)) for _ in range(5)]
+    await asyncio.sleep(0)  # every call is queued; none has its reply yet
+    calls[2].cancel()
+    results = await asyncio.gather(*calls, return_exceptions=True)
+    assert isinstance(results[2], asyncio.CancelledError)
+    others = [r for i, r in enumerate(results) if i != 2]
+    assert len(set(others)) == 4 and set(others) <= {1, 2, 3, 4, 5}
+    assert await redis.get(key) == b"5"  # the cancelled caller's command still ran
+    assert (coalescer.round_trips, coalescer.commands) == (1, 5)
+
+
 async def test_lost_connection_reaches_every_caller(keys) -> None:
     client = connect(f"redis://127.0.0.1:{free_port()}/0", RedisOptions(socket_connect_timeout=0.5))
     try:
-        batcher = CommandBatcher(client)
-        results = await asyncio.gather(*(batcher.execute("GET", "x") for _ in range(5)), return_exceptions=True)
+        coalescer = Coalescer(client)
+        calls = (coalescer.execute("GET", "x") for _ in range(5))
+        results = await asyncio.gather(*calls, return_exceptions=True)
         assert all(isinstance(r, RedisConnectionError) for r in results)
     finally:
         await client.aclose()
@@ -66,7 +82,7 @@ async def test_lost_connection_reaches_every_caller(keys) -> None:
 
 async def test_nonce_store_with_and_without_batching_agree(redis, keys) -> None:
     plain = RedisNonceStore(redis, keys)
-    batched = RedisNonceStore(redis, keys, batcher=CommandBatcher(redis))
+    batched = RedisNonceStore(redis, keys, coalescer=Coalescer(redis))
     now = time.time_ns()
     firsts = await asyncio.gather(*(batched.check_and_store("hk", now + i) for i in range(50)))
     assert firsts == [True] * 50
@@ -83,8 +99,9 @@ METAGRAPH = Metagraph(netuid=1, block=1, neurons=(
 
 
 async def test_quota_reloads_a_script_the_server_does_not_know(redis, keys) -> None:
-    batcher = CommandBatcher(redis)
-    quota = MinerQuota(redis, keys, capacities={"t": 3}, epoch_seconds=60.0, min_share=0.0, batcher=batcher)
+    coalescer = Coalescer(redis)
+    quota = MinerQuota(redis, keys, capacities={"t": 3}, epoch_seconds=60.0, min_share=0.0,
+                       coalescer=coalescer)
     # a variant of the script this server has never seen: EVALSHA answers NOSCRIPT, the quota loads it
     quota._script = redis.register_script(_CONSUME + f"\n-- {uuid.uuid4().hex}\n")
     decisions = [await quota.consume(METAGRAPH, "hk0", "t") for _ in range(4)]

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import math
 import random
 from pathlib import Path
 
 import pytest
+from redis.exceptions import ResponseError
 from scipy.stats import kendalltau
 from typer.testing import CliRunner
 
@@ -28,6 +30,8 @@ from inference_subnet.simulate.report import write_json
 from inference_subnet.simulate.results import SimulationResult
 from inference_subnet.simulate.scenario import Mix, Scenario, ScenarioError
 from inference_subnet.simulate.traffic import daily_load, stochastic_round
+from inference_subnet.store.coalescing import CoalescingRedis
+from inference_subnet.store.keys import Keys
 from inference_subnet.store.redis import connect
 from inference_subnet.validator.managing.quota_math import apportion, stake_fractions
 
@@ -202,6 +206,40 @@ async def _run(redis_url: str, scenario: Scenario) -> SimulationResult:
         return await Simulation(scenario, load_settings(), client).run()
     finally:
         await client.aclose()
+
+
+async def test_the_books_client_coalesces_without_changing_replies(redis_url: str, keys: Keys) -> None:
+    """The books' client: concurrent pipelines share one round trip and keep their own replies and errors,
+    a script is loaded before a pipeline calls it by SHA, and MULTI goes out unchanged, on its own."""
+    inner = connect(redis_url)
+    client = CoalescingRedis(inner, max_in_flight=1)
+    counter, text = keys.prefix + ":co:n", keys.prefix + ":co:text"
+    script = client.register_script(f"-- {keys.prefix}\nreturn redis.call('INCRBY', KEYS[1], ARGV[1])")
+
+    async def caller() -> list[object]:
+        pipe = client.pipeline(transaction=False)
+        pipe.incr(counter)
+        pipe.incr(text)
+        await script(keys=[counter], args=[10], client=pipe)
+        return await pipe.execute(raise_on_error=False)
+
+    try:
+        await client.set(text, b"not a number")  # a lone command: one round trip of its own
+        first = await caller()  # loads the script (unknown to the server) before sending its EVALSHA
+        assert first[0::2] == [1, 11] and isinstance(first[1], ResponseError)
+        replies = await asyncio.gather(*(caller() for _ in range(20)))
+        assert all(isinstance(r[1], ResponseError) and r[2] == r[0] + 10 for r in replies)
+        assert sorted(r[0] for r in replies) == list(range(12, 12 + 11 * 20, 11))
+        assert (client.coalescer.round_trips, client.coalescer.commands) == (3, 1 + 3 + 60)
+        tx = client.pipeline(transaction=True)
+        tx.incr(counter).get(counter)
+        assert await tx.execute() == [232, b"232"]
+        assert client.coalescer.round_trips == 3
+        with pytest.raises(ResponseError):
+            await client.pipeline(transaction=False).incr(text).execute()
+    finally:
+        await inner.delete(counter, text)
+        await inner.aclose()
 
 
 async def test_small_run(redis_url: str, tmp_path: Path) -> None:

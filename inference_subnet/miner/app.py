@@ -37,7 +37,6 @@ from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
 from inference_subnet.chain.types import ChainError, MetagraphSource
-from inference_subnet.miner.batching import CommandBatcher
 from inference_subnet.miner.blacklist import check_caller
 from inference_subnet.miner.nonces import RedisNonceStore
 from inference_subnet.miner.quota import MinerQuota
@@ -45,6 +44,7 @@ from inference_subnet.protocol import btauth
 from inference_subnet.protocol.task import Handler, Task
 from inference_subnet.protocol.wire import CapacityInfo, ErrorBody
 from inference_subnet.settings import Settings
+from inference_subnet.store.coalescing import Coalescer
 from inference_subnet.store.keys import Keys
 from inference_subnet.store.redis import RedisClient
 
@@ -429,9 +429,9 @@ def create_miner_app(
     m = settings.miner
     quotas = settings.validator.quotas
     capacities = {t.name: int(m.capacity.get(t.name, t.capacity_hint)) for t in tasks}
-    batcher = CommandBatcher(redis)
+    coalescer = Coalescer(redis)
     nonce_store = RedisNonceStore(redis, keys, max_age=m.max_request_age, allowed_skew=m.allowed_clock_skew,
-                                  batcher=batcher)
+                                  coalescer=coalescer)
     quota = MinerQuota(
         redis,
         keys,
@@ -440,7 +440,7 @@ def create_miner_app(
         min_share=quotas.min_share,
         require_validator_permit=m.require_validator_permit,
         min_stake=m.min_validator_stake,
-        batcher=batcher,
+        coalescer=coalescer,
     )
     state = _MinerState(settings, keypair, metagraph, nonce_store, quota, validate_responses)
 
@@ -472,7 +472,7 @@ def create_miner_app(
             "tasks": task_names,
             "hotkey": keypair.ss58_address,
             "requests": dict(state.counts),
-            "redis_pipelining": {"commands": batcher.commands, "pipelines": batcher.batches},
+            "redis_pipelining": {"commands": coalescer.commands, "round_trips": coalescer.round_trips},
         }
 
     @app.exception_handler(StarletteHTTPException)

@@ -12,8 +12,8 @@ from __future__ import annotations
 
 import math
 
-from inference_subnet.miner.batching import CommandBatcher
 from inference_subnet.protocol.btauth import DEFAULT_ALLOWED_SKEW, DEFAULT_MAX_AGE
+from inference_subnet.store.coalescing import Coalescer
 from inference_subnet.store.keys import Keys
 from inference_subnet.store.redis import RedisClient, SyncRedisClient
 
@@ -33,7 +33,8 @@ def _retention(max_age: float, allowed_skew: float, retention: float | None) -> 
 class RedisNonceStore:
     """Asynchronous store for :func:`inference_subnet.protocol.btauth.verify_async`.
 
-    With a :class:`CommandBatcher` the ``SET`` of concurrent requests share one pipeline per loop turn.
+    With a :class:`~inference_subnet.store.coalescing.Coalescer` the ``SET`` of concurrent requests share
+    one round trip per loop turn.
     """
 
     def __init__(
@@ -44,19 +45,19 @@ class RedisNonceStore:
         max_age: float = DEFAULT_MAX_AGE,
         allowed_skew: float = DEFAULT_ALLOWED_SKEW,
         retention: float | None = None,
-        batcher: CommandBatcher | None = None,
+        coalescer: Coalescer | None = None,
     ) -> None:
         self._client = client
         self._keys = keys
-        self._batcher = batcher
+        self._coalescer = coalescer
         self.retention = _retention(max_age, allowed_skew, retention)
         self._ttl_ms = int(self.retention * 1000)
 
     async def check_and_store(self, hotkey_ss58: str, nonce_ns: int) -> bool:
         """True (and recorded) the first time a (hotkey, nonce) pair is seen; False for a replay."""
         key = self._keys.nonce(hotkey_ss58, nonce_ns)
-        if self._batcher is not None:
-            stored = await self._batcher.execute("SET", key, b"1", "NX", "PX", self._ttl_ms)
+        if self._coalescer is not None:
+            stored = await self._coalescer.execute("SET", key, b"1", "NX", "PX", self._ttl_ms)
         else:
             stored = await self._client.set(key, b"1", nx=True, px=self._ttl_ms)
         return bool(stored)

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from redis.exceptions import NoScriptError
 
 from inference_subnet.chain.types import Metagraph
-from inference_subnet.miner.batching import CommandBatcher
+from inference_subnet.store.coalescing import Coalescer
 from inference_subnet.store.keys import Keys
 from inference_subnet.store.redis import RedisClient
 from inference_subnet.validator.managing.quota_math import stake_fractions
@@ -102,11 +102,11 @@ class MinerQuota:
         min_share: float,
         require_validator_permit: bool = True,
         min_stake: float = 0.0,
-        batcher: CommandBatcher | None = None,
+        coalescer: Coalescer | None = None,
     ) -> None:
         self._keys = keys
         self._client = client
-        self._batcher = batcher
+        self._coalescer = coalescer
         self._script = client.register_script(_CONSUME)
         self.capacities = dict(capacities)
         self.epoch_seconds = epoch_seconds
@@ -135,11 +135,11 @@ class MinerQuota:
         left = seconds_left(now, self.epoch_seconds)
         key = self._keys.caller_quota_used(hotkey, task, epoch_of(now, self.epoch_seconds))
         ttl = math.ceil(left) + 60
-        if self._batcher is None:
+        if self._coalescer is None:
             allowed, used = await self._script(keys=[key], args=[limit, ttl])
         else:
             try:
-                allowed, used = await self._batcher.execute("EVALSHA", self._script.sha, 1, key, limit, ttl)
+                allowed, used = await self._coalescer.execute("EVALSHA", self._script.sha, 1, key, limit, ttl)
             except NoScriptError:  # a restarted or flushed Redis: load the script once and go on
                 allowed, used = await self._script(keys=[key], args=[limit, ttl])
         return QuotaDecision(bool(allowed), int(used), limit, left)

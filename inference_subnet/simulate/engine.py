@@ -10,7 +10,7 @@ stretch of time, batched the way the services batch it:
    demand that reached its gateway;
 2. **consume**: the plan goes through ``consume_quota.lua`` (one pipeline per validator and kind,
    :meth:`QuotaBook.consume_many`), then each miner's own guard (:class:`MinerQuota`, batched per loop
-   turn by the miners' :class:`CommandBatcher`);
+   turn by the miners' :class:`Coalescer`);
 3. **answer** (pure, in a fixed order): miners answer from their backend;
 4. failed organic requests are retried on the next candidate, up to the gateway's ``max_attempts``;
 5. **score**: dropout admission (``admit_scored.lua``, :meth:`ScoreBook.admit_many`) and recording
@@ -44,7 +44,6 @@ from redis.crc import key_slot
 
 from inference_subnet.chain.types import InvalidWeights, WeightVecTooShort
 from inference_subnet.chain.weights import convert_weights
-from inference_subnet.miner.batching import CommandBatcher
 from inference_subnet.miner.quota import MinerQuota, eligible_stakes, quota_limit, stake_shares
 from inference_subnet.settings import Settings
 from inference_subnet.simulate.behaviours import Answer, expected_value, respond
@@ -64,7 +63,7 @@ from inference_subnet.simulate.results import (
 from inference_subnet.simulate.scenario import CLASSES, Scenario
 from inference_subnet.simulate.summary import summarise
 from inference_subnet.simulate.traffic import DAY_SECONDS, daily_load, organic_demand
-from inference_subnet.simulate.transport import CoalescingRedis
+from inference_subnet.store.coalescing import Coalescer, CoalescingRedis
 from inference_subnet.store.keys import Keys
 from inference_subnet.validator.managing.quota_math import permitted_stakes, stake_fractions
 from inference_subnet.validator.managing.quotas import QuotaBook
@@ -207,7 +206,7 @@ class Simulation:
         self.classes = {m.identity: m.behaviour for m in self.miners}
         self._miner_rng = [random.Random(f"miner:{scenario.seed}:{m.index}") for m in self.miners]
         self._traffic_rng = random.Random(f"traffic:{scenario.seed}")
-        self._batcher = CommandBatcher(redis, max_batch=MINER_BATCH)
+        self._coalescer = Coalescer(redis, max_commands=MINER_BATCH)
         self._miner_keys = [
             Keys(subnet=self.subnet, netuid=NETUID, role=f"miner:{m.hotkey}") for m in self.miners
         ]
@@ -218,7 +217,7 @@ class Simulation:
                 capacities={scenario.task: m.declared},
                 epoch_seconds=self.epoch_seconds,
                 min_share=self.quota_settings.min_share,
-                batcher=self._batcher,
+                coalescer=self._coalescer,
             )
             for m in self.miners
         ]
@@ -550,7 +549,7 @@ class Simulation:
                 )
                 for c in granted
             ],
-            None,  # the miners' batcher sends them in a few pipelines
+            None,  # the miners' coalescer sends them in a few round trips
         )
         for c, decision in zip(granted, decisions):
             c.allowed = decision.allowed

@@ -35,10 +35,10 @@ from sqlalchemy import text
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from inference_subnet.chain.types import MetagraphSource
-from inference_subnet.miner.batching import CommandBatcher
 from inference_subnet.protocol.task import Task
 from inference_subnet.protocol.wire import ErrorBody
 from inference_subnet.settings import Settings
+from inference_subnet.store.coalescing import Coalescer
 from inference_subnet.store.keys import Keys
 from inference_subnet.store.redis import RedisClient
 from inference_subnet.store.sql import Database
@@ -595,7 +595,7 @@ def create_gateway_app(
         tasks=tasks,
         api_keys=ApiKeyStore(database, cache_seconds=gw.api_key_cache_seconds),
         limiter=KeyLimiter(
-            redis, keys, lease_seconds=gw.total_deadline_seconds + 60.0, batcher=CommandBatcher(redis)
+            redis, keys, lease_seconds=gw.total_deadline_seconds + 60.0, coalescer=Coalescer(redis)
         ),
         router=router,
         request_log=RequestLogWriter(

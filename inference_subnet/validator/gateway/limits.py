@@ -4,8 +4,8 @@ Every gateway replica shares the same counters, so limits hold however many repl
 an in-flight lease (a member of a sorted set scored by its expiry) until it completes; a gateway that dies
 mid-request leaves a lease that simply expires instead of locking the key out.
 
-With a :class:`~inference_subnet.miner.batching.CommandBatcher` the decisions and releases of concurrent
-requests share one pipeline per event-loop turn (one socket write instead of one each).
+With a :class:`~inference_subnet.store.coalescing.Coalescer` the decisions and releases of concurrent
+requests share one round trip per event-loop turn (one socket write instead of one each).
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from typing import Literal
 
 from redis.exceptions import NoScriptError
 
-from inference_subnet.miner.batching import CommandBatcher
+from inference_subnet.store.coalescing import Coalescer
 from inference_subnet.store.keys import Keys
 from inference_subnet.store.redis import RedisClient
 
@@ -59,14 +59,14 @@ class KeyLimiter:
         *,
         lease_seconds: float,
         clock: Callable[[], float] = time.time,
-        batcher: CommandBatcher | None = None,
+        coalescer: Coalescer | None = None,
     ):
         self._redis = redis
         self._keys = keys
         self._lease = lease_seconds
         self._clock = clock
         self._script = redis.register_script(_ACQUIRE)
-        self._batcher = batcher
+        self._coalescer = coalescer
 
     async def acquire(self, key_id: int, *, rate_per_minute: int, max_concurrent: int) -> Admission:
         now = self._clock()
@@ -76,11 +76,11 @@ class KeyLimiter:
             self._keys.api_key_inflight(str(key_id)),
         ]
         args = [rate_per_minute, max_concurrent, repr(now), ticket, repr(self._lease)]
-        if self._batcher is None:
+        if self._coalescer is None:
             allowed, reason, _used = await self._script(keys=keys, args=args)
         else:
             try:
-                allowed, reason, _used = await self._batcher.execute(
+                allowed, reason, _used = await self._coalescer.execute(
                     "EVALSHA", self._script.sha, 2, *keys, *args
                 )
             except NoScriptError:  # a restarted or flushed Redis: load the script once and go on
@@ -93,10 +93,10 @@ class KeyLimiter:
 
     async def release(self, key_id: int, ticket: str) -> None:
         key = self._keys.api_key_inflight(str(key_id))
-        if self._batcher is None:
+        if self._coalescer is None:
             await self._redis.zrem(key, ticket)
         else:
-            await self._batcher.execute("ZREM", key, ticket)
+            await self._coalescer.execute("ZREM", key, ticket)
 
     async def in_flight(self, key_id: int) -> int:
         key = self._keys.api_key_inflight(str(key_id))
