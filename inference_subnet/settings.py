@@ -104,6 +104,11 @@ class ScoringSettings(BaseModel):
     quality_weight: float = Field(0.7, ge=0, description="Weight of answer quality in a miner's score.")
     latency_weight: float = Field(0.2, ge=0, description="Weight of speed in a miner's score.")
     reliability_weight: float = Field(0.1, ge=0, description="Weight of success rate in a miner's score.")
+    gate_by_quality: bool = Field(
+        True,
+        description="Speed and success count in proportion to answer quality, so a fast wrong answer earns "
+        "nothing; off, they count in full.",
+    )
     organic_weight: float = Field(
         0.5, ge=0, le=1, description="Share of organic evidence in the aggregate when both kinds exist."
     )

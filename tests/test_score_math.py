@@ -118,11 +118,27 @@ def test_quality_latency_and_reliability_are_weighted():
     kw = {"quality_weight": 0.7, "latency_weight": 0.2, "reliability_weight": 0.1, "latency_reference": 10.0}
     assert sample_value(fast_right, **kw) == pytest.approx(1.0)
     assert sample_value(slow_right, **kw) == pytest.approx(0.8)
-    assert sample_value(fast_wrong, **kw) == pytest.approx(0.3)
+    assert sample_value(fast_wrong, **kw) == 0.0  # speed and success count only as far as the answer does
+    assert sample_value(fast_wrong, **kw, gate_by_quality=False) == pytest.approx(0.3)
+    half_right = Sample(score=0.5, kind="synthetic", latency=5.0, ok=True, ts=0)
+    assert sample_value(half_right, **kw) == pytest.approx(0.7 * 0.5 + (0.2 * 0.5 + 0.1) * 0.5)
+    assert sample_value(half_right, **kw, gate_by_quality=False) == pytest.approx(0.7 * 0.5 + 0.2 * 0.5 + 0.1)
     with pytest.raises(ValueError):
         sample_value(
             fast_right, quality_weight=0, latency_weight=0, reliability_weight=0, latency_reference=1
         )
+
+
+@settings(max_examples=300, deadline=None)
+@given(sample=samples_st, reference=st.floats(min_value=0.01, max_value=60))
+def test_gating_never_pays_more_than_the_answer_is_worth(sample, reference):
+    """Gated, a sample is worth no more than its quality and never more than ungated; a perfect answer is
+    worth the same either way."""
+    kw = {"quality_weight": 0.7, "latency_weight": 0.2, "reliability_weight": 0.1, "latency_reference": reference}
+    gated, ungated = sample_value(sample, **kw), sample_value(sample, **kw, gate_by_quality=False)
+    assert gated <= sample.score + 1e-12 and gated <= ungated + 1e-12
+    if sample.ok and sample.score == 1.0:
+        assert gated == pytest.approx(ungated)
 
 
 def test_organic_and_synthetic_evidence_are_blended_when_both_exist():

@@ -83,5 +83,6 @@ def expected_value(
             latency_weight=settings.latency_weight,
             reliability_weight=settings.reliability_weight,
             latency_reference=timeout,
+            gate_by_quality=settings.gate_by_quality,
         )
     return total / draws

@@ -74,18 +74,24 @@ def sample_value(
     latency_weight: float,
     reliability_weight: float,
     latency_reference: float,
+    gate_by_quality: bool = True,
 ) -> float:
-    """One sample's worth in [0, 1]: quality, speed and success weighted. Failures are worth 0."""
+    """One sample's worth in [0, 1]: quality, speed and success weighted. Failures are worth 0.
+
+    With ``gate_by_quality`` (the default) speed and success count in proportion to the answer's quality:
+    answering at all, and fast, is worth something only when the answer is. Without it a miner returning
+    instant wrong answers keeps the latency and reliability parts of the score (0.3 of it by default), and
+    weights follow scores, so laziness would still be paid.
+    """
     total = quality_weight + latency_weight + reliability_weight
     if not total > 0.0:
         raise ValueError("quality, latency and reliability weights must not all be 0")
     if not sample.ok:
         return 0.0
-    value = (
-        quality_weight * sample.score
-        + latency_weight * latency_score(sample.latency, latency_reference)
-        + reliability_weight
-    ) / total
+    service = latency_weight * latency_score(sample.latency, latency_reference) + reliability_weight
+    if gate_by_quality:
+        service *= sample.score
+    value = (quality_weight * sample.score + service) / total
     return min(1.0, max(0.0, value))
 
 
@@ -99,6 +105,7 @@ def aggregate(
     prior_score: float = 0.0,
     prior_strength: float = 2.0,
     latency_reference: float = 10.0,
+    gate_by_quality: bool = True,
 ) -> float:
     """A miner's score for one task, in [0, 1].
 
@@ -120,6 +127,7 @@ def aggregate(
             latency_weight=latency_weight,
             reliability_weight=reliability_weight,
             latency_reference=latency_reference,
+            gate_by_quality=gate_by_quality,
         )
         counts[sample.kind] += 1
     n = counts["synthetic"] + counts["organic"]

@@ -162,6 +162,7 @@ class ScoreBook:
             prior_score=s.prior_score,
             prior_strength=s.prior_strength,
             latency_reference=latency_reference,
+            gate_by_quality=s.gate_by_quality,
         )
 
     async def aggregates(
