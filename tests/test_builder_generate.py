@@ -4,6 +4,7 @@ run (green), its deployment files validated like the framework's own, and the ov
 from __future__ import annotations
 
 import ast
+import importlib.util
 import json
 import os
 import re
@@ -17,6 +18,7 @@ import pytest
 import yaml
 from dockerfile_parse import DockerfileParser
 from dotenv import dotenv_values
+from pydantic import ValidationError
 from test_deploy import check_command, interpolate, listening_port, settings_for, validate_compose
 from typer.testing import CliRunner
 
@@ -25,6 +27,7 @@ from inference_subnet.builder.generate import MANIFEST
 from inference_subnet.builder.testing import run_tests
 from inference_subnet.cli.main import app
 from inference_subnet.settings import load_settings
+from inference_subnet.tasks.behaviours import GARBAGE
 
 REPO = Path(__file__).resolve().parents[1]
 SPECS = REPO / "examples" / "specs"
@@ -78,6 +81,19 @@ def test_a_spec_becomes_a_complete_project(textops: Path) -> None:
     assert "TASKS := caesar stats" in makefile and "localnet $(foreach t,$(TASKS),--task $(t))" in makefile
     handlers = (textops / "textops/handlers.py").read_text()
     assert handlers.count("# OWNER: your miner's work for task") == 2
+
+
+def test_a_garbage_chunk_is_not_an_empty_piece(textops: Path) -> None:
+    """Every field of a generated chunk has a default (the last chunk carries what is not streamed), so only
+    refusing unknown keys keeps a garbage object from passing as an empty piece of an answer."""
+    spec = importlib.util.spec_from_file_location("textops_models", textops / "textops/models.py")
+    assert spec is not None and spec.loader is not None
+    models = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(models)
+    assert models.CaesarChunk.model_validate({"text": "wkh"}).text == "wkh"
+    assert models.CaesarChunk.model_validate({}).text == ""
+    with pytest.raises(ValidationError, match="Extra inputs are not permitted"):
+        models.CaesarChunk.model_validate(GARBAGE)
 
 
 def test_the_project_uses_the_framework_and_copies_none_of_it(textops: Path) -> None:
