@@ -45,6 +45,7 @@ from test_gateway_helpers import (
 from inference_subnet.miner.sources import StaticMetagraphSource
 from inference_subnet.protocol.task import Task
 from inference_subnet.settings import Settings, load_settings
+from inference_subnet.store.coalescing import CoalescingRedis
 from inference_subnet.store.keys import Keys
 from inference_subnet.store.sql import Database, RequestLog
 from inference_subnet.tasks.arithmetic import ArithmeticTask
@@ -117,6 +118,7 @@ async def gateway(
     async def start(
         capacity: dict[int, tuple[str, ...]],
         extra: Callable[[FastAPI], None] | None = None,
+        books: CoalescingRedis | None = None,
         **gateway_settings: Any,
     ) -> Running:
         settings = load_settings(
@@ -133,7 +135,7 @@ async def gateway(
             validator={"scoring": {"organic_sample_rate": 1.0, "max_scored_per_period": 10_000}},
         )
         metagraph = subnet.metagraph()
-        quota = QuotaBook(redis, keys, settings.validator.quotas)
+        quota = QuotaBook(books or redis, keys, settings.validator.quotas)
         await quota.set_stakes(metagraph, subnet.validator.ss58_address)
         for uid, tasks in capacity.items():
             await quota.set_capacity(metagraph.by_uid[uid].identity, {t: 1000 for t in tasks})
@@ -146,9 +148,10 @@ async def gateway(
             metagraph=StaticMetagraphSource(metagraph),
             miner_client=client,
             quota_book=quota,
-            score_book=ScoreBook(redis, keys, settings.validator.scoring),
+            score_book=ScoreBook(books or redis, keys, settings.validator.scoring),
             db=db,
             exclude_hotkeys=[subnet.validator.ss58_address],
+            coalescer=books.coalescer if books is not None else None,
         )
         if extra is not None:
             extra(app)
@@ -170,6 +173,28 @@ async def gateway(
         await stop()
     await client.aclose()
     await db.aclose()
+
+
+async def test_serves_concurrent_requests_with_books_and_limits_on_one_coalescer(
+    gateway: GatewayFactory, redis: aioredis.Redis
+) -> None:
+    """As ``gateway run`` wires it: the quota and score books on a coalescing client whose coalescer also
+    carries the key limiter's commands. Concurrent requests are all answered, each takes exactly one
+    organic quota unit, and every in-flight lease is released."""
+    books = CoalescingRedis(redis)
+    gw = await gateway({HONEST_A: ("arithmetic",), HONEST_B: ("arithmetic",)}, books=books)
+    key_id, auth = await gw.key(max_concurrent=100)
+    async with _http(gw.url) as http:
+        answers = await asyncio.gather(
+            *(
+                http.post("/v1/tasks/arithmetic", json={"op": "add", "a": i, "b": 1}, headers=auth)
+                for i in range(16)
+            )
+        )
+    assert [(r.status_code, r.json()) for r in answers] == [(200, {"result": i + 1}) for i in range(16)]
+    assert await redis.zcard(gw.keys.api_key_inflight(str(key_id))) == 0
+    used = await gw.quota.status([gw.identity(HONEST_A), gw.identity(HONEST_B)], "arithmetic")
+    assert sum(s.used_total for s in used.values()) == 16
 
 
 def _http(base: str) -> httpx.AsyncClient:

@@ -264,9 +264,11 @@ def _server_class() -> Any:
 
 
 async def _serve(cfg: Settings, keypair: Any, tasks: dict[str, Any], sock: socket.socket) -> None:
+    import redis.asyncio as aioredis
     import uvicorn
 
     from inference_subnet.miner.sources import FileMetagraphSource
+    from inference_subnet.store.coalescing import CoalescingRedis
     from inference_subnet.store.keys import Keys
     from inference_subnet.store.redis import connect, resolve_url
     from inference_subnet.validator.client import MinerClient
@@ -285,6 +287,10 @@ async def _serve(cfg: Settings, keypair: Any, tasks: dict[str, Any], sock: socke
             redis, keys, refresh_seconds=min(1.0, cfg.chain.metagraph_refresh_seconds)
         )
     client = MinerClient(keypair, ip_override=cfg.chain.ip_override)
+    # Concurrent requests' key-limit, quota and lease commands share round trips. A cluster client has no
+    # single pool to put a coalescing client in front of; the limiter then coalesces on its own.
+    coalescing = CoalescingRedis(redis) if isinstance(redis, aioredis.Redis) else None
+    books = coalescing or redis
     app = create_gateway_app(
         cfg,
         tasks=tasks,
@@ -292,10 +298,11 @@ async def _serve(cfg: Settings, keypair: Any, tasks: dict[str, Any], sock: socke
         keys=keys,
         metagraph=metagraph,
         miner_client=client,
-        quota_book=QuotaBook(redis, keys, cfg.validator.quotas),
-        score_book=ScoreBook(redis, keys, cfg.validator.scoring),
+        quota_book=QuotaBook(books, keys, cfg.validator.quotas),
+        score_book=ScoreBook(books, keys, cfg.validator.scoring),
         exclude_hotkeys=[keypair.ss58_address],
         check_metagraph_age=cfg.chain.metagraph_file is None,  # a development file is as fresh as it is
+        coalescer=coalescing.coalescer if coalescing is not None else None,
     )
     log.info(
         "gateway for validator %s on %s:%d serving %s (redis %s, database %s)",

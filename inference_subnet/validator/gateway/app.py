@@ -7,9 +7,10 @@ routing (503 with a reason when no miner can serve). Every error body is an
 that an unauthenticated client is refused before its body is even decoded; the Request models still
 appear in the OpenAPI schema (added to its components by the app's ``openapi``).
 
-Per request the hot path costs the key's limit script and lease release (pipelined across concurrent
-requests), the quota script and the miner call; keys, scores and quota use are cached for a few seconds,
-and the request log and organic scoring run in background tasks.
+Per request the hot path costs the key's limit script, the quota script and the lease release (pipelined
+across concurrent requests when the books share the limiter's coalescer, as ``gateway run`` wires them) and
+the miner call; keys, scores and quota use are cached for a few seconds, and the request log and organic
+scoring run in background tasks.
 """
 
 from __future__ import annotations
@@ -567,9 +568,14 @@ def create_gateway_app(
     exclude_hotkeys: Sequence[str] = (),
     rng: random.Random | None = None,
     check_metagraph_age: bool = True,
+    coalescer: Coalescer | None = None,
 ) -> FastAPI:
     """The gateway app. It owns the database (unless one is given), the request-log writer and the
-    organic feed; the lifespan migrates the database, starts the background writers and flushes them."""
+    organic feed; the lifespan migrates the database, starts the background writers and flushes them.
+
+    ``coalescer`` carries the key limiter's commands; pass the one behind the quota and score books'
+    client (a :class:`~inference_subnet.store.coalescing.CoalescingRedis`) so that concurrent requests'
+    limit, quota and lease commands share round trips. Without one the limiter gets its own."""
     gw = settings.gateway
     owns_db = db is None
     database = db if db is not None else Database(settings.database_url)
@@ -595,7 +601,10 @@ def create_gateway_app(
         tasks=tasks,
         api_keys=ApiKeyStore(database, cache_seconds=gw.api_key_cache_seconds),
         limiter=KeyLimiter(
-            redis, keys, lease_seconds=gw.total_deadline_seconds + 60.0, coalescer=Coalescer(redis)
+            redis,
+            keys,
+            lease_seconds=gw.total_deadline_seconds + 60.0,
+            coalescer=coalescer or Coalescer(redis),
         ),
         router=router,
         request_log=RequestLogWriter(
