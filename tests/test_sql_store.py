@@ -3,6 +3,7 @@ keys, and the batched request-log writer."""
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -198,6 +199,24 @@ async def test_request_log_writes_batches_and_flushes_on_close(db: Database) -> 
     assert row.payload == {"op": "add", "a": 1, "b": 1}
     assert row.key_id == key.id and row.miner_uid == 1 and row.miner_hotkey == "hk1"
     assert row.ts.tzinfo is not None and abs(row.ts - dt.datetime.now(dt.UTC)) < dt.timedelta(minutes=1)
+
+
+async def test_request_log_writes_a_full_batch_before_its_flush_interval(db: Database) -> None:
+    """The writer sleeps between batches, and a full batch wakes it: with an hour-long flush interval the
+    first ``batch_size`` entries are written at once, the rest only when the writer closes."""
+    writer = RequestLogWriter(db, batch_size=5, flush_interval=3600.0)
+    writer.start()
+    writer.record(LogEntry("arithmetic", None, 200, 1.0, 0, 1))
+    await asyncio.sleep(0)  # the writer takes the first entry and sleeps, waiting for more
+    for i in range(1, 5):
+        writer.record(LogEntry("arithmetic", None, 200, 1.0, i, 1))
+    await wait_for(lambda: writer.stats.written == 5)
+    for i in range(5, 7):
+        writer.record(LogEntry("arithmetic", None, 200, 1.0, i, 1))
+    await writer.aclose()
+    assert writer.stats.written == 7
+    async with db.sessions() as session:
+        assert await session.scalar(select(func.count()).select_from(RequestLog)) == 7
 
 
 async def test_request_log_queue_is_bounded_and_unstarted_writer_still_flushes(db: Database) -> None:

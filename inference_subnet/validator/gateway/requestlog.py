@@ -2,8 +2,9 @@
 
 Handlers call :meth:`RequestLogWriter.record`, which only appends to an in-memory queue. One task drains the
 queue in batches (one multi-row INSERT each) every ``flush_interval`` or as soon as ``batch_size`` entries
-wait. A full queue drops new entries (counted, logged) rather than slowing requests down: a log must never
-become the outage. :meth:`aclose` (the app's lifespan) stops intake and writes everything still queued.
+wait; between two batches it sleeps, so an entry costs its append and not a wake-up of the writer. A full
+queue drops new entries (counted, logged) rather than slowing requests down: a log must never become the
+outage. :meth:`aclose` (the app's lifespan) stops intake and writes everything still queued.
 """
 
 from __future__ import annotations
@@ -83,6 +84,8 @@ class RequestLogWriter:
         self._retry_delay = retry_delay
         self._close_attempts = close_attempts
         self._queue: asyncio.Queue[Any] = asyncio.Queue()
+        self._full = asyncio.Event()
+        """Set when a batch is waiting (or on close): the writer stops sleeping before its flush interval."""
         self._task: asyncio.Task[None] | None = None
         self._closing = False
         self.stats = WriterStats()
@@ -103,6 +106,8 @@ class RequestLogWriter:
                 log.warning("request log: %d entries dropped (queue full or closed)", self.stats.dropped)
             return False
         self._queue.put_nowait(entry)
+        if self._queue.qsize() + 1 >= self._batch_size:  # + the entry a sleeping writer already holds
+            self._full.set()
         return True
 
     async def aclose(self) -> None:
@@ -111,31 +116,28 @@ class RequestLogWriter:
             return
         self._closing = True
         self._queue.put_nowait(_STOP)
+        self._full.set()
         if self._task is not None:
             await self._task
         else:  # never started: write what was recorded anyway
             await self._drain_all()
 
     async def _run(self) -> None:
-        loop = asyncio.get_running_loop()
         stop = False
         while not stop:
             item = await self._queue.get()
             if item is _STOP:
                 break
-            batch: list[LogEntry] = [item]
-            deadline = loop.time() + self._flush_interval
-            while len(batch) < self._batch_size:
+            if not self._closing and self._queue.qsize() + 1 < self._batch_size:
+                self._full.clear()  # a set left by an earlier batch must not cut this wait short
                 try:
-                    item = self._queue.get_nowait()
-                except asyncio.QueueEmpty:
-                    remaining = deadline - loop.time()
-                    if remaining <= 0:
-                        break
-                    try:
-                        item = await asyncio.wait_for(self._queue.get(), remaining)
-                    except TimeoutError:
-                        break
+                    async with asyncio.timeout(self._flush_interval):
+                        await self._full.wait()
+                except TimeoutError:
+                    pass
+            batch: list[LogEntry] = [item]
+            while len(batch) < self._batch_size and not self._queue.empty():
+                item = self._queue.get_nowait()
                 if item is _STOP:
                     stop = True
                     break
