@@ -35,6 +35,9 @@ Outcome = Literal["ok", "timeout", "http_error", "invalid", "connect_error"]
 
 DEFAULT_GRACE = 0.5
 """Seconds added to a task's timeout by default, so a miner's own 504 arrives before our deadline."""
+URL_CACHE_LIMIT = 4096
+"""Parsed miner URLs kept (axons times routes); past it the cache starts over, so that the URLs of axons
+that moved cannot pile up."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,6 +107,7 @@ class MinerClient:
         self.ip_override = ip_override
         self.grace = grace
         self._connect_timeout = connect_timeout
+        self._urls: dict[tuple[str, int, str], httpx.URL] = {}
         self._transport = httpx.AsyncHTTPTransport(
             limits=httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections),
             trust_env=False,
@@ -123,7 +127,7 @@ class MinerClient:
     async def _send(
         self,
         method: str,
-        url: str,
+        url: httpx.URL,
         timeout: float,
         *,
         body: bytes = b"",
@@ -141,13 +145,20 @@ class MinerClient:
                 await response.aclose()
         return response
 
-    def _url(self, neuron: Neuron, path: str) -> str | None:
+    def _url(self, neuron: Neuron, path: str) -> httpx.URL | None:
+        """The miner's URL for ``path``, parsed once per axon and route rather than on every call."""
         axon = neuron.axon
         if axon is None or axon.port == 0:
             return None
         if not self.ip_override and not axon.is_served:
             return None
-        return axon.url(self.ip_override) + path
+        key = (axon.ip, axon.port, path)
+        url = self._urls.get(key)
+        if url is None:
+            if len(self._urls) >= URL_CACHE_LIMIT:
+                self._urls.clear()
+            url = self._urls[key] = httpx.URL(axon.url(self.ip_override) + path)
+        return url
 
     def _signed(self, neuron: Neuron, path: str, body: bytes) -> dict[str, str]:
         headers = btauth.sign(self.keypair, method="POST", path=path, body=body, receiver_ss58=neuron.hotkey)
