@@ -45,7 +45,7 @@ from test_gateway_helpers import (
 from inference_subnet.miner.sources import StaticMetagraphSource
 from inference_subnet.protocol.task import Task
 from inference_subnet.settings import Settings, load_settings
-from inference_subnet.store.coalescing import CoalescingRedis
+from inference_subnet.store.coalescing import CoalescingRedis, coalescing_client
 from inference_subnet.store.keys import Keys
 from inference_subnet.store.sql import Database, RequestLog
 from inference_subnet.tasks.arithmetic import ArithmeticTask
@@ -180,8 +180,9 @@ async def test_serves_concurrent_requests_with_books_and_limits_on_one_coalescer
 ) -> None:
     """As ``gateway run`` wires it: the quota and score books on a coalescing client whose coalescer also
     carries the key limiter's commands. Concurrent requests are all answered, each takes exactly one
-    organic quota unit, and every in-flight lease is released."""
-    books = CoalescingRedis(redis)
+    organic quota unit, and every in-flight lease is released. (On a cluster there is no coalescing client:
+    the books use the cluster client and the limiter its own coalescer.)"""
+    books = coalescing_client(redis)
     gw = await gateway({HONEST_A: ("arithmetic",), HONEST_B: ("arithmetic",)}, books=books)
     key_id, auth = await gw.key(max_concurrent=100)
     async with _http(gw.url) as http:

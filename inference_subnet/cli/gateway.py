@@ -264,11 +264,10 @@ def _server_class() -> Any:
 
 
 async def _serve(cfg: Settings, keypair: Any, tasks: dict[str, Any], sock: socket.socket) -> None:
-    import redis.asyncio as aioredis
     import uvicorn
 
     from inference_subnet.miner.sources import FileMetagraphSource
-    from inference_subnet.store.coalescing import CoalescingRedis
+    from inference_subnet.store.coalescing import coalescing_client
     from inference_subnet.store.keys import Keys
     from inference_subnet.store.redis import connect, resolve_url
     from inference_subnet.validator.client import MinerClient
@@ -287,9 +286,8 @@ async def _serve(cfg: Settings, keypair: Any, tasks: dict[str, Any], sock: socke
             redis, keys, refresh_seconds=min(1.0, cfg.chain.metagraph_refresh_seconds)
         )
     client = MinerClient(keypair, ip_override=cfg.chain.ip_override)
-    # Concurrent requests' key-limit, quota and lease commands share round trips. A cluster client has no
-    # single pool to put a coalescing client in front of; the limiter then coalesces on its own.
-    coalescing = CoalescingRedis(redis) if isinstance(redis, aioredis.Redis) else None
+    # Concurrent requests' key-limit, quota and lease commands share round trips.
+    coalescing = coalescing_client(redis)
     books = coalescing or redis
     app = create_gateway_app(
         cfg,

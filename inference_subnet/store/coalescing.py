@@ -151,6 +151,12 @@ class CoalescingRedis(aioredis.Redis):
                 self._loaded.add(script.sha)
 
 
+def coalescing_client(client: RedisClient) -> CoalescingRedis | None:
+    """A :class:`CoalescingRedis` in front of a plain client's pool; ``None`` for a cluster client, which has
+    no single pool to stand in front of (its users then coalesce on their own, or not at all)."""
+    return CoalescingRedis(client) if isinstance(client, aioredis.Redis) else None
+
+
 class _CoalescedPipeline(Pipeline):
     """A non-transactional pipeline whose commands join the client's next coalesced round trip."""
 
