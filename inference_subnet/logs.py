@@ -42,9 +42,6 @@ class _StderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
     """Writes to whatever ``sys.stderr`` is at the time of the record, so a replaced or redirected stderr
     (a supervisor, a CLI runner) never leaves the root logger writing to a closed file."""
 
-    def __init__(self) -> None:
-        super().__init__()
-
     @property  # type: ignore[override]
     def stream(self) -> object:
         return sys.stderr

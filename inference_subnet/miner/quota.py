@@ -14,8 +14,6 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from redis.exceptions import NoScriptError
-
 from inference_subnet.chain.types import Metagraph
 from inference_subnet.store.coalescing import Coalescer
 from inference_subnet.store.keys import Keys
@@ -138,8 +136,5 @@ class MinerQuota:
         if self._coalescer is None:
             allowed, used = await self._script(keys=[key], args=[limit, ttl])
         else:
-            try:
-                allowed, used = await self._coalescer.execute("EVALSHA", self._script.sha, 1, key, limit, ttl)
-            except NoScriptError:  # a restarted or flushed Redis: load the script once and go on
-                allowed, used = await self._script(keys=[key], args=[limit, ttl])
+            allowed, used = await self._coalescer.script(self._script, [key], [limit, ttl])
         return QuotaDecision(bool(allowed), int(used), limit, left)

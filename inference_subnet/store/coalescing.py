@@ -21,7 +21,7 @@ from typing import Any, TypeAlias
 
 import redis.asyncio as aioredis
 from redis.asyncio.client import Pipeline
-from redis.exceptions import ResponseError
+from redis.exceptions import NoScriptError, ResponseError
 
 from inference_subnet.store.redis import RedisClient
 
@@ -61,6 +61,14 @@ class Coalescer:
         if isinstance(reply, Exception):
             raise reply
         return reply
+
+    async def script(self, script: Any, keys: Sequence[Any], args: Sequence[Any]) -> Any:
+        """Run a registered script (``client.register_script``) by its SHA in the next round trip. A Redis
+        that lost its script cache (restarted, flushed) gets it loaded again by the script's own call."""
+        try:
+            return await self.execute("EVALSHA", script.sha, len(keys), *keys, *args)
+        except NoScriptError:
+            return await script(keys=keys, args=args)
 
     async def submit(self, commands: Sequence[Command]) -> list[Any]:
         """Replies of ``commands`` in order; a command's error is its reply (an exception object)."""

@@ -18,8 +18,6 @@ from dataclasses import dataclass
 from importlib.resources import files
 from typing import Literal
 
-from redis.exceptions import NoScriptError
-
 from inference_subnet.store.coalescing import Coalescer
 from inference_subnet.store.keys import Keys
 from inference_subnet.store.redis import RedisClient
@@ -79,12 +77,7 @@ class KeyLimiter:
         if self._coalescer is None:
             allowed, reason, _used = await self._script(keys=keys, args=args)
         else:
-            try:
-                allowed, reason, _used = await self._coalescer.execute(
-                    "EVALSHA", self._script.sha, 2, *keys, *args
-                )
-            except NoScriptError:  # a restarted or flushed Redis: load the script once and go on
-                allowed, reason, _used = await self._script(keys=keys, args=args)
+            allowed, reason, _used = await self._coalescer.script(self._script, keys, args)
         reason_text: Reason = reason.decode() if isinstance(reason, bytes) else reason
         if allowed:
             return Admission(True, "ok", ticket=ticket)
