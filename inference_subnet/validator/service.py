@@ -29,6 +29,7 @@ from typing import Any, ClassVar
 import uvicorn
 from fastapi import APIRouter, FastAPI, Request, Response
 from fastapi.responses import JSONResponse
+from redis.exceptions import ConnectionError as RedisConnectionError
 
 from inference_subnet.chain.types import ChainClient, ChainError, MetagraphSource
 from inference_subnet.protocol.wire import ErrorBody
@@ -270,7 +271,13 @@ class ServiceHost:
             return Check(name, False, f"{type(exc).__name__}: {exc}")
 
     async def _check_redis(self) -> Check:
-        await self.redis.ping()
+        """PING, once more on a dropped connection: after a Redis restart the first ping can draw a pooled
+        connection the server closed, which the pool then discards. PING changes nothing, so a second try
+        asks the server itself rather than reporting a dead socket as a dead Redis."""
+        try:
+            await self.redis.ping()
+        except RedisConnectionError:
+            await self.redis.ping()
         return Check("redis", True)
 
     async def _check_chain(self) -> Check:
