@@ -59,6 +59,26 @@ class ChainSettings(BaseModel):
     )
 
 
+class HttpSettings(BaseModel):
+    """Limits of every HTTP server the framework starts (miner, gateway, validator services).
+
+    Every peer is a stranger: these bound what one connection can make a server hold (header bytes,
+    sockets, time) before any signature or API key is checked."""
+
+    max_header_bytes: int = Field(
+        16_384, ge=1024, description="Largest request head (request line and headers) accepted; 431 beyond."
+    )
+    max_header_count: int = Field(100, ge=8, description="Most header lines in one request; 431 beyond.")
+    request_read_timeout: float = Field(
+        10.0, gt=0, description="Seconds a client has from opening a connection (or ending the previous "
+        "request) to sending a complete request, head and body; the connection is closed beyond it.",
+    )
+    keep_alive_timeout: float = Field(5.0, gt=0, description="Seconds an idle keep-alive connection is kept.")
+    max_connections: int = Field(
+        2048, gt=0, description="Open connections per server process; connections beyond it are closed at once."
+    )
+
+
 class MinerSettings(BaseModel):
     """The miner's HTTP server and who it serves."""
 
@@ -170,6 +190,16 @@ class ValidatorSettings(BaseModel):
         None, description="/ready of the weights service fails beyond this; default: twice the interval."
     )
     weight_attempts_kept: int = Field(200, gt=0, description="Weight-set attempts kept in Redis.")
+    max_response_bytes: int = Field(
+        4_194_304, gt=0, description="Largest answer read from a miner (a whole body, or a whole stream); "
+        "a task may set its own `max_response_bytes`. Beyond it the call is invalid and the connection closed.",
+    )
+    max_stream_line_bytes: int = Field(
+        262_144, gt=0, description="Longest line of a miner's NDJSON stream; beyond it the stream is invalid."
+    )
+    max_error_body_bytes: int = Field(
+        8192, gt=0, description="Bytes of a miner's error answer read for its reason; the rest is discarded."
+    )
     quotas: QuotaSettings = Field(default_factory=QuotaSettings)
     scoring: ScoringSettings = Field(default_factory=ScoringSettings)
 
@@ -185,6 +215,9 @@ class GatewaySettings(BaseModel):
     first_byte_timeout: float = Field(10.0, gt=0, description="Streaming: deadline for the first chunk.")
     default_rate_per_minute: int = Field(60, gt=0, description="Per-key requests per minute (new keys).")
     default_max_concurrent: int = Field(8, gt=0, description="Per-key concurrent requests (new keys).")
+    rate_burst: int = Field(
+        10, gt=0, description="Requests a key may send at once before its per-minute rate paces it (GCRA)."
+    )
     log_payloads: bool = Field(False, description="Store request payloads in the request log.")
     reuse_organic: bool = Field(
         True, description="Record organic requests for reuse as synthetic challenges (privacy switch)."
@@ -314,6 +347,7 @@ class Settings(BaseSettings):
     log_level: str = Field("INFO", description="Log level of every service.")
     log_json: bool = Field(False, description="Structured JSON logs (one object a line).")
     wallet: WalletSettings = Field(default_factory=WalletSettings)
+    http: HttpSettings = Field(default_factory=HttpSettings)
     chain: ChainSettings = Field(default_factory=ChainSettings)
     miner: MinerSettings = Field(default_factory=MinerSettings)
     validator: ValidatorSettings = Field(default_factory=ValidatorSettings)

@@ -49,6 +49,9 @@ class Task(ABC, Generic[Req, Resp]):
     """Seconds a miner has to answer (whole response, or the whole stream)."""
     capacity_hint: ClassVar[int] = 1000
     """Requests per epoch a typical miner can serve; miners may declare their own."""
+    max_response_bytes: ClassVar[int | None] = None
+    """Largest answer a validator reads from a miner for this task (a body, or a whole stream); ``None``
+    uses ``validator.max_response_bytes``. Set it for tasks whose honest answers are large (images)."""
     default_handler: ClassVar[str | None] = None
     """``module:callable`` returning the reference miner handler (``factory(options) -> Handler``)."""
 
