@@ -285,7 +285,10 @@ async def _serve(cfg: Settings, keypair: Any, tasks: dict[str, Any], sock: socke
         metagraph = RedisMetagraphSource(
             redis, keys, refresh_seconds=min(1.0, cfg.chain.metagraph_refresh_seconds)
         )
-    client = MinerClient(keypair, ip_override=cfg.chain.ip_override)
+    client = MinerClient(keypair, ip_override=cfg.chain.ip_override,
+                         max_response_bytes=cfg.validator.max_response_bytes,
+                         max_stream_line_bytes=cfg.validator.max_stream_line_bytes,
+                         max_error_body_bytes=cfg.validator.max_error_body_bytes)
     # Concurrent requests' key-limit, quota and lease commands share round trips.
     coalescing = coalescing_client(redis)
     books = coalescing or redis

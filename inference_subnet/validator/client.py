@@ -10,14 +10,22 @@ the client layer's per-request work (URL and header merging, cookie extraction, 
 flows) cost about a fifth of a whole call, and none of it applies here. Redirects are never followed,
 requests carry no credentials but their signature, and a cookie set by one miner must not travel to
 another miner on the same IP.
+
+What a miner sends is read with a cap, never whole: an answer (a body, or a whole stream) up to the task's
+``max_response_bytes``, each streamed line up to ``max_stream_line_bytes``, an error body only up to
+``max_error_body_bytes`` for its reason. A declared length over the cap is refused before any byte of the
+body is read; past a cap the call is ``invalid`` and the connection is closed rather than returned to the
+pool (its unread rest would otherwise be the next answer). Bodies are read raw: no compression is asked
+for, and an encoded answer is refused, because a few compressed kilobytes can inflate to gigabytes.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Literal, Self
@@ -30,6 +38,7 @@ from inference_subnet.chain.types import Neuron
 from inference_subnet.protocol import btauth
 from inference_subnet.protocol.task import Task
 from inference_subnet.protocol.wire import CapacityInfo
+from inference_subnet.settings import ValidatorSettings
 
 Outcome = Literal["ok", "timeout", "http_error", "invalid", "connect_error"]
 
@@ -38,6 +47,12 @@ DEFAULT_GRACE = 0.5
 URL_CACHE_LIMIT = 4096
 """Parsed miner URLs kept (axons times routes); past it the cache starts over, so that the URLs of axons
 that moved cannot pile up."""
+_LIMITS = ValidatorSettings.model_fields
+DEFAULT_MAX_RESPONSE_BYTES: int = _LIMITS["max_response_bytes"].default
+DEFAULT_MAX_STREAM_LINE_BYTES: int = _LIMITS["max_stream_line_bytes"].default
+DEFAULT_MAX_ERROR_BODY_BYTES: int = _LIMITS["max_error_body_bytes"].default
+MAX_CAPACITY_BYTES = 65_536
+"""Largest ``GET /capacity`` answer read: a few task names and numbers."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,24 +86,131 @@ class StreamError(Exception):
         self.hotkey = hotkey
 
 
-def _parse_answer(task: Task, content: bytes) -> BaseModel:
+class AnswerRefused(ValueError):
+    """An answer the client stopped reading: over its cap, a streamed line too long, or encoded."""
+
+
+class LineSplitter:
+    """NDJSON lines out of byte chunks as they arrive, holding at most one line.
+
+    ``feed`` refuses (:class:`AnswerRefused`) a line longer than ``max_line`` and a stream longer than
+    ``max_total`` as soon as the chunk that passes the cap arrives, so what it buffers stays under the caps
+    however the miner cuts its bytes. Lines are split on ``\\n`` only: a ``\\r`` before it is JSON whitespace.
+    """
+
+    __slots__ = ("max_line", "max_total", "_pending", "_total")
+
+    def __init__(self, *, max_line: int, max_total: int) -> None:
+        self.max_line = max_line
+        self.max_total = max_total
+        self._pending = bytearray()
+        self._total = 0
+
+    def feed(self, chunk: bytes) -> list[bytes]:
+        """The lines ``chunk`` completes (empty ones included; the caller skips them)."""
+        self._total += len(chunk)
+        if self._total > self.max_total:
+            raise AnswerRefused(f"the stream passed its cap of {self.max_total} bytes")
+        lines: list[bytes] = []
+        start = 0
+        while (end := chunk.find(b"\n", start)) != -1:
+            if self._pending:
+                self._pending += chunk[start:end]
+                line = bytes(self._pending)
+                self._pending.clear()
+            else:
+                line = chunk[start:end]
+            if len(line) > self.max_line:
+                raise AnswerRefused(f"a streamed line passed its cap of {self.max_line} bytes")
+            lines.append(line)
+            start = end + 1
+        if len(self._pending) + len(chunk) - start > self.max_line:
+            raise AnswerRefused(f"a streamed line passed its cap of {self.max_line} bytes")
+        if start < len(chunk):
+            self._pending += memoryview(chunk)[start:]
+        return lines
+
+    def end(self) -> list[bytes]:
+        """The last line, when the stream did not end with a newline."""
+        if not self._pending:
+            return []
+        line = bytes(self._pending)
+        self._pending.clear()
+        return [line]
+
+
+def _check_encoding(response: httpx.Response) -> None:
+    encoding = response.headers.get("content-encoding")
+    if encoding is not None and encoding.strip().lower() not in ("", "identity"):
+        raise AnswerRefused(f"content-encoding {encoding[:40]!r} was not asked for")
+
+
+def _check_declared(response: httpx.Response, cap: int) -> None:
+    """Refuse a body whose declared length passes ``cap`` before reading any of it (h11 has checked the
+    header is a number, and ends the body there)."""
+    declared = response.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > cap:
+        raise AnswerRefused(f"the miner declared {declared} bytes, over the cap of {cap}")
+
+
+async def _read_capped(response: httpx.Response, cap: int) -> bytes:
+    """The whole body, or :class:`AnswerRefused` as soon as it passes ``cap`` bytes."""
+    _check_encoding(response)
+    _check_declared(response, cap)
+    parts: list[bytes] = []
+    total = 0
+    async with contextlib.aclosing(response.aiter_raw()) as chunks:
+        async for chunk in chunks:
+            total += len(chunk)
+            if total > cap:
+                raise AnswerRefused(f"the answer passed its cap of {cap} bytes")
+            parts.append(chunk)
+    return b"".join(parts)
+
+
+async def _read_prefix(response: httpx.Response, limit: int) -> bytes:
+    """At most ``limit`` bytes of a body (an error's reason); the rest is never read."""
+    parts: list[bytes] = []
+    total = 0
+    async with contextlib.aclosing(response.aiter_raw()) as chunks:
+        async for chunk in chunks:
+            parts.append(chunk)
+            total += len(chunk)
+            if total >= limit:
+                break
+    return b"".join(parts)[:limit]
+
+
+async def _lines(response: httpx.Response, splitter: LineSplitter) -> AsyncGenerator[bytes, None]:
+    async for chunk in response.aiter_raw():
+        for line in splitter.feed(chunk):
+            yield line
+    for line in splitter.end():
+        yield line
+
+
+def _parse_answer(task: Task, content: bytes, max_line: int) -> BaseModel:
     """A whole answer as ``task.Response``: the JSON body, or for a streaming task the NDJSON chunks
-    assembled (so synthetic rounds and non-streaming callers can use streaming tasks too)."""
+    assembled (so synthetic rounds and non-streaming callers can use streaming tasks too), each line within
+    ``max_line`` bytes as in :meth:`MinerClient.stream`."""
     if not task.streaming or task.Chunk is None:
         return task.Response.model_validate_json(content)
-    chunks = [task.Chunk.model_validate_json(line) for line in content.splitlines() if line.strip()]
+    splitter = LineSplitter(max_line=max_line, max_total=len(content))
+    lines = [*splitter.feed(content), *splitter.end()]
+    chunks = [task.Chunk.model_validate_json(line) for line in lines if line.strip()]
     if not chunks:
         raise ValueError("the miner sent an empty stream")
     return task.assemble(chunks)
 
 
-def _miner_error(response: httpx.Response) -> tuple[str | None, str]:
-    """(error code, reason) from a miner's error answer, tolerating bodies that are not ErrorBody."""
+def _miner_error(content: bytes) -> tuple[str | None, str]:
+    """(error code, reason) from the start of a miner's error answer, tolerating bodies that are not
+    ErrorBody (or were cut at the error-body cap)."""
     try:
-        data = response.json()
+        data = json.loads(content)
         return str(data.get("error")), str(data.get("reason", ""))[:300]
-    except (ValueError, AttributeError):
-        return None, response.text[:200]
+    except (ValueError, AttributeError, RecursionError):
+        return None, content[:200].decode("utf-8", "replace")
 
 
 class MinerClient:
@@ -102,10 +224,17 @@ class MinerClient:
         ip_override: str | None = None,
         connect_timeout: float = 2.0,
         grace: float = DEFAULT_GRACE,
+        max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES,
+        max_stream_line_bytes: int = DEFAULT_MAX_STREAM_LINE_BYTES,
+        max_error_body_bytes: int = DEFAULT_MAX_ERROR_BODY_BYTES,
     ) -> None:
         self.keypair = keypair
         self.ip_override = ip_override
         self.grace = grace
+        self.max_response_bytes = max_response_bytes
+        """Cap of a whole answer for tasks that set no ``max_response_bytes`` of their own."""
+        self.max_stream_line_bytes = max_stream_line_bytes
+        self.max_error_body_bytes = max_error_body_bytes
         self._connect_timeout = connect_timeout
         self._urls: dict[tuple[str, int, str], httpx.URL] = {}
         self._transport = httpx.AsyncHTTPTransport(
@@ -132,18 +261,16 @@ class MinerClient:
         *,
         body: bytes = b"",
         headers: dict[str, str] | None = None,
-        stream: bool = False,
     ) -> httpx.Response:
-        """One request on the pool; the body is read (and the connection returned) unless ``stream``."""
+        """One request on the pool, up to the answer's head; the caller reads the body (with a cap) and
+        closes the response: a finished body returns the connection to the pool, an unfinished one closes
+        it."""
         extensions = {"timeout": self._timeout(timeout).as_dict()}
         request = httpx.Request(method, url, content=body, headers=headers, extensions=extensions)
-        response = await self._transport.handle_async_request(request)
-        if not stream:
-            try:
-                await response.aread()
-            finally:
-                await response.aclose()
-        return response
+        return await self._transport.handle_async_request(request)
+
+    def _cap(self, task: Task) -> int:
+        return task.max_response_bytes or self.max_response_bytes
 
     def _url(self, neuron: Neuron, path: str) -> httpx.URL | None:
         """The miner's URL for ``path``, parsed once per axon and route rather than on every call."""
@@ -188,20 +315,30 @@ class MinerClient:
         if url is None:
             return result("connect_error", error="miner serves no axon")
         body = request.model_dump_json().encode()
+        status: int | None = None
         try:
             async with asyncio.timeout(deadline):
                 response = await self._send(
                     "POST", url, deadline, body=body, headers=self._signed(neuron, task.route, body)
                 )
+                try:
+                    status = response.status_code
+                    if status == 200:
+                        content = await _read_capped(response, self._cap(task))
+                    else:
+                        content = await _read_prefix(response, self.max_error_body_bytes)
+                finally:
+                    await response.aclose()
+        except AnswerRefused as exc:
+            return result("invalid", status=status, error=f"invalid response: {exc}"[:300])
         except (TimeoutError, httpx.TimeoutException) as exc:
             if isinstance(exc, httpx.ConnectTimeout):
                 return result("connect_error", error="connect timeout")
             return result("timeout", error=f"no answer within {deadline:g}s")
         except httpx.TransportError as exc:
             return result("connect_error", error=f"{type(exc).__name__}: {exc}"[:300])
-        status = response.status_code
         if status != 200:
-            code, reason = _miner_error(response)
+            code, reason = _miner_error(content)
             retry_after = None
             if status == 429:
                 try:
@@ -212,7 +349,7 @@ class MinerClient:
             return result(outcome, status=status, error=f"HTTP {status}: {reason}", retry_after=retry_after,
                           error_code=code)
         try:
-            parsed = _parse_answer(task, response.content)
+            parsed = _parse_answer(task, content, self.max_stream_line_bytes)
         except ValidationError as exc:
             return result("invalid", status=status, error=f"invalid response: {exc.error_count()} error(s)")
         except (ValueError, NotImplementedError) as exc:
@@ -231,7 +368,8 @@ class MinerClient:
         """Yield ``task.Chunk`` models as the miner streams them.
 
         Raises :class:`StreamError` when no valid first chunk arrives within ``first_byte_timeout`` (or at
-        all), and when the stream breaks, stalls past ``timeout`` overall, or sends an invalid chunk later.
+        all), and when the stream breaks, stalls past ``timeout`` overall, or sends an invalid chunk later;
+        a line over ``max_stream_line_bytes`` or a stream over the task's cap is an invalid chunk.
         """
         chunk_model = task.Chunk
         if chunk_model is None:
@@ -243,8 +381,7 @@ class MinerClient:
         loop = asyncio.get_running_loop()
         end = loop.time() + timeout
         first_end = min(end, loop.time() + first_byte_timeout)
-        sending = self._send("POST", url, timeout, body=body, headers=self._signed(neuron, task.route, body),
-                             stream=True)
+        sending = self._send("POST", url, timeout, body=body, headers=self._signed(neuron, task.route, body))
         try:
             response = await asyncio.wait_for(sending, first_end - loop.time())
         except (TimeoutError, httpx.TimeoutException) as exc:
@@ -253,14 +390,23 @@ class MinerClient:
         except httpx.TransportError as exc:
             raise StreamError(f"cannot reach miner: {type(exc).__name__}", outcome="connect_error",
                               hotkey=neuron.hotkey) from exc
+        lines: AsyncGenerator[bytes, None] | None = None
         try:
             if response.status_code != 200:
-                await response.aread()
-                _, reason = _miner_error(response)
+                reason = ""
+                with contextlib.suppress(TimeoutError, httpx.HTTPError):  # no reason is still an HTTP error
+                    async with asyncio.timeout_at(end):
+                        _, reason = _miner_error(await _read_prefix(response, self.max_error_body_bytes))
                 raise StreamError(f"HTTP {response.status_code}: {reason}",
                                   outcome="timeout" if response.status_code == 504 else "http_error",
                                   status=response.status_code, hotkey=neuron.hotkey)
-            lines = response.aiter_lines()
+            cap = self._cap(task)
+            try:
+                _check_encoding(response)
+                _check_declared(response, cap)
+            except AnswerRefused as exc:
+                raise StreamError(str(exc), outcome="invalid", status=200, hotkey=neuron.hotkey) from exc
+            lines = _lines(response, LineSplitter(max_line=self.max_stream_line_bytes, max_total=cap))
             first = True
             while True:
                 limit = first_end if first else end
@@ -277,6 +423,8 @@ class MinerClient:
                 except httpx.TransportError as exc:
                     raise StreamError(f"the stream broke: {type(exc).__name__}", outcome="connect_error",
                                       status=200, hotkey=neuron.hotkey) from exc
+                except AnswerRefused as exc:
+                    raise StreamError(str(exc), outcome="invalid", status=200, hotkey=neuron.hotkey) from exc
                 if not line.strip():
                     continue
                 try:
@@ -287,6 +435,8 @@ class MinerClient:
                 first = False
                 yield chunk
         finally:
+            if lines is not None:
+                await lines.aclose()
             await response.aclose()
 
     async def capacity(self, neuron: Neuron, *, timeout: float = 5.0) -> CapacityInfo | None:
@@ -295,9 +445,14 @@ class MinerClient:
         if url is None:
             return None
         try:
-            response = await self._send("GET", url, timeout)
-            if response.status_code != 200:
-                return None
-            return CapacityInfo.model_validate_json(response.content)
-        except (httpx.HTTPError, ValidationError, json.JSONDecodeError):
+            async with asyncio.timeout(timeout):
+                response = await self._send("GET", url, timeout)
+                try:
+                    if response.status_code != 200:
+                        return None
+                    content = await _read_capped(response, MAX_CAPACITY_BYTES)
+                finally:
+                    await response.aclose()
+            return CapacityInfo.model_validate_json(content)
+        except (TimeoutError, httpx.HTTPError, ValidationError, AnswerRefused):
             return None

@@ -88,8 +88,12 @@ class Parts:
     @property
     def client(self) -> MinerClient:
         if self._client is None:
+            v = self.settings.validator
             self._client = MinerClient(self.keypair, ip_override=self.settings.chain.ip_override,
-                                       max_connections=max(16, self.settings.validator.max_concurrency))
+                                       max_connections=max(16, v.max_concurrency),
+                                       max_response_bytes=v.max_response_bytes,
+                                       max_stream_line_bytes=v.max_stream_line_bytes,
+                                       max_error_body_bytes=v.max_error_body_bytes)
         return self._client
 
     @property

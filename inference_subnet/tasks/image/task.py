@@ -28,6 +28,15 @@ from inference_subnet.tasks.tiny import example_settings, speed_scaled
 MAX_SIDE = 2048
 
 
+def largest_answer_bytes(side: int) -> int:
+    """Bytes of the largest honest answer for a ``side`` x ``side`` image, with room: an 8-bit RGBA PNG
+    that did not compress at all (a filter byte per row; deflate's stored blocks and the PNG chunks add
+    under a thousandth), base64 (4/3) inside its JSON object, plus 1 MiB."""
+    png = side * (4 * side + 1)
+    png += png // 1000 + 65_536
+    return 4 * -(-png // 3) + 1_048_576
+
+
 class ImageRequest(BaseModel):
     prompt: str = Field(min_length=1, max_length=2000, description="What to draw.")
     seed: int = Field(0, ge=0, lt=2**32, description="Seeds the initial noise: same seed, same image.")
@@ -89,6 +98,8 @@ class ImageTask(Task[ImageRequest, ImageResponse]):
     serving a large model subclasses the task with its own."""
     capacity_hint = 1_800
     """One image every ~2.4 s over a 72-minute epoch: a small diffusion model on a CPU or a shared GPU."""
+    max_response_bytes = largest_answer_bytes(MAX_SIDE)
+    """About 22 MiB: the largest image allowed fits even uncompressed, so no honest miner meets the cap."""
     default_handler = "inference_subnet.tasks.image.handler:make_handler"
 
     def __init__(self) -> None:
