@@ -5,27 +5,59 @@ Precedence, lowest first: field defaults < TOML config file < environment (``ISN
 Two well-known variables are honoured without the prefix because operators already set them:
 ``REDIS_URL`` and ``DATABASE_URL``.
 
+Every key is checked: an unknown key in the TOML file or an unknown ``ISN_`` variable is an error naming it
+(with the nearest valid name), never silently ignored, because a misspelt limit would leave its default in
+force. :func:`load_settings` raises :class:`SettingsError` with one line naming the file, key or variable.
+
 ``docs/configuration.md`` is generated from this module (``inference-subnet config docs``).
 """
 
 from __future__ import annotations
 
+import difflib
+import json
 import os
+import tomllib
+import types
+from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Union, get_args, get_origin
 
-from pydantic import AliasChoices, BaseModel, Field, SecretStr
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
     TomlConfigSettingsSource,
 )
+from pydantic_settings import SettingsError as SourceError
 
 CONFIG_ENV_VAR = "ISN_CONFIG"
+ENV_PREFIX = "ISN_"
+OTHER_ENV_VARS: frozenset[str] = frozenset(
+    {
+        CONFIG_ENV_VAR,
+        "ISN_MINER_SPEC",  # a miner's worker processes receive their settings layers in it (miner/serve.py)
+        "ISN_LOCALNET_CHAIN_URL",  # `localnet --chain-url`
+        "ISN_BIN",  # deploy/pm2: the `inference-subnet` executable
+        "ISN_IMAGE_TAG",  # deploy/docker: the image tag
+        "ISN_SCALE_OUT_REPORT",  # tests/test_scale_out.py: where the scale-out report goes
+    }
+)
+"""``ISN_`` variables that are not settings, so not refused as unknown ones."""
+RESERVED_ENV_PREFIXES = ("ISN_TEST_",)
+"""``ISN_`` name prefixes kept for the test harness (``ISN_TEST_CHAIN_URL``, ``ISN_TEST_REDIS_CLUSTER``)."""
+REDIS_URL_SCHEMES = ("redis", "rediss", "unix", "redis+cluster", "rediss+cluster")
 
 
-class WalletSettings(BaseModel):
+class Section(BaseModel):
+    """Base of every settings section: an unknown key is refused, never ignored (a misspelt
+    ``min_validator_stak`` would otherwise leave the miner serving callers it meant to refuse)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+class WalletSettings(Section):
     """Where the bittensor wallet files live (the standard ``~/.bittensor/wallets`` layout)."""
 
     path: Path = Field(Path("~/.bittensor/wallets"), description="Root folder of the wallets.")
@@ -33,7 +65,7 @@ class WalletSettings(BaseModel):
     hotkey: str = Field("default", description="Hotkey name inside the wallet.")
 
 
-class ChainSettings(BaseModel):
+class ChainSettings(Section):
     """How to reach a subtensor node."""
 
     network: str = Field(
@@ -59,7 +91,7 @@ class ChainSettings(BaseModel):
     )
 
 
-class HttpSettings(BaseModel):
+class HttpSettings(Section):
     """Limits of every HTTP server the framework starts (miner, gateway, validator services).
 
     Every peer is a stranger: these bound what one connection can make a server hold (header bytes,
@@ -79,7 +111,7 @@ class HttpSettings(BaseModel):
     )
 
 
-class MinerSettings(BaseModel):
+class MinerSettings(Section):
     """The miner's HTTP server and who it serves."""
 
     host: str = Field("0.0.0.0", description="Interface the miner listens on.")
@@ -88,9 +120,10 @@ class MinerSettings(BaseModel):
     max_body_bytes: int = Field(1_048_576, gt=0, description="Largest request body accepted (413 beyond).")
     require_validator_permit: bool = Field(True, description="Refuse callers without a validator permit.")
     min_validator_stake: float = Field(0.0, ge=0, description="Refuse callers with less stake (in TAO).")
-    capacity: dict[str, int] = Field(
+    capacity: dict[str, Annotated[int, Field(ge=0)]] = Field(
         default_factory=dict,
-        description="Requests per epoch this miner accepts per task; unset tasks use the task's hint.",
+        description="Requests per epoch this miner accepts per task (>= 0; 0 accepts none); unset tasks use "
+        "the task's hint.",
     )
     enforce_quota: bool = Field(True, description="Answer 429 when a validator exceeds its stake share.")
     auth_enabled: bool = Field(
@@ -100,7 +133,7 @@ class MinerSettings(BaseModel):
     allowed_clock_skew: float = Field(2.0, ge=0, description="btauth/1 tolerated forward clock drift (s).")
 
 
-class QuotaSettings(BaseModel):
+class QuotaSettings(Section):
     """Stake-based split of each miner's capacity among validators."""
 
     epoch_seconds: float = Field(4320.0, gt=0, description="Quota window (one tempo on mainnet: ~72 min).")
@@ -117,7 +150,7 @@ class QuotaSettings(BaseModel):
     )
 
 
-class ScoringSettings(BaseModel):
+class ScoringSettings(Section):
     """Hybrid scoring with dropout."""
 
     history_size: int = Field(100, gt=0, description="Samples kept per miner and task.")
@@ -155,7 +188,7 @@ class ScoringSettings(BaseModel):
     )
 
 
-class ValidatorSettings(BaseModel):
+class ValidatorSettings(Section):
     """The validator's services."""
 
     round_interval_seconds: float = Field(5.0, gt=0, description="Pause between synthetic rounds.")
@@ -204,7 +237,7 @@ class ValidatorSettings(BaseModel):
     scoring: ScoringSettings = Field(default_factory=ScoringSettings)
 
 
-class GatewaySettings(BaseModel):
+class GatewaySettings(Section):
     """The organic API for users and apps."""
 
     host: str = Field("0.0.0.0", description="Interface the gateway listens on.")
@@ -213,8 +246,12 @@ class GatewaySettings(BaseModel):
     total_deadline_seconds: float = Field(30.0, gt=0, description="Deadline for one organic request.")
     max_attempts: int = Field(3, gt=0, description="Miners tried for one organic request.")
     first_byte_timeout: float = Field(10.0, gt=0, description="Streaming: deadline for the first chunk.")
-    default_rate_per_minute: int = Field(60, gt=0, description="Per-key requests per minute (new keys).")
-    default_max_concurrent: int = Field(8, gt=0, description="Per-key concurrent requests (new keys).")
+    default_rate_per_minute: int = Field(
+        60, gt=0, le=2**31 - 1, description="Per-key requests per minute (new keys)."
+    )
+    default_max_concurrent: int = Field(
+        8, gt=0, le=2**31 - 1, description="Per-key concurrent requests (new keys)."
+    )
     rate_burst: int = Field(
         10, gt=0, description="Requests a key may send at once before its per-minute rate paces it (GCRA)."
     )
@@ -246,7 +283,7 @@ class GatewaySettings(BaseModel):
     )
 
 
-class ExamplesSettings(BaseModel):
+class ExamplesSettings(Section):
     """The example tasks' models. A model setting is a hub id or a local path handed unchanged to the
     library's ``from_pretrained``; the ``inference-subnet/tiny-*`` defaults are small random models built
     deterministically into ``model_cache`` on first use (no download), so examples run offline."""
@@ -307,7 +344,7 @@ class ExamplesSettings(BaseModel):
     )
 
 
-class BuilderSettings(BaseModel):
+class BuilderSettings(Section):
     """`inference-subnet new --idea`: the OpenAI-compatible endpoint that drafts specs (a hosted API, a
     local server, or a subnet gateway), and the bounds of its draft-and-repair loop."""
 
@@ -355,6 +392,19 @@ class Settings(BaseSettings):
     examples: ExamplesSettings = Field(default_factory=ExamplesSettings)
     builder: BuilderSettings = Field(default_factory=BuilderSettings)
 
+    @field_validator("redis_url")
+    @classmethod
+    def _redis_url_shape(cls, value: str | None) -> str | None:
+        """A URL redis-py can connect to; blank counts as unset (the embedded server)."""
+        if value is None or not value.strip():
+            return None
+        scheme, sep, rest = value.partition("://")
+        if not sep or scheme.lower() not in REDIS_URL_SCHEMES or not rest.strip():
+            raise ValueError(
+                "expected a " + ", ".join(f"{s}://" for s in REDIS_URL_SCHEMES) + " URL"
+            )
+        return value
+
     @classmethod
     def settings_customise_sources(
         cls,
@@ -371,8 +421,12 @@ class Settings(BaseSettings):
         return tuple(sources)
 
 
-class ConfigFileError(ValueError):
-    """The config file named by ``--config`` / ``ISN_CONFIG`` is missing or unreadable."""
+class SettingsError(ValueError):
+    """Settings that cannot be used; the message is one line naming the file, key or variable at fault."""
+
+
+class ConfigFileError(SettingsError):
+    """The config file named by ``--config`` / ``ISN_CONFIG`` is missing, unreadable or not TOML."""
 
 
 def load_settings(config_file: Path | str | None = None, **overrides: Any) -> Settings:
@@ -380,24 +434,257 @@ def load_settings(config_file: Path | str | None = None, **overrides: Any) -> Se
 
     ``overrides`` use dotted-free nested dicts (``miner={"port": 9000}``) and win over everything;
     ``None`` values are ignored so CLI flags that were not given do not mask lower layers.
+    Raises :class:`SettingsError` (one line) for an unreadable file, an unknown key or variable, or a value
+    out of bounds, naming where it came from.
     """
-    path = config_file or os.environ.get(CONFIG_ENV_VAR)
+    path = config_file or os.environ.get(CONFIG_ENV_VAR) or None
+    data: dict[str, Any] = {}
     if path is not None:
         path = Path(path).expanduser()
-        if not path.is_file():
-            raise ConfigFileError(f"config file not found: {path}")
+        data = read_config_file(path)
+        check_config_keys(data, str(path))
+    from_env = check_environment(os.environ)
     previous = os.environ.get(CONFIG_ENV_VAR)
     try:
         if path is not None:
             os.environ[CONFIG_ENV_VAR] = str(path)
         base = Settings()
+    except ValidationError as exc:
+        raise SettingsError(_explain(exc, from_env, data, str(path))) from None
+    except SourceError as exc:
+        raise SettingsError(f"invalid settings: {_one_line(str(exc))}") from None
     finally:
         if previous is None:
             os.environ.pop(CONFIG_ENV_VAR, None)
         else:
             os.environ[CONFIG_ENV_VAR] = previous
     merged = _deep_merge(base.model_dump(), _drop_none(overrides))
-    return Settings.model_validate(merged)
+    try:
+        return Settings.model_validate(merged)
+    except ValidationError as exc:
+        raise SettingsError(_explain(exc, {}, {}, None)) from None
+
+
+# -- checks of every key, in the file and in the environment -----------------------------------------
+
+
+def read_config_file(path: Path) -> dict[str, Any]:
+    """The TOML document at ``path``; :class:`ConfigFileError` naming the file and the line at fault."""
+    if not path.is_file():
+        raise ConfigFileError(f"config file not found: {path}")
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise ConfigFileError(f"{path}: cannot read the config file: {exc.strerror or exc}") from None
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = raw[: exc.start].count(b"\n") + 1
+        raise ConfigFileError(f"{path}: not UTF-8 text (line {line}, byte {exc.start})") from None
+    try:
+        return tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigFileError(f"{path}: not valid TOML: {_one_line(str(exc))}") from None
+
+
+def check_config_keys(data: Mapping[str, Any], where: str) -> None:
+    """Refuse every key of the TOML document that is no setting, naming it and the nearest valid one."""
+    unknown = [f"unknown key {key}{_did_you_mean(key, _setting_paths('.'))}" for key in _unknown_keys(data)]
+    if unknown:
+        raise SettingsError(f"{where}: " + "; ".join(unknown))
+
+
+def check_environment(environ: Mapping[str, str]) -> dict[tuple[str, ...], str]:
+    """The variables that set settings, by the path each sets (``("miner", "port")``).
+
+    An ``ISN_`` variable that is no setting is an error (except :data:`OTHER_ENV_VARS` and the
+    :data:`RESERVED_ENV_PREFIXES`), and so is a variable of a list, table or section setting whose value
+    is not JSON: pydantic-settings would drop the first silently and fail on the second without naming it.
+    """
+    found: dict[tuple[str, ...], str] = {}
+    problems: list[str] = []
+    for name in sorted(environ):
+        upper = name.upper()
+        if not upper.startswith(ENV_PREFIX) or upper in OTHER_ENV_VARS or upper.startswith(RESERVED_ENV_PREFIXES):
+            continue
+        resolved = _env_field(upper)
+        if resolved is None:
+            problems.append(f"unknown environment variable {name}{_did_you_mean(upper, _setting_paths())}")
+            continue
+        path, annotation = resolved
+        found.setdefault(path, name)
+        problem = _json_problem(annotation, environ[name])
+        if problem:
+            problems.append(f"{name}: {problem}")
+    for field_name, field in Settings.model_fields.items():
+        for alias in _aliases(field):
+            if alias.upper().startswith(ENV_PREFIX) or alias == field_name:
+                continue
+            for name in environ:
+                if name.upper() == alias.upper():
+                    found.setdefault((field_name,), name)
+    if problems:
+        raise SettingsError("; ".join(problems))
+    return found
+
+
+def _aliases(field: Any) -> list[str]:
+    alias = field.validation_alias
+    if isinstance(alias, AliasChoices):
+        return [c for c in alias.choices if isinstance(c, str)]
+    return [alias] if isinstance(alias, str) else []
+
+
+def _section(annotation: Any) -> type[BaseModel] | None:
+    return annotation if isinstance(annotation, type) and issubclass(annotation, BaseModel) else None
+
+
+def _is_table(annotation: Any) -> bool:
+    """A field whose keys are data (``miner.capacity``'s task names), not settings."""
+    return get_origin(annotation) in (dict, Mapping)
+
+
+def _field_named(model: type[BaseModel], key: str) -> str | None:
+    """The field a TOML key or a lower-cased variable part sets: its name, or (top level) an alias."""
+    for name, field in model.model_fields.items():
+        if key == name or key in _aliases(field):
+            return name
+    return None
+
+
+def _unknown_keys(
+    data: Mapping[str, Any], model: type[BaseModel] | None = None, prefix: str = ""
+) -> Iterator[str]:
+    """Dotted keys of ``data`` that name no setting; tables of data (``miner.capacity``) are not entered."""
+    model = model or Settings
+    for key, value in data.items():
+        name = _field_named(model, key)
+        if name is None:
+            yield f"{prefix}{key}"
+            continue
+        section = _section(model.model_fields[name].annotation)
+        if section is not None and isinstance(value, Mapping):
+            yield from _unknown_keys(value, section, f"{prefix}{key}.")
+
+
+def _env_field(upper: str) -> tuple[tuple[str, ...], Any] | None:
+    """``ISN_MINER__PORT`` -> (("miner", "port"), int); ``None`` when the name sets no setting."""
+    parts = upper.removeprefix(ENV_PREFIX).lower().split("__")
+    model: type[BaseModel] = Settings
+    path: list[str] = []
+    for depth, part in enumerate(parts):
+        name = _field_named(model, part) if part else None
+        if name is None:
+            return None
+        path.append(name)
+        annotation = model.model_fields[name].annotation
+        rest = parts[depth + 1 :]
+        if not rest:
+            return tuple(path), annotation
+        section = _section(annotation)
+        if section is not None:
+            model = section
+        elif _is_table(annotation) and all(rest):
+            value_type = get_args(annotation)[1] if len(get_args(annotation)) == 2 else Any
+            return (*path, *rest), value_type if len(rest) == 1 else Any
+        else:
+            return None
+    return None
+
+
+def _is_complex(annotation: Any) -> bool:
+    """Whether pydantic-settings reads the variable of this type as JSON (lists, tables, sections)."""
+    origin = get_origin(annotation)
+    if origin is Annotated:
+        return _is_complex(get_args(annotation)[0])
+    if origin in (Union, types.UnionType):
+        return any(_is_complex(a) for a in get_args(annotation) if a is not type(None))
+    return origin in (list, set, frozenset, tuple, dict, Mapping) or _section(annotation) is not None
+
+
+def _json_problem(annotation: Any, value: str) -> str | None:
+    if not _is_complex(annotation):
+        return None
+    try:
+        json.loads(value)
+    except ValueError as exc:
+        origin = get_origin(annotation)
+        example = '["a", "b"]' if origin in (list, set, frozenset, tuple) else '{"key": 1}'
+        return f"not valid JSON ({_one_line(str(exc))}); this setting takes JSON, e.g. {example}"
+    return None
+
+
+def _setting_paths(sep: str = "") -> list[str]:
+    """Every section and setting, as a dotted key (``sep="."``) or an ``ISN_`` variable name (``sep=""``)."""
+    out: list[str] = []
+
+    def walk(model: type[BaseModel], prefix: tuple[str, ...]) -> None:
+        for name, field in model.model_fields.items():
+            path = (*prefix, name)
+            out.append(".".join(path) if sep else ENV_PREFIX + "__".join(path).upper())
+            section = _section(field.annotation)
+            if section is not None:
+                walk(section, path)
+
+    walk(Settings, ())
+    return out
+
+
+def _did_you_mean(key: str, candidates: list[str]) -> str:
+    """`` (did you mean X?)`` for the nearest candidate, preferring ones of the same section.
+
+    The ``ISN_`` every variable shares is left out of the comparison, or it alone would make ``ISN_FOO``
+    look like ``ISN_LOG_JSON``."""
+    prefix = ENV_PREFIX if key.startswith(ENV_PREFIX) else ""
+    bare = key.removeprefix(prefix)
+    pool_all = [c.removeprefix(prefix) for c in candidates]
+    cut = bare.rpartition("." if not prefix else "__")[0]
+    siblings = [c for c in pool_all if cut and c.startswith(cut)]
+    for pool in (siblings, pool_all):
+        match = difflib.get_close_matches(bare, pool, n=1, cutoff=0.6)
+        if match:
+            return f" (did you mean {prefix}{match[0]}?)"
+    return ""
+
+
+def _explain(
+    exc: ValidationError, from_env: Mapping[tuple[str, ...], str], data: Mapping[str, Any], where: str | None
+) -> str:
+    """One line for a validation error, each problem named by the variable or the file key that set it."""
+    problems = []
+    for err in exc.errors():
+        loc = tuple(str(p) for p in err["loc"])
+        if loc and (top := _field_named(Settings, loc[0])):
+            loc = (top, *loc[1:])
+        key = ".".join(loc)
+        if err["type"] == "extra_forbidden":
+            what = f"unknown key {key}{_did_you_mean(key, _setting_paths('.'))}"
+        else:
+            what = f"{key}: {_one_line(err['msg']).removeprefix('Value error, ')}"
+        source = next((from_env[loc[:n]] for n in range(len(loc), 0, -1) if loc[:n] in from_env), None)
+        if source is not None:
+            problems.append(f"{source}: {what}")
+        elif where is not None and _holds(data, loc):
+            problems.append(f"{where}: {what}")
+        else:
+            problems.append(what)
+    return "invalid settings: " + "; ".join(problems)
+
+
+def _holds(data: Mapping[str, Any], loc: tuple[str, ...]) -> bool:
+    """Whether the TOML document sets ``loc`` or a key above it."""
+    node: Any = data
+    for part in loc:
+        if not isinstance(node, Mapping):
+            return True  # a value above the key (``miner = 5``, a list) was set in the file
+        if part not in node:
+            return False
+        node = node[part]
+    return True
+
+
+def _one_line(text: str) -> str:
+    return " ".join(text.split())
 
 
 def _drop_none(value: Any) -> Any:

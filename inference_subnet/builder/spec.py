@@ -432,13 +432,14 @@ def check(spec: Spec, *, base: Path | None = None) -> list[tuple[tuple[str | int
             ValidatorSettings.model_validate(spec.validator)
         except ValidationError as exc:
             for err in exc.errors():
-                add(["validator", *err["loc"]], _message(err))
+                if err["type"] != "extra_forbidden":  # unknown keys are reported above, with a pointer
+                    add(["validator", *err["loc"]], _message(err))
     return found
 
 
 def _unknown_keys(data: Mapping[str, Any], model: type[BaseModel],
                   at: tuple[str | int, ...]) -> list[tuple[str | int, ...]]:
-    """Keys of ``data`` that name no field of ``model`` (settings models ignore them silently)."""
+    """Keys of ``data`` that name no field of ``model``, each reported once with a pointer to the docs."""
     found: list[tuple[str | int, ...]] = []
     for key, value in data.items():
         info = model.model_fields.get(key)

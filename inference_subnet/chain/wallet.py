@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import os
+import unicodedata
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -32,12 +33,26 @@ class WalletError(Exception):
     """A wallet file is missing, unreadable, encrypted where a service needs it plain, or would be overwritten."""
 
 
+def check_name(name: str, what: str = "wallet") -> str:
+    """``name`` when it is a plain file name; :class:`WalletError` otherwise.
+
+    Wallet and hotkey names become path parts under the wallets root: a separator or ``..`` would read or
+    write key files elsewhere (``--name ../escape``), and a control character would hide in listings."""
+    if not name or name in (".", ".."):
+        raise WalletError(f"{what} name {name!r} is not a plain name")
+    if "/" in name or "\\" in name or (os.altsep and os.altsep in name):
+        raise WalletError(f"{what} name {name!r} must not contain a path separator")
+    if any(unicodedata.category(ch) in ("Cc", "Cf") for ch in name):
+        raise WalletError(f"{what} name {name!r} must not contain control characters")
+    return name
+
+
 def wallet_dir(wallet_path: Path | str, name: str) -> Path:
-    return Path(wallet_path).expanduser() / name
+    return Path(wallet_path).expanduser() / check_name(name, "wallet")
 
 
 def hotkey_file(wallet_path: Path | str, name: str, hotkey: str) -> Path:
-    return wallet_dir(wallet_path, name) / "hotkeys" / hotkey
+    return wallet_dir(wallet_path, name) / "hotkeys" / check_name(hotkey, "hotkey")
 
 
 def coldkey_file(wallet_path: Path | str, name: str) -> Path:
@@ -48,15 +63,24 @@ def coldkeypub_file(wallet_path: Path | str, name: str) -> Path:
     return wallet_dir(wallet_path, name) / "coldkeypub.txt"
 
 
+def _probe(path: Path, kind: str = "file") -> bool:
+    """Whether ``path`` is a file (``kind="file"``) or exists at all; a folder this process may not search
+    is a :class:`WalletError` naming the path, not a ``PermissionError`` traceback."""
+    try:
+        return path.is_file() if kind == "file" else path.exists()
+    except OSError as exc:
+        raise WalletError(f"cannot read {path}: {exc.strerror or exc}") from None
+
+
 def _read_keyfile(path: Path, what: str) -> Keypair:
     """A keypair from one key file, never prompting: encrypted files are an error for a service."""
-    if not path.is_file():
+    if not _probe(path):
         raise WalletError(
             f"{what} file not found: {path} "
             "(create development keys with `inference-subnet wallet create --name NAME --hotkey HOTKEY`)"
         )
-    keyfile = Keyfile(str(path))
     try:
+        keyfile = Keyfile(str(path))
         if keyfile.is_encrypted():
             raise WalletError(f"{what} file is encrypted: {path}; a service needs an unencrypted key file")
         return keyfile.keypair
@@ -81,9 +105,14 @@ def load_coldkeypub(wallet_path: Path, name: str) -> str:
     Current files are JSON; very old ones hold the bare ss58 string, which is still accepted.
     """
     path = coldkeypub_file(wallet_path, name)
-    if not path.is_file():
+    if not _probe(path):
         raise WalletError(f"coldkeypub file not found: {path}")
-    text = path.read_text().strip()
+    try:
+        text = path.read_text(encoding="utf-8").strip()
+    except OSError as exc:
+        raise WalletError(f"cannot read coldkeypub file {path}: {exc.strerror or exc}") from None
+    except UnicodeDecodeError:
+        raise WalletError(f"coldkeypub file {path} is not UTF-8 text") from None
     if not text.startswith("{"):
         try:
             return Keypair(ss58_address=text).ss58_address
@@ -115,12 +144,12 @@ def create_wallet(
     """
     hot_path = hotkey_file(wallet_path, name, hotkey)
     cold_path = coldkey_file(wallet_path, name)
-    if hot_path.exists() and not overwrite:
+    if _probe(hot_path, "any") and not overwrite:
         raise WalletError(f"hotkey file already exists: {hot_path}; refusing to overwrite it")
     wallet = Wallet(name=name, hotkey=hotkey, path=str(Path(wallet_path).expanduser()))
     old_umask = os.umask(0o077)
     try:
-        if overwrite or not cold_path.exists():
+        if overwrite or not _probe(cold_path, "any"):
             if coldkey_uri:
                 wallet.create_coldkey_from_uri(
                     coldkey_uri, use_password=False, overwrite=True, suppress=True, crypto_type=crypto_type
@@ -147,7 +176,13 @@ def create_wallet(
 def _coldkey_or_pub(wallet_path: Path, name: str) -> Keypair:
     """The coldkey with its secret when stored plain, else its public half (a reused, encrypted coldkey)."""
     path = coldkey_file(wallet_path, name)
-    if path.is_file() and not Keyfile(str(path)).is_encrypted():
+    try:
+        plain = _probe(path) and not Keyfile(str(path)).is_encrypted()
+    except WalletError:
+        raise
+    except Exception as exc:  # noqa: BLE001  (the binding's errors are not importable by name)
+        raise WalletError(f"cannot read coldkey file {path}: {_first_line(exc)}") from None
+    if plain:
         return _read_keyfile(path, "coldkey")
     return Keypair(ss58_address=load_coldkeypub(wallet_path, name))
 

@@ -9,7 +9,7 @@ import typer
 from pydantic import BaseModel
 
 from inference_subnet.cli.common import settings
-from inference_subnet.settings import Settings
+from inference_subnet.settings import OTHER_ENV_VARS, REDIS_URL_SCHEMES, RESERVED_ENV_PREFIXES, Settings
 
 app = typer.Typer(help="Inspect settings and generate docs/configuration.md.", no_args_is_help=True)
 
@@ -29,7 +29,7 @@ def docs(
     if out:
         out.write_text(text)
     else:
-        typer.echo(text)
+        typer.echo(text, nl=False)
 
 
 def render_docs() -> str:
@@ -42,6 +42,17 @@ def render_docs() -> str:
         "Environment names: `ISN_` + the dotted path in upper case with `__` between parts "
         "(`miner.port` -> `ISN_MINER__PORT`). `REDIS_URL` and `DATABASE_URL` are also read without prefix.",
         "In TOML, sections are tables: `[miner]`, `[validator.quotas]`.",
+        "",
+        "Every key is checked: a key of the TOML file or an `ISN_` variable that names no setting is an error "
+        "(with the nearest valid name), never ignored. `ISN_` variables that are not settings: "
+        + ", ".join(f"`{name}`" for name in sorted(OTHER_ENV_VARS))
+        + ", and names starting with "
+        + ", ".join(f"`{prefix}`" for prefix in RESERVED_ENV_PREFIXES)
+        + " (the test harness). List, table and section variables take JSON "
+        "(`ISN_MINER__TASKS='[\"arithmetic\"]'`, `ISN_MINER__CAPACITY='{\"arithmetic\": 500}'`); one entry of a "
+        "table can also be set alone (`ISN_MINER__CAPACITY__ARITHMETIC=500`). `redis_url` takes "
+        + ", ".join(f"`{scheme}://`" for scheme in REDIS_URL_SCHEMES)
+        + " URLs.",
         "",
         "| setting | type | default | description |",
         "| --- | --- | --- | --- |",

@@ -13,13 +13,14 @@ import json
 import logging
 import signal
 import socket
+import unicodedata
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated, Any, Optional
 
 import typer
 
-from inference_subnet.cli.common import fail, settings
+from inference_subnet.cli.common import fail, printable, safe, settings
 from inference_subnet.settings import Settings
 from inference_subnet.store.redis import redact
 
@@ -28,6 +29,11 @@ keys_app = typer.Typer(help="Create, list and revoke gateway API keys.", no_args
 app.add_typer(keys_app, name="keys")
 
 log = logging.getLogger(__name__)
+
+INT32_MAX = 2**31 - 1
+"""The limits' database columns are 32-bit integers (Postgres ``INTEGER``)."""
+INT64_MAX = 2**63 - 1
+"""Key ids are 64-bit (Postgres ``BIGINT``; SQLite's ``INTEGER``)."""
 
 DatabaseOpt = Annotated[
     Optional[str],
@@ -66,18 +72,22 @@ def keys_create(
     rate_per_minute: Annotated[
         Optional[int],
         typer.Option(
-            "--rate-per-minute", min=1, help="Requests per minute; default: gateway.default_rate_per_minute."
+            "--rate-per-minute", min=1, max=INT32_MAX,
+            help="Requests per minute; default: gateway.default_rate_per_minute."
         ),
     ] = None,
     max_concurrent: Annotated[
         Optional[int],
         typer.Option(
-            "--max-concurrent", min=1, help="Requests in flight; default: gateway.default_max_concurrent."
+            "--max-concurrent", min=1, max=INT32_MAX,
+            help="Requests in flight; default: gateway.default_max_concurrent."
         ),
     ] = None,
     database_url: DatabaseOpt = None,
 ) -> None:
     """Create a key and print it. The key is shown this once: only its hash is stored."""
+    if any(unicodedata.category(ch) in ("Cc", "Cf") for ch in name):
+        fail(f"--name: {name!r} contains control characters; a key's name is shown in terminals")
     cfg = settings(database_url=database_url)
     _migrate(cfg)
     rate = rate_per_minute or cfg.gateway.default_rate_per_minute
@@ -92,8 +102,10 @@ def keys_create(
         fail(f"--name: {exc}")
     typer.echo(plain)
     typer.echo(
-        f"created key {info.id} ({info.name}, {info.prefix}...): {info.rate_per_minute}/min, "
-        f"{info.max_concurrent} concurrent. Store it now: it cannot be shown again.",
+        printable(
+            f"created key {info.id} ({info.name}, {info.prefix}...): {info.rate_per_minute}/min, "
+            f"{info.max_concurrent} concurrent. Store it now: it cannot be shown again."
+        ),
         err=True,
     )
 
@@ -131,14 +143,15 @@ def keys_list(
         )
         return
     from rich.console import Console
-    from rich.table import Table
+    from rich.table import Column, Table
 
-    table = Table("id", "name", "prefix", "rate/min", "concurrent", "created", "revoked")
+    name_column = Column("name", overflow="fold")  # a long name is folded, never cut short
+    table = Table("id", name_column, "prefix", "rate/min", "concurrent", "created", "revoked")
     for k in infos:
-        table.add_row(
+        table.add_row(  # names (and prefixes) come from the database: never markup, never raw escapes
             str(k.id),
-            k.name,
-            k.prefix + "...",
+            safe(k.name),
+            safe(k.prefix) + "...",
             str(k.rate_per_minute),
             str(k.max_concurrent),
             k.created_at.strftime("%Y-%m-%d %H:%M:%S"),
@@ -149,7 +162,7 @@ def keys_list(
 
 @keys_app.command("revoke")
 def keys_revoke(
-    key_id: Annotated[int, typer.Argument(help="The key's id (from `keys list`).")],
+    key_id: Annotated[int, typer.Argument(min=1, max=INT64_MAX, help="The key's id (from `keys list`).")],
     database_url: DatabaseOpt = None,
 ) -> None:
     """Revoke a key: running gateways refuse it within gateway.api_key_cache_seconds."""
@@ -162,7 +175,8 @@ def keys_revoke(
     info = asyncio.run(_with_store(cfg, revoke))
     if info is None:
         fail(f"ID: no API key with id {key_id}", code=1)
-    typer.echo(f"revoked key {info.id} ({info.name}, {info.prefix}...) at {info.revoked_at.isoformat()}")
+    revoked = info.revoked_at.isoformat()
+    typer.echo(printable(f"revoked key {info.id} ({info.name}, {info.prefix}...) at {revoked}"))
 
 
 @app.command("run")
@@ -207,8 +221,8 @@ def run(
         tasks = {t.name: t for t in (load_task(name) for name in cfg.validator.tasks)}
     except UnknownTask as exc:
         fail(f"--task: {exc}")
-    if cfg.chain.metagraph_file is not None and not cfg.chain.metagraph_file.expanduser().is_file():
-        fail(f"--metagraph-file: no such file: {cfg.chain.metagraph_file}")
+    if cfg.chain.metagraph_file is not None:
+        _check_metagraph_file(cfg.chain.metagraph_file)
     _migrate(cfg)
     try:
         sock = _listen(cfg.gateway.host, cfg.gateway.port)
@@ -216,6 +230,18 @@ def run(
         fail(f"--host/--port: cannot listen on {cfg.gateway.host}:{cfg.gateway.port}: {exc.strerror or exc}")
     with sock:
         _run_loop(_serve(cfg, keypair, tasks, sock))
+
+
+def _check_metagraph_file(path: Path) -> None:
+    """Read the metagraph file once before serving: a missing or invalid one is an error at start naming
+    it, not a gateway that routes to nobody (the file source keeps serving its last good read later)."""
+    from inference_subnet.chain.types import ChainError
+    from inference_subnet.miner.sources import FileMetagraphSource
+
+    try:
+        FileMetagraphSource(path).load()
+    except ChainError as exc:
+        fail(f"--metagraph-file (chain.metagraph_file): {exc}")
 
 
 def _run_loop(main: Any) -> None:

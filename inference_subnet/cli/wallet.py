@@ -10,19 +10,30 @@ import typer
 from inference_subnet.chain.wallet import (
     CRYPTO_TYPES,
     WalletError,
+    check_name,
     coldkeypub_file,
     create_wallet,
     hotkey_file,
     load_coldkeypub,
     load_hotkey,
 )
-from inference_subnet.cli.common import fail, settings
+from inference_subnet.cli.common import fail, printable, settings
+from inference_subnet.settings import WalletSettings
 
 app = typer.Typer(help="Create and inspect wallets (bittensor layout).", no_args_is_help=True)
 
 NameOpt = Annotated[str | None, typer.Option("--name", help="Wallet (coldkey) name; default: setting wallet.name.")]
 HotkeyOpt = Annotated[str | None, typer.Option("--hotkey", help="Hotkey name; default: setting wallet.hotkey.")]
 PathOpt = Annotated[Path | None, typer.Option("--path", help="Wallets root folder; default: setting wallet.path.")]
+
+
+def _plain_names(cfg: WalletSettings) -> None:
+    """Wallet and hotkey names are plain file names: ``--name ../escape`` would write outside the root."""
+    for flag, value, what in (("--name", cfg.name, "wallet"), ("--hotkey", cfg.hotkey, "hotkey")):
+        try:
+            check_name(value, what)
+        except WalletError as exc:
+            fail(f"{flag} (wallet.{'name' if what == 'wallet' else 'hotkey'}): {exc}")
 
 
 @app.command("create")
@@ -42,6 +53,7 @@ def create(
     if crypto not in CRYPTO_TYPES:
         fail(f"--crypto: expected one of {', '.join(CRYPTO_TYPES)}, got {crypto!r}")
     cfg = settings(wallet={"name": name, "hotkey": hotkey, "path": path}).wallet
+    _plain_names(cfg)
     try:
         coldkey, hot = create_wallet(
             cfg.path,
@@ -53,20 +65,21 @@ def create(
         )
     except WalletError as exc:
         fail(f"--name/--hotkey: {exc}")
-    typer.echo(f"coldkey  {coldkey.ss58_address}  ({coldkeypub_file(cfg.path, cfg.name)})")
-    typer.echo(f"hotkey   {hot.ss58_address}  ({hotkey_file(cfg.path, cfg.name, cfg.hotkey)})")
+    typer.echo(printable(f"coldkey  {coldkey.ss58_address}  ({coldkeypub_file(cfg.path, cfg.name)})"))
+    typer.echo(printable(f"hotkey   {hot.ss58_address}  ({hotkey_file(cfg.path, cfg.name, cfg.hotkey)})"))
 
 
 @app.command("show")
 def show(name: NameOpt = None, hotkey: HotkeyOpt = None, path: PathOpt = None) -> None:
     """Print the wallet's public addresses and file locations (never a secret)."""
     cfg = settings(wallet={"name": name, "hotkey": hotkey, "path": path}).wallet
+    _plain_names(cfg)
     try:
         coldkey = load_coldkeypub(cfg.path, cfg.name)
         hot = load_hotkey(cfg.path, cfg.name, cfg.hotkey)
     except WalletError as exc:
         fail(f"--name/--hotkey/--path: {exc}")
     scheme = {v: k for k, v in CRYPTO_TYPES.items()}.get(hot.crypto_type, str(hot.crypto_type))
-    typer.echo(f"wallet   {cfg.name} ({cfg.path})")
+    typer.echo(printable(f"wallet   {cfg.name} ({cfg.path})"))
     typer.echo(f"coldkey  {coldkey}")
     typer.echo(f"hotkey   {cfg.hotkey}  {hot.ss58_address}  [{scheme}]")

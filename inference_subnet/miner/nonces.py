@@ -6,16 +6,126 @@ round trip that both records and checks, and the expiry keeps the store bounded 
 
 Retention must cover the whole window in which a nonce is still fresh (``max_age`` back plus
 ``allowed_skew`` forward); anything older is refused as stale before the store is consulted.
+
+**A store that forgets.** The markers live in Redis memory: a restarted (or new, embedded) Redis has none,
+and a request captured before would pass again while still fresh. So every bucket of markers has a
+*floor* (:meth:`~inference_subnet.store.keys.Keys.nonce_floor`), the time its store began, and a nonce
+older than its floor is refused: a request signed before the store existed cannot be proven fresh. The
+floor is read in the same round trip as the marker is written; a check that finds it missing (the store
+just began) sets it once with ``SET NX``, to the later of two times:
+
+- the start of the Redis server's current data, from ``INFO server``, rounded down to its second: every
+  marker written before the restart is gone, every request signed after it is legitimate;
+- the time this store object was made, i.e. the miner's start: a miner restarted with a fresh embedded
+  Redis refuses every request signed before it came up.
+
+What no clock rule can close: a request the old server accepted in the second before a restart shorter
+than a second, or one signed up to ``allowed_skew`` in the future, stays replayable until it goes stale.
+
+**A command sent twice.** The client retries a command whose connection failed (:mod:`.store.redis`), and
+a connection can break after the server applied the command: a plain ``SET NX`` sent again would then
+report its own first write as a replay. Each check therefore writes a random token with
+``SET key token NX GET PX ttl`` and reads back what was there: nothing, or its own token, means fresh.
 """
 
 from __future__ import annotations
 
+import logging
 import math
+import secrets
+import time
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import redis
+from redis.asyncio.cluster import RedisCluster
+from redis.exceptions import ResponseError
 
 from inference_subnet.protocol.btauth import DEFAULT_ALLOWED_SKEW, DEFAULT_MAX_AGE
-from inference_subnet.store.coalescing import Coalescer
+from inference_subnet.store.coalescing import Coalescer, Command
 from inference_subnet.store.keys import Keys
 from inference_subnet.store.redis import RedisClient, SyncRedisClient
+
+log = logging.getLogger(__name__)
+
+Clock = Callable[[], int]
+"""Nanoseconds since the epoch (``time.time_ns``), the unit of btauth/1 nonces."""
+
+
+def server_start_ns(info: Mapping[str, Any]) -> int | None:
+    """When the Redis server behind ``info`` (its ``INFO server`` section) started, in ns since the epoch,
+    rounded down to the second (the server counts its uptime in whole seconds); ``None`` if not said.
+
+    Rounding down keeps every request signed after the start fresh, at the price of the second before it.
+    """
+    try:
+        now_us = int(info["server_time_usec"])
+        uptime_s = int(info["uptime_in_seconds"])
+    except (KeyError, TypeError, ValueError):
+        return None
+    return (now_us // 1_000_000 - uptime_s) * 1_000_000_000
+
+
+def opening_floor_ns(server_start: int | None, opened_ns: int) -> int:
+    """The floor a check sets when it finds none: the later of the server's start and the store's own
+    (``opened_ns``); the store's alone when the server does not say when it started."""
+    return opened_ns if server_start is None else max(server_start, opened_ns)
+
+
+def is_first_use(previous: Any, token: str) -> bool:
+    """Whether the marker ``SET NX GET`` found (``previous``) says the nonce was not used before: there was
+    none, or it is this check's own token (its first send was applied, the reply was lost, the client sent
+    it again)."""
+    return previous is None or previous in (token, token.encode())
+
+
+def is_fresh(nonce_ns: int, floor_ns: int, previous: Any, token: str) -> bool:
+    """The verdict on one check: first use of the nonce, and the nonce is not older than its store."""
+    return is_first_use(previous, token) and nonce_ns >= floor_ns
+
+
+def check_commands(nonce_key: str, floor_key: str, token: str, ttl_ms: int) -> list[Command]:
+    """The two commands of one check, sent together: read the floor, write the marker (getting back what
+    was there). Both keys share a slot, so a cluster pipeline sends them to one node."""
+    return [
+        (("GET", floor_key), {}),
+        (("SET", nonce_key, token, "NX", "GET", "PX", ttl_ms), {"get": True}),
+    ]
+
+
+def _replies(replies: Sequence[Any]) -> tuple[Any, Any]:
+    floor, previous = replies
+    for reply in replies:
+        if isinstance(reply, Exception):
+            raise reply
+    return floor, previous
+
+
+def _one_node(info: Mapping[str, Any]) -> Mapping[str, Any]:
+    """A cluster client may key a node's INFO by node name; the fields themselves either way."""
+    if "uptime_in_seconds" not in info and len(info) == 1:
+        (only,) = info.values()
+        if isinstance(only, Mapping):
+            return only
+    return info
+
+
+class _Floors:
+    """What both stores share: their start, and the floor proposed for a bucket that has none."""
+
+    def __init__(self, clock: Clock) -> None:
+        self.opened_ns = clock()
+        """This store's start: the floor it sets is never earlier."""
+        self._warned = False
+
+    def _proposal(self, info: Mapping[str, Any] | ResponseError) -> int:
+        server_start = None if isinstance(info, ResponseError) else server_start_ns(_one_node(info))
+        if server_start is None and not self._warned:
+            self._warned = True
+            log.warning("Redis does not say when it started (INFO server: %s); the replay store's floor "
+                        "is the miner's start, so a restart of Redis alone does not refuse the requests "
+                        "captured before it", info if isinstance(info, ResponseError) else "no uptime")
+        return opening_floor_ns(server_start, self.opened_ns)
 
 
 def _retention(max_age: float, allowed_skew: float, retention: float | None) -> float:
@@ -30,11 +140,12 @@ def _retention(max_age: float, allowed_skew: float, retention: float | None) -> 
     return float(retention)
 
 
-class RedisNonceStore:
+class RedisNonceStore(_Floors):
     """Asynchronous store for :func:`inference_subnet.protocol.btauth.verify_async`.
 
-    With a :class:`~inference_subnet.store.coalescing.Coalescer` the ``SET`` of concurrent requests share
-    one round trip per loop turn.
+    One round trip per check (two when the floor of the nonce's bucket has to be set); with a
+    :class:`~inference_subnet.store.coalescing.Coalescer` the checks of concurrent requests share it.
+    ``clock`` is the store's start (and a test's hook).
     """
 
     def __init__(
@@ -46,24 +157,52 @@ class RedisNonceStore:
         allowed_skew: float = DEFAULT_ALLOWED_SKEW,
         retention: float | None = None,
         coalescer: Coalescer | None = None,
+        clock: Clock = time.time_ns,
     ) -> None:
         self._client = client
         self._keys = keys
         self._coalescer = coalescer
         self.retention = _retention(max_age, allowed_skew, retention)
         self._ttl_ms = int(self.retention * 1000)
+        super().__init__(clock)
 
     async def check_and_store(self, hotkey_ss58: str, nonce_ns: int) -> bool:
-        """True (and recorded) the first time a (hotkey, nonce) pair is seen; False for a replay."""
-        key = self._keys.nonce(hotkey_ss58, nonce_ns)
+        """True (and recorded) the first time a (hotkey, nonce) pair is seen, unless the nonce is older
+        than its store's floor; False for a replay, or a nonce the store cannot vouch for."""
+        floor_key = self._keys.nonce_floor(hotkey_ss58, nonce_ns)
+        token = secrets.token_hex(8)
+        commands = check_commands(self._keys.nonce(hotkey_ss58, nonce_ns), floor_key, token, self._ttl_ms)
         if self._coalescer is not None:
-            stored = await self._coalescer.execute("SET", key, b"1", "NX", "PX", self._ttl_ms)
+            replies = await self._coalescer.submit(commands)
         else:
-            stored = await self._client.set(key, b"1", nx=True, px=self._ttl_ms)
-        return bool(stored)
+            pipe = self._client.pipeline(transaction=False)
+            for args, options in commands:
+                pipe.execute_command(*args, **options)
+            replies = await pipe.execute(raise_on_error=False)
+        floor, previous = _replies(replies)
+        if not is_first_use(previous, token):
+            return False
+        if floor is None:
+            floor = await self._open_floor(floor_key)
+        return is_fresh(nonce_ns, int(floor), previous, token)
+
+    async def _open_floor(self, floor_key: str) -> int:
+        """Set the floor of a bucket that has none (a new or restarted Redis); the floor in force after."""
+        info: Mapping[str, Any] | ResponseError
+        try:
+            if isinstance(self._client, RedisCluster):  # the INFO of the node that holds this bucket
+                node = self._client.get_node_from_key(floor_key)
+                info = await self._client.info("server", target_nodes=node)
+            else:
+                info = await self._client.info("server")
+        except ResponseError as exc:  # INFO renamed away or denied by an ACL
+            info = exc
+        proposal = self._proposal(info)
+        existing = await self._client.set(floor_key, proposal, nx=True, get=True)  # another check may win
+        return proposal if existing is None else int(existing)
 
 
-class SyncRedisNonceStore:
+class SyncRedisNonceStore(_Floors):
     """The same store for synchronous verifiers, e.g. ``bittensor.http_auth.verify(nonce_store=...)``.
 
     Shares keys with :class:`RedisNonceStore`, so a nonce accepted by one is a replay to the other.
@@ -77,12 +216,38 @@ class SyncRedisNonceStore:
         max_age: float = DEFAULT_MAX_AGE,
         allowed_skew: float = DEFAULT_ALLOWED_SKEW,
         retention: float | None = None,
+        clock: Clock = time.time_ns,
     ) -> None:
         self._client = client
         self._keys = keys
         self.retention = _retention(max_age, allowed_skew, retention)
         self._ttl_ms = int(self.retention * 1000)
+        super().__init__(clock)
 
     def check_and_store(self, hotkey_ss58: str, nonce_ns: int) -> bool:
-        stored = self._client.set(self._keys.nonce(hotkey_ss58, nonce_ns), b"1", nx=True, px=self._ttl_ms)
-        return bool(stored)
+        """:meth:`RedisNonceStore.check_and_store`, same keys, same floor rule."""
+        floor_key = self._keys.nonce_floor(hotkey_ss58, nonce_ns)
+        token = secrets.token_hex(8)
+        pipe = self._client.pipeline(transaction=False)
+        for args, options in check_commands(self._keys.nonce(hotkey_ss58, nonce_ns), floor_key, token,
+                                            self._ttl_ms):
+            pipe.execute_command(*args, **options)
+        floor, previous = _replies(pipe.execute(raise_on_error=False))
+        if not is_first_use(previous, token):
+            return False
+        if floor is None:
+            floor = self._open_floor(floor_key)
+        return is_fresh(nonce_ns, int(floor), previous, token)
+
+    def _open_floor(self, floor_key: str) -> int:
+        info: Mapping[str, Any] | ResponseError
+        try:
+            if isinstance(self._client, redis.RedisCluster):
+                info = self._client.info("server", target_nodes=self._client.get_node_from_key(floor_key))
+            else:
+                info = self._client.info("server")
+        except ResponseError as exc:
+            info = exc
+        proposal = self._proposal(info)
+        existing = self._client.set(floor_key, proposal, nx=True, get=True)
+        return proposal if existing is None else int(existing)

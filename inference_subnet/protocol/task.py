@@ -84,17 +84,31 @@ class Task(ABC, Generic[Req, Resp]):
 
 
 class UnknownTask(LookupError):
-    """No task by that name is installed."""
+    """No task by that name is installed, or its ``module:Class`` path leads to no usable Task (``reason``
+    then says why: the module's own import error, a missing attribute, or an object that is no Task)."""
 
-    def __init__(self, name: str, known: Sequence[str]):
-        super().__init__(f"unknown task {name!r}; installed tasks: {', '.join(sorted(known)) or 'none'}")
+    def __init__(self, name: str, known: Sequence[str], reason: str | None = None):
+        super().__init__(
+            reason or f"unknown task {name!r}; installed tasks: {', '.join(sorted(known)) or 'none'}"
+        )
         self.name = name
         self.known = sorted(known)
 
 
 def _import(path: str) -> Any:
-    module, _, attr = path.partition(":")
-    return getattr(importlib.import_module(module), attr)
+    """The object a ``module:attr`` path names; :class:`ImportError` saying which part failed and why."""
+    module_name, sep, attr = path.partition(":")
+    if not sep or not module_name or not attr:
+        raise ImportError(f"{path!r} is not a module:attribute path")
+    try:
+        module = importlib.import_module(module_name)
+    except Exception as exc:  # noqa: BLE001  (whatever the module raised is the cause to show)
+        cause = str(exc) if isinstance(exc, ImportError) else f"{type(exc).__name__}: {exc}"
+        raise ImportError(f"cannot import module {module_name}: {cause}") from exc
+    try:
+        return getattr(module, attr)
+    except AttributeError:
+        raise ImportError(f"module {module_name} has no attribute {attr!r}") from None
 
 
 def available_tasks() -> dict[str, str]:
@@ -111,11 +125,19 @@ def load_task(name_or_path: str) -> Task:
     path = known.get(name_or_path) or (name_or_path if ":" in name_or_path else None)
     if path is None:
         raise UnknownTask(name_or_path, list(known))
+    where = path if path == name_or_path else f"task {name_or_path!r} ({path})"
     try:
         cls = _import(path)
-    except (ImportError, AttributeError) as exc:
-        raise UnknownTask(name_or_path, list(known)) from exc
-    return cls()
+    except ImportError as exc:
+        raise UnknownTask(name_or_path, list(known), f"{where}: {exc}") from exc
+    if not (isinstance(cls, type) and issubclass(cls, Task)):
+        raise UnknownTask(name_or_path, list(known), f"{where} is not a Task")
+    try:
+        return cls()
+    except TypeError as exc:  # an abstract class, a constructor that needs arguments
+        raise UnknownTask(
+            name_or_path, list(known), f"{where}: cannot create the task: {type(exc).__name__}: {exc}"
+        ) from exc
 
 
 def load_handler(task: Task, options: dict[str, Any] | None = None) -> Handler:

@@ -8,9 +8,13 @@ what is issued during one loop turn and sends it as one non-transactional pipeli
 next, so the cost is shared while a lone command still goes out at once, on its own.
 
 Nothing about the commands changes: each keeps its own reply and its own error (a pipeline is not a
-transaction), scripts are the same scripts, and a failed connection is reported to every caller whose
-command was in that round trip. :class:`CoalescingRedis` puts a coalescer behind the ordinary plain-Redis
-client interface, so code written for a client (the quota and score books) coalesces without a change.
+transaction), scripts are the same scripts. A round trip whose connection fails is sent again on a fresh
+connection by the client underneath (:func:`inference_subnet.store.redis.retry_policy`: a Redis restart
+closes every pooled connection), and only when those retries run out is the error reported to every
+caller whose command was in it. A script the server forgot (NOSCRIPT after a restart) is loaded again and
+only its calls are re-sent, since NOSCRIPT means they did not run. :class:`CoalescingRedis` puts a
+coalescer behind the ordinary plain-Redis client interface, so code written for a client (the quota and
+score books) coalesces without a change.
 """
 
 from __future__ import annotations
@@ -151,10 +155,11 @@ class CoalescingRedis(aioredis.Redis):
             return self.inner.pipeline(transaction=True, shard_hint=shard_hint)
         return _CoalescedPipeline(self)
 
-    async def ensure_scripts(self, scripts: Sequence[Any]) -> None:
-        """Load scripts once, before a pipeline refers to them by SHA."""
+    async def ensure_scripts(self, scripts: Sequence[Any], *, reload: bool = False) -> None:
+        """Load scripts once, before a pipeline refers to them by SHA (again with ``reload``: the server
+        answered NOSCRIPT, so it restarted or was flushed since)."""
         for script in scripts:
-            if script.sha not in self._loaded:
+            if reload or script.sha not in self._loaded:
                 await self.inner.script_load(script.script)
                 self._loaded.add(script.sha)
 
@@ -181,6 +186,12 @@ class _CoalescedPipeline(Pipeline):
         if not stack:
             return []
         replies = await self._client.coalescer.submit(stack)
+        lost = [i for i, reply in enumerate(replies) if isinstance(reply, NoScriptError)]
+        if scripts and lost:  # a restarted or flushed Redis forgot them; NOSCRIPT means it did not run
+            await self._client.ensure_scripts(scripts, reload=True)
+            again = await self._client.coalescer.submit([stack[i] for i in lost])
+            for i, reply in zip(lost, again, strict=True):
+                replies[i] = reply
         if raise_on_error:
             for reply in replies:
                 if isinstance(reply, Exception):

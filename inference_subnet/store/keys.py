@@ -8,14 +8,26 @@ re-registers, starts from nothing.
 Cluster safety: keys that one Lua script, ``MULTI`` transaction or multi-key command touches together carry
 the same hash tag (``{...}``), so the same code runs on a single Redis and on Redis Cluster: ``{m:IDENTITY}``
 for a miner's quota and score state, ``{k:KEY_ID}`` for an API key's limits, ``{i:INSTANCE}`` for one
-process's heartbeats. Keys only ever used alone carry no tag, so they spread over the cluster's shards (a
-tag on every nonce of one validator would send all of a miner's replay checks to one shard). The subnet name
-and the role may not contain braces: a brace before the tag would make the hash tag start there instead.
+process's heartbeats, ``{n:BUCKET}`` for a bucket of replay markers and its floor (256 buckets, chosen by a
+hash of sender and nonce, so one validator's markers still spread). Keys only ever used alone carry no tag,
+so they spread over the cluster's shards (a tag per validator on every nonce would send all of a miner's
+replay checks to one shard). The subnet name and the role may not contain braces: a brace before the tag
+would make the hash tag start there instead.
 """
 
 from __future__ import annotations
 
+import zlib
 from dataclasses import dataclass
+
+NONCE_BUCKETS = 256
+"""Buckets of btauth/1 replay markers; each bucket is one hash slot, with its own floor."""
+
+
+def nonce_bucket(sender_hotkey: str, nonce_ns: int) -> int:
+    """The bucket of one (sender, nonce) pair: a hash of both, since a nonce's low digits may be constant
+    (a clock with microsecond resolution) and one sender's nonces should not share a bucket."""
+    return zlib.crc32(f"{sender_hotkey}:{nonce_ns}".encode()) % NONCE_BUCKETS
 
 
 def miner_identity(hotkey: str, registration_block: int) -> str:
@@ -64,9 +76,17 @@ class Keys:
 
     # -- transport -----------------------------------------------------------------------------------
     def nonce(self, sender_hotkey: str, nonce_ns: int) -> str:
-        """btauth/1 replay marker; SET NX with expiry, shared by every worker of a miner. Used alone, so
-        no hash tag: the markers of one busy validator spread over every shard."""
-        return f"{self.prefix}:nonce:{sender_hotkey}:{nonce_ns}"
+        """btauth/1 replay marker; SET NX with expiry, shared by every worker of a miner. Tagged only with
+        its bucket (:func:`nonce_bucket`), so the markers of one busy validator still spread over the
+        shards, while each shares a slot with the floor of its bucket (:meth:`nonce_floor`)."""
+        return f"{self.prefix}:nonce:{{n:{nonce_bucket(sender_hotkey, nonce_ns)}}}:{sender_hotkey}:{nonce_ns}"
+
+    def nonce_floor(self, sender_hotkey: str, nonce_ns: int) -> str:
+        """Start (ns since the epoch) of the replay store that holds this nonce's marker: a nonce older than
+        it is refused, since the markers from before it are gone. Set once (``SET NX``, no expiry) by the
+        first check that finds it missing. One per bucket, in the bucket's slot, so that on a cluster the
+        restart of one shard, which loses that shard's markers, also loses the floors that guard them."""
+        return f"{self.prefix}:nonce-floor:{{n:{nonce_bucket(sender_hotkey, nonce_ns)}}}"
 
     # -- quotas (managing) ---------------------------------------------------------------------------
     def capacity(self, identity: str) -> str:

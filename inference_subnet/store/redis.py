@@ -10,6 +10,14 @@ A Redis Cluster is named by ``redis+cluster://HOST:PORT[,HOST:PORT...]`` (``redi
 the slot map from whichever answers and follows ``MOVED``/``ASK`` on its own. The framework's keys and
 scripts keep every multi-key operation inside one hash slot (see :mod:`.keys`), so the rest of the code
 takes a :data:`RedisClient` and never needs to know which kind it got.
+
+Every client retries a command (and a pipeline, and the reconnect under it) a few times, with a short
+exponential backoff, when the connection fails: a Redis restart closes every pooled connection, and without
+a retry each of them costs the request that draws it. Only connection errors are retried, never a timeout:
+a hung Redis would otherwise hold every caller for several socket deadlines instead of one. A command
+re-sent this way may have been applied once already when the connection broke after the server read it;
+the framework's commands are written so that this is harmless (the replay store's ``SET NX`` recognises
+its own write, see :mod:`inference_subnet.miner.nonces`).
 """
 
 from __future__ import annotations
@@ -24,9 +32,13 @@ from urllib.parse import unquote
 
 import redis
 import redis.asyncio as aioredis
+import redis.asyncio.retry
 import redis.cluster
+import redis.retry
 from redis.asyncio.cluster import ClusterNode, RedisCluster
+from redis.backoff import ExponentialBackoff
 from redis.commands.core import AsyncScript
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import NoScriptError
 from redis.typing import EncodableT, KeyT
 
@@ -67,6 +79,12 @@ class RedisOptions:
     socket_timeout: float = 5.0
     socket_connect_timeout: float = 2.0
     health_check_interval: float = 15.0
+    retries: int = 3
+    """Attempts after the first when a connection fails (0: none, as redis-py's default for a URL)."""
+    retry_base: float = 0.02
+    """Backoff unit (seconds): retry ``n`` waits ``retry_base * 2**n``, so 0.04, 0.08, 0.16 s by default."""
+    retry_cap: float = 0.5
+    """Longest backoff between two attempts (seconds)."""
 
 
 class EmbeddedRedis:
@@ -156,9 +174,10 @@ def connect(url: str | None, options: RedisOptions = RedisOptions()) -> RedisCli
         parsed = parse_cluster_url(resolved)
         return ClusterClient(
             startup_nodes=[ClusterNode(host, port) for host, port in parsed.nodes],
+            retry=retry_policy(options),
             **_cluster_kwargs(parsed, options),
         )
-    return aioredis.Redis.from_url(resolved, **_plain_kwargs(options))
+    return aioredis.Redis.from_url(resolved, retry=retry_policy(options), **_plain_kwargs(options))
 
 
 def connect_sync(url: str | None, options: RedisOptions = RedisOptions()) -> SyncRedisClient:
@@ -168,9 +187,35 @@ def connect_sync(url: str | None, options: RedisOptions = RedisOptions()) -> Syn
         parsed = parse_cluster_url(resolved)
         return redis.RedisCluster(
             startup_nodes=[redis.cluster.ClusterNode(host, port) for host, port in parsed.nodes],
+            retry=retry_policy_sync(options),
             **_cluster_kwargs(parsed, options),
         )
-    return redis.Redis.from_url(resolved, **_plain_kwargs(options))
+    return redis.Redis.from_url(resolved, retry=retry_policy_sync(options), **_plain_kwargs(options))
+
+
+def retry_policy(options: RedisOptions = RedisOptions()) -> redis.asyncio.retry.Retry:
+    """What an asyncio client does when its connection fails: ``options.retries`` more attempts, each on a
+    fresh connection, after an exponential backoff (``retry_base`` doubled per attempt, at most
+    ``retry_cap``). Connection errors only: a timeout is raised at once.
+
+    A plain client applies it to every command, pipeline and reconnect. A cluster client applies the
+    count to its own loop, which also re-reads the slot map; that loop retries timeouts too (redis-py's
+    rule, so that a primary that failed over is found), but at most ``retries`` times.
+    """
+    return redis.asyncio.retry.Retry(_backoff(options), options.retries, supported_errors=_RETRIED)
+
+
+def retry_policy_sync(options: RedisOptions = RedisOptions()) -> redis.retry.Retry:
+    """:func:`retry_policy` for the synchronous clients."""
+    return redis.retry.Retry(_backoff(options), options.retries, supported_errors=_RETRIED)
+
+
+_RETRIED = (RedisConnectionError,)
+"""What a retry follows: a closed or refused connection (also LOADING, which redis-py counts as one)."""
+
+
+def _backoff(options: RedisOptions) -> ExponentialBackoff:
+    return ExponentialBackoff(cap=options.retry_cap, base=options.retry_base)
 
 
 def _limits(options: RedisOptions) -> dict[str, Any]:
@@ -184,7 +229,7 @@ def _limits(options: RedisOptions) -> dict[str, Any]:
 
 
 def _plain_kwargs(options: RedisOptions) -> dict[str, Any]:
-    return {**_limits(options), "retry_on_timeout": False}
+    return {**_limits(options), "retry_on_error": []}  # the retry policy names the errors it retries
 
 
 def _cluster_kwargs(parsed: ClusterURL, options: RedisOptions) -> dict[str, Any]:
