@@ -13,14 +13,29 @@ interleaved across modes, median round kept. Figures: requests/s, p50/p99 latenc
 per request read from ``/proc`` (the client shares the 2 cores, so CPU per request is the cleaner measure
 of the server's own cost). Target: auth costs under 25% of the unauthenticated throughput.
 
+The server layer: those three run the CLI's server, uvicorn with the framework's bounded HTTP protocol
+(``inference_subnet.serving``: head size and line limits, read deadline, connection cap). Two more
+processes serve the same app on plain uvicorn (``http="httptools"``, no limits), the ``no auth`` and
+``auth+quota`` modes, each right after its bounded twin in every round: the ``vs plain`` columns (median
+of the per-round ratios) are what the limits cost. Target: the bounded HTTP layer costs under 5% more per
+request than plain uvicorn's (part 3), and end to end it is within the noise.
+
+``--quick`` runs fewer and shorter rounds.
+
 Part 2, verification alone: our ``btauth.verify`` against ``bittensor.http_auth.verify`` (11.3.0) on the
 same headers and body (sr25519 and ed25519), a no-op nonce store for both. Target: ours no slower.
+
+Part 3, the HTTP layer alone: uvicorn's httptools protocol against the bounded one, in this process on a
+transport that drops what it is given, one keep-alive connection answering a signed request with a trivial
+ASGI app; paired runs as in part 2. End-to-end throughput on a shared 2-core machine swings by more than the
+difference; this isolates it.
 
 Results are printed and written to ``benchmarks/results/miner_path.json``.
 """
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import json
 import os
@@ -43,6 +58,7 @@ from rich.table import Table
 from inference_subnet.chain.types import AxonInfo, Metagraph, Neuron
 from inference_subnet.chain.wallet import create_wallet
 from inference_subnet.miner.process import MinerProcess
+from inference_subnet.miner.serve import FACTORY, SPEC_ENV, MinerSpec
 from inference_subnet.protocol import btauth
 from inference_subnet.store.redis import redact, resolve_url
 
@@ -57,6 +73,8 @@ MAX_SECONDS = 30.0
 VERIFY_CALLS = 1000
 VERIFY_REPS = 15
 BREAKDOWN_CALLS = 4000
+PROTOCOL_CALLS = 5000
+"""Requests per run of the HTTP layer alone (part 3)."""
 ROUTE = "/tasks/arithmetic"
 MODES: dict[str, dict[str, str]] = {
     "no auth": {"ISN_MINER__AUTH_ENABLED": "false", "ISN_MINER__ENFORCE_QUOTA": "false"},
@@ -64,6 +82,9 @@ MODES: dict[str, dict[str, str]] = {
     "auth+quota": {"ISN_MINER__AUTH_ENABLED": "true", "ISN_MINER__ENFORCE_QUOTA": "true",
                    "ISN_MINER__CAPACITY": '{"arithmetic": 100000000}'},
 }
+PLAIN = " (plain uvicorn)"
+PLAIN_MODES = ("no auth", "auth+quota")
+"""Modes also measured on plain uvicorn, the baseline of the bounded server."""
 
 
 def make_subnet(root: Path) -> tuple[Keypair, Keypair, Path]:
@@ -151,6 +172,8 @@ async def run_end_to_end(root: Path, redis_url: str) -> dict[str, Any]:
             port=free_port(), wallet_path=root / "wallets", wallet_name="miner", metagraph_file=metagraph,
             env={**env, "REDIS_URL": redis_url, "ISN_SUBNET_NAME": f"bench{os.getpid()}"},
         )
+        if mode in PLAIN_MODES:  # right after its bounded twin, so each pair runs back to back
+            procs[mode + PLAIN] = plain_miner(root, metagraph, redis_url, env)
     for proc in procs.values():
         proc.start()
     try:
@@ -158,7 +181,7 @@ async def run_end_to_end(root: Path, redis_url: str) -> dict[str, Any]:
             proc.wait_ready()
         for proc in procs.values():
             await load(proc.host, proc.port, validator, miner.ss58_address, WARMUP)
-        rounds: dict[str, list[dict[str, Any]]] = {mode: [] for mode in MODES}
+        rounds: dict[str, list[dict[str, Any]]] = {mode: [] for mode in procs}
         for _ in range(ROUNDS):
             for mode, proc in procs.items():
                 assert proc.pid is not None
@@ -186,11 +209,42 @@ async def run_end_to_end(root: Path, redis_url: str) -> dict[str, Any]:
         out[mode] = median_round(runs, "server_cpu_per_req_us", "client_cpu_per_req_us")
         out[mode]["redis_commands_per_round_trip"] = pipelining[mode]
     base = out["no auth"]
-    for mode in MODES:
+    for mode in out:
         out[mode]["rps_ratio"] = out[mode]["rps"] / base["rps"]
         out[mode]["throughput_cost"] = 1.0 - out[mode]["rps_ratio"]
         out[mode]["server_cpu_ratio"] = out[mode]["server_cpu_per_req_us"] / base["server_cpu_per_req_us"]
+    for mode in PLAIN_MODES:
+        # Median of the per-round ratios: each pair ran back to back, so load from other processes on the
+        # machine hits both alike, while it moves whole rounds up and down.
+        pairs = list(zip(rounds[mode], rounds[mode + PLAIN], strict=True))
+        out[mode]["rps_vs_plain"] = statistics.median(b["rps"] / p["rps"] for b, p in pairs)
+        out[mode]["server_cpu_vs_plain"] = statistics.median(
+            b["server_cpu_per_req_us"] / p["server_cpu_per_req_us"] for b, p in pairs)
     return out
+
+
+def plain_miner(root: Path, metagraph: Path, redis_url: str, env: dict[str, str]) -> MinerProcess:
+    """The same miner app (same wallet, metagraph, Redis and mode) on plain uvicorn: the baseline."""
+    port = free_port()
+    spec = MinerSpec(overrides={
+        "miner": {"tasks": ["arithmetic"], "port": port, "host": "127.0.0.1"},
+        "wallet": {"name": "miner", "hotkey": "default", "path": str(root / "wallets")},
+        "chain": {"metagraph_file": str(metagraph)},
+        "redis_url": redis_url,
+    })
+    proc = MinerProcess(port=port, wallet_path=root / "wallets", wallet_name="miner", env={
+        **env, "REDIS_URL": redis_url, "ISN_SUBNET_NAME": f"bench{os.getpid()}", SPEC_ENV: spec.to_env(),
+    })
+    proc.args = [sys.executable, str(Path(__file__).resolve()), "--serve-plain", str(port)]
+    return proc
+
+
+def serve_plain(port: int) -> None:
+    """Child process of :func:`plain_miner`: uvicorn as it comes, httptools parser, no limits."""
+    import uvicorn
+
+    uvicorn.Server(uvicorn.Config(FACTORY, factory=True, host="127.0.0.1", port=port, http="httptools",
+                                  log_config=None, access_log=False, log_level="info")).run()
 
 
 class NoStore:
@@ -247,6 +301,107 @@ def bench_verify() -> dict[str, Any]:
     return out
 
 
+class NullTransport(asyncio.Transport):
+    """Takes whatever the protocol writes: the HTTP layer measured without sockets or a client."""
+
+    _EXTRA = {"sockname": ("127.0.0.1", 8091), "peername": ("127.0.0.1", 40000)}
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.closing = False
+
+    def write(self, data: Any) -> None:
+        pass
+
+    def is_closing(self) -> bool:
+        return self.closing
+
+    def close(self) -> None:
+        self.closing = True
+
+    def get_extra_info(self, name: str, default: Any = None) -> Any:
+        return self._EXTRA.get(name, default)
+
+    def pause_reading(self) -> None:
+        pass
+
+    def resume_reading(self) -> None:
+        pass
+
+    def can_write_eof(self) -> bool:
+        return True
+
+    def write_eof(self) -> None:
+        pass
+
+
+async def answer_app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+    """A handler that costs next to nothing: what is left is the protocol's own work."""
+    while (await receive()).get("more_body"):
+        pass
+    await send({"type": "http.response.start", "status": 200,
+                "headers": [(b"content-type", b"application/json"), (b"content-length", b"12")]})
+    await send({"type": "http.response.body", "body": b'{"result":3}'})
+
+
+async def protocol_pass(protocol_class: Any, config: Any, request: bytes, calls: int) -> float:
+    """Seconds per request of one keep-alive connection: parse, ASGI cycle, answer, read deadline."""
+    from uvicorn.server import ServerState
+
+    state = ServerState()
+    protocol = protocol_class(config=config, server_state=state, app_state={})
+    transport = NullTransport()
+    protocol.connection_made(transport)
+    started = time.perf_counter()
+    for _ in range(calls):
+        protocol.data_received(request)
+        for task in list(state.tasks):
+            await task
+    elapsed = time.perf_counter() - started
+    protocol.connection_lost(None)
+    return elapsed / calls
+
+
+async def bench_protocol() -> dict[str, float]:
+    """The HTTP layer alone, plain uvicorn against the bounded protocol, on a signed request as a validator
+    sends it: paired runs, alternating which goes first, median of the pair ratios (as for verify)."""
+    import uvicorn
+
+    from inference_subnet.serving import server_config
+    from inference_subnet.settings import HttpSettings
+
+    kp = Keypair.create_from_uri("//BenchValidator")
+    body = b'{"op":"add","a":1,"b":2}'
+    headers = btauth.sign(kp, method="POST", path=ROUTE, body=body,
+                          receiver_ss58=Keypair.create_from_uri("//BenchMiner").ss58_address)
+    head = "".join(f"{k}: {v}\r\n" for k, v in {**headers, "content-type": "application/json"}.items())
+    request = (f"POST {ROUTE} HTTP/1.1\r\nhost: 127.0.0.1:8091\r\ncontent-length: {len(body)}\r\n{head}\r\n"
+               .encode() + body)
+    plain = uvicorn.Config(answer_app, http="httptools", lifespan="off", log_config=None, access_log=False)
+    bounded = server_config(answer_app, HttpSettings(), lifespan="off", log_config=None, access_log=False)
+    for config in (plain, bounded):
+        config.load()
+    sides = {"plain": (plain.http_protocol_class, plain), "bounded": (bounded.http_protocol_class, bounded)}
+    for cls, config in sides.values():
+        await protocol_pass(cls, config, request, PROTOCOL_CALLS // 10)
+    times: dict[str, list[float]] = {"plain": [], "bounded": []}
+    ratios = []
+    for rep in range(VERIFY_REPS):
+        order = ("plain", "bounded") if rep % 2 == 0 else ("bounded", "plain")
+        for side in order:
+            cls, config = sides[side]
+            times[side].append(await protocol_pass(cls, config, request, PROTOCOL_CALLS))
+        ratios.append(times["bounded"][-1] / times["plain"][-1])
+    return {
+        "request_bytes": len(request),
+        "plain_us": statistics.median(times["plain"]) * 1e6,
+        "bounded_us": statistics.median(times["bounded"]) * 1e6,
+        "plain_min_us": min(times["plain"]) * 1e6,
+        "bounded_min_us": min(times["bounded"]) * 1e6,
+        "ratio": statistics.median(ratios),
+    }
+
+
 async def breakdown(redis_url: str) -> dict[str, float]:
     """Where a verified request's extra server time goes, per call, in this process: the signature
     check, and one nonce ``SET NX`` sent alone versus auto-pipelined at the same concurrency."""
@@ -269,8 +424,10 @@ async def breakdown(redis_url: str) -> dict[str, float]:
     keys = Keys(subnet=f"bench{os.getpid()}", netuid=1, role="miner:bench")
     out = {"authenticate_us": auth_us}
     try:
-        for name, store in (("nonce_set_alone_us", RedisNonceStore(client, keys)),
-                            ("nonce_set_pipelined_us", RedisNonceStore(client, keys, coalescer=Coalescer(client)))):
+        stores = (("nonce_set_alone_us", RedisNonceStore(client, keys)),
+                  ("nonce_set_pipelined_us", RedisNonceStore(client, keys, coalescer=Coalescer(client))))
+        now = time.time_ns()  # after the stores start: a nonce older than its store is refused
+        for name, store in stores:
             nonces = iter(range(now, now + BREAKDOWN_CALLS))
 
             async def worker(store: RedisNonceStore = store, nonces: Any = nonces) -> None:
@@ -286,22 +443,43 @@ async def breakdown(redis_url: str) -> dict[str, float]:
     return out
 
 
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n", 1)[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true",
+                        help="fewer, shorter rounds (2000 requests x 3 rounds, 5 verify runs)")
+    parser.add_argument("--serve-plain", type=int, metavar="PORT", help=argparse.SUPPRESS)
+    return parser.parse_args()
+
+
 def main() -> None:
-    console = Console()
+    global REQUESTS, ROUNDS, WARMUP, VERIFY_REPS
+    args = parse_args()
+    if args.serve_plain is not None:
+        serve_plain(args.serve_plain)
+        return
+    if args.quick:
+        REQUESTS, ROUNDS, WARMUP, VERIFY_REPS = 2000, 3, 200, 5
+    console = Console(width=None if sys.stdout.isatty() else 150)
     redis_url = resolve_url(os.environ.get("REDIS_URL"))
     with tempfile.TemporaryDirectory() as tmp:
         e2e = uvloop.run(run_end_to_end(Path(tmp), redis_url))
     verify = bench_verify()
+    protocol = uvloop.run(bench_protocol())
     parts = uvloop.run(breakdown(redis_url))
 
     table = Table(title=f"miner path: {REQUESTS} requests x {ROUNDS} rounds, concurrency {CONCURRENCY}, "
                         f"1 uvicorn worker (median round)")
-    for col in ("mode", "req/s", "vs no auth", "p50 ms", "p99 ms", "server CPU us/req", "CPU vs no auth",
-                "errors"):
+    for col in ("mode", "server", "req/s", "vs no auth", "vs plain", "p50 ms", "p99 ms", "server CPU us/req",
+                "CPU vs no auth", "CPU vs plain", "errors"):
         table.add_column(col, justify="right")
     for mode, r in e2e.items():
-        table.add_row(mode, f"{r['rps']:.0f}", f"{r['rps_ratio']:.3f}", f"{r['p50_ms']:.2f}", f"{r['p99_ms']:.2f}",
-                      f"{r['server_cpu_per_req_us']:.0f}", f"{r['server_cpu_ratio']:.3f}", str(r["errors"]))
+        plain = mode.endswith(PLAIN)
+        table.add_row(mode.removesuffix(PLAIN), "plain uvicorn" if plain else "bounded", f"{r['rps']:.0f}",
+                      f"{r['rps_ratio']:.3f}", f"{r['rps_vs_plain']:.3f}" if "rps_vs_plain" in r else "",
+                      f"{r['p50_ms']:.2f}", f"{r['p99_ms']:.2f}", f"{r['server_cpu_per_req_us']:.0f}",
+                      f"{r['server_cpu_ratio']:.3f}",
+                      f"{r['server_cpu_vs_plain']:.3f}" if "server_cpu_vs_plain" in r else "", str(r["errors"]))
     console.print(table)
     vt = Table(title=f"btauth verify, {VERIFY_REPS} paired runs of {VERIFY_CALLS} calls (median; min)")
     for col in ("scheme", "ours us/call", "bittensor 11.3.0 us/call", "ours / bittensor"):
@@ -310,6 +488,13 @@ def main() -> None:
         vt.add_row(scheme, f"{r['ours_us']:.1f} ({r['ours_min_us']:.1f})",
                    f"{r['bittensor_us']:.1f} ({r['bittensor_min_us']:.1f})", f"{r['ratio']:.3f}")
     console.print(vt)
+    pt = Table(title=f"the HTTP layer alone: one keep-alive connection, a signed {protocol['request_bytes']}-byte "
+                     f"request, {VERIFY_REPS} paired runs of {PROTOCOL_CALLS} (median; min)")
+    for col in ("plain uvicorn (httptools) us/req", "bounded us/req", "bounded / plain"):
+        pt.add_column(col, justify="right")
+    pt.add_row(f"{protocol['plain_us']:.1f} ({protocol['plain_min_us']:.1f})",
+               f"{protocol['bounded_us']:.1f} ({protocol['bounded_min_us']:.1f})", f"{protocol['ratio']:.3f}")
+    console.print(pt)
     bt = Table(title="where auth time goes (this process, CPU us per call)")
     for col in ("part", "us/call"):
         bt.add_column(col, justify="right")
@@ -324,24 +509,34 @@ def main() -> None:
     console.print(bt)
 
     auth_cost = e2e["auth"]["throughput_cost"]
+    limits_cost = {mode: 1.0 - e2e[mode]["rps_vs_plain"] for mode in PLAIN_MODES}
+    protocol_cost = protocol["ratio"] - 1.0
     targets = {
         "auth_throughput_cost": auth_cost,
         "auth_under_25pct": auth_cost < 0.25,
         "verify_no_slower": all(r["ratio"] <= 1.0 for r in verify.values()),
+        "bounded_server_throughput_cost": limits_cost,
+        "bounded_protocol_cost": protocol_cost,
+        "bounded_protocol_under_5pct": protocol_cost < 0.05,
     }
     console.print(f"auth costs {auth_cost:.1%} of unauthenticated throughput (target < 25%): "
                   f"{'met' if targets['auth_under_25pct'] else 'NOT met'}; our verify no slower than "
                   f"bittensor's: {'met' if targets['verify_no_slower'] else 'NOT met'}")
+    console.print(f"the bounded HTTP layer costs {protocol_cost:+.1%} per request against plain uvicorn's "
+                  f"(target < 5%): {'met' if targets['bounded_protocol_under_5pct'] else 'NOT met'}; end to end "
+                  + ", ".join(f"{m} {-c:+.1%}" for m, c in limits_cost.items()) + " throughput")
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(json.dumps({
         "benchmark": "miner_path",
         "python": platform.python_version(),
         "cpus": os.cpu_count(),
         "redis": redact(redis_url),
-        "settings": {"requests": REQUESTS, "rounds": ROUNDS, "concurrency": CONCURRENCY, "warmup": WARMUP,
+        "settings": {"quick": args.quick, "requests": REQUESTS, "rounds": ROUNDS, "concurrency": CONCURRENCY,
+                     "warmup": WARMUP,
                      "max_seconds": MAX_SECONDS, "verify_calls": VERIFY_CALLS, "verify_reps": VERIFY_REPS},
         "end_to_end": e2e,
         "verify": verify,
+        "protocol": protocol,
         "breakdown": parts,
         "targets": targets,
     }, indent=2))

@@ -290,9 +290,8 @@ def _server_class() -> Any:
 
 
 async def _serve(cfg: Settings, keypair: Any, tasks: dict[str, Any], sock: socket.socket) -> None:
-    import uvicorn
-
     from inference_subnet.miner.sources import FileMetagraphSource
+    from inference_subnet.serving import server_config
     from inference_subnet.store.coalescing import coalescing_client
     from inference_subnet.store.keys import Keys
     from inference_subnet.store.redis import connect, resolve_url
@@ -341,8 +340,9 @@ async def _serve(cfg: Settings, keypair: Any, tasks: dict[str, Any], sock: socke
         redact(cfg.database_url),
     )
     server = _server_class()(
-        uvicorn.Config(
+        server_config(
             app,
+            cfg.http,
             log_config=None,
             access_log=False,
             log_level=cfg.log_level.lower(),

@@ -47,6 +47,7 @@ def run_miner(
 
     from inference_subnet.miner.process import LISTENING
     from inference_subnet.miner.serve import FACTORY, SPEC_ENV, MinerSpec
+    from inference_subnet.serving import server_config
 
     if behaviour not in BEHAVIOURS:
         fail(f"--behaviour: expected one of {', '.join(BEHAVIOURS)}, got {behaviour!r}")
@@ -86,8 +87,9 @@ def run_miner(
         keypair.ss58_address, ", ".join(cfg.miner.tasks), cfg.miner.host, cfg.miner.port,
         redact(redis_url), workers, behaviour,
     )
-    config = uvicorn.Config(
+    config = server_config(
         FACTORY,
+        cfg.http,
         factory=True,
         host=cfg.miner.host,
         port=cfg.miner.port,

@@ -38,6 +38,7 @@ from starlette.types import Receive, Scope, Send
 
 from inference_subnet.chain.types import ChainError, MetagraphSource
 from inference_subnet.miner.blacklist import check_caller
+from inference_subnet.miner.health import RedisProbe
 from inference_subnet.miner.nonces import RedisNonceStore
 from inference_subnet.miner.quota import MinerQuota
 from inference_subnet.protocol import btauth
@@ -444,7 +445,9 @@ def create_miner_app(
     )
     state = _MinerState(settings, keypair, metagraph, nonce_store, quota, validate_responses)
 
-    app = MinerApp(title="inference-subnet miner", lifespan=lifespan)
+    # No /docs, /redoc or /openapi.json: a miner's callers are validators, not people browsing it.
+    app = MinerApp(title="inference-subnet miner", lifespan=lifespan, docs_url=None, redoc_url=None,
+                   openapi_url=None)
     app.state.miner = state
     app.task_endpoints = {}
     for task in tasks:
@@ -462,18 +465,23 @@ def create_miner_app(
         """Requests per epoch this miner accepts per task."""
         return capacity
 
+    redis_probe = RedisProbe(redis)
+
     @app.get("/health")
-    async def get_health() -> dict[str, Any]:
-        """Liveness, the metagraph's age in seconds, and the tasks served."""
+    async def get_health() -> JSONResponse:
+        """Liveness, Redis reachability (503 without it: every signed request would be refused), the
+        metagraph's age in seconds, and the tasks served."""
         age = metagraph.age_seconds
-        return {
-            "status": "ok",
+        redis_ok = await redis_probe.reachable()
+        return JSONResponse({
+            "status": "ok" if redis_ok else "unavailable",
+            "redis": "ok" if redis_ok else "unreachable",
             "metagraph_age": round(age, 3) if math.isfinite(age) else None,
             "tasks": task_names,
             "hotkey": keypair.ss58_address,
             "requests": dict(state.counts),
             "redis_pipelining": {"commands": coalescer.commands, "round_trips": coalescer.round_trips},
-        }
+        }, status_code=200 if redis_ok else 503)
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:

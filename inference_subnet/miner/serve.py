@@ -8,7 +8,9 @@ embedded Valkey serves them all, instead of one private (and useless for replay 
 
 from __future__ import annotations
 
+import asyncio
 import json
+import logging
 import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -18,6 +20,7 @@ from typing import Any
 from fastapi import FastAPI
 
 from inference_subnet.chain.refresh import RefreshingMetagraphSource
+from inference_subnet.chain.types import ChainError, MetagraphSource
 from inference_subnet.chain.wallet import keypair_from_settings
 from inference_subnet.logs import setup_logging
 from inference_subnet.miner.app import create_miner_app
@@ -26,6 +29,8 @@ from inference_subnet.protocol.task import load_handler, load_task
 from inference_subnet.settings import Settings, load_settings
 from inference_subnet.store.keys import Keys
 from inference_subnet.store.redis import connect
+
+log = logging.getLogger(__name__)
 
 SPEC_ENV = "ISN_MINER_SPEC"
 FACTORY = "inference_subnet.miner.serve:app_factory"
@@ -71,9 +76,12 @@ def build_app(spec: MinerSpec) -> FastAPI:
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         if isinstance(source, RefreshingMetagraphSource):
             source.start()
+        registration = asyncio.create_task(warn_if_unregistered(source, keypair.ss58_address),
+                                           name="miner:registration-check")
         try:
             yield
         finally:
+            registration.cancel()
             if isinstance(source, RefreshingMetagraphSource):
                 await source.stop()
                 await source.client.close()
@@ -90,6 +98,24 @@ def build_app(spec: MinerSpec) -> FastAPI:
         validate_responses=spec.behaviour != "garbage",
         lifespan=lifespan,
     )
+
+
+async def warn_if_unregistered(source: MetagraphSource, hotkey: str, timeout: float = 60.0) -> bool:
+    """Log a WARNING when ``hotkey`` is not in the metagraph: validators then send this miner nothing,
+    and nothing else would tell the operator why. Runs beside start-up, never delaying it; returns
+    whether the hotkey was found (``True`` when the metagraph could not be read in ``timeout``)."""
+    try:
+        async with asyncio.timeout(timeout):
+            metagraph = await source.current()
+    except (ChainError, TimeoutError) as exc:
+        log.info("could not read the metagraph to check this miner's registration: %s",
+                 exc or type(exc).__name__)
+        return True
+    if hotkey in metagraph.by_hotkey:
+        return True
+    log.warning("miner hotkey %s is not registered on subnet %d (metagraph at block %d): validators will "
+                "send it no requests until it registers", hotkey, metagraph.netuid, metagraph.block)
+    return False
 
 
 def app_factory() -> FastAPI:

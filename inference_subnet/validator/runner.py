@@ -220,7 +220,7 @@ async def run_services(
             chain_probe=parts.chain.block if parts.chain is not None else None,
             metagraph=parts.metagraph if parts.chain is None else None,
             heartbeat_seconds=v.heartbeat_seconds, check_timeout=v.ready_timeout_seconds,
-            max_metagraph_age=v.max_metagraph_age_seconds, instance=instance,
+            max_metagraph_age=v.max_metagraph_age_seconds, instance=instance, http=settings.http,
         )
         if on_start is not None:
             on_start(service_host)

@@ -33,6 +33,8 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 
 from inference_subnet.chain.types import ChainClient, ChainError, MetagraphSource
 from inference_subnet.protocol.wire import ErrorBody
+from inference_subnet.serving import server_config
+from inference_subnet.settings import HttpSettings
 from inference_subnet.store.keys import Keys
 from inference_subnet.store.redis import RedisClient
 from inference_subnet.validator import metrics
@@ -104,6 +106,7 @@ class ServiceHost:
         max_metagraph_age: float = 300.0,
         restart_backoff: tuple[float, float] = (0.5, 30.0),
         instance: str | None = None,
+        http: HttpSettings | None = None,
     ) -> None:
         if not services:
             raise ValueError("a service host needs at least one service")
@@ -117,10 +120,13 @@ class ServiceHost:
         self.max_metagraph_age = max_metagraph_age
         self.restart_backoff = restart_backoff
         self.instance = instance or instance_id()
+        self.http = http or HttpSettings()
+        """Limits of the HTTP API's server (``settings.http``)."""
         self.started_at = time.time()
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._heartbeat: asyncio.Task[None] | None = None
         self._last_error: dict[str, str] = {}
+        self._late_checks: set[asyncio.Task[list[Check]]] = set()
         self._stop = asyncio.Event()
         self._closed = False
         self.port: int | None = None
@@ -153,8 +159,9 @@ class ServiceHost:
             except Exception:
                 log.exception("closing service %s failed", service.name)
             metrics.service_up.labels(service.name).set(0)
-        with contextlib.suppress(Exception):
-            await self.redis.delete(*(self.keys.heartbeat(s.name, self.instance) for s in self.services))
+        with contextlib.suppress(Exception):  # best effort, and no waiting out a Redis that hangs
+            async with asyncio.timeout(self.check_timeout):
+                await self.redis.delete(*(self.keys.heartbeat(s.name, self.instance) for s in self.services))
 
     def request_stop(self) -> None:
         """Ask :meth:`serve` to shut down (what SIGTERM and SIGINT do)."""
@@ -168,7 +175,7 @@ class ServiceHost:
         """
         sock = listen_socket(host, port)
         self.port = sock.getsockname()[1]
-        config = uvicorn.Config(self.app(), log_config=None, lifespan="off", access_log=False)
+        config = server_config(self.app(), self.http, log_config=None, lifespan="off", access_log=False)
         server = _Server(config)
         loop = asyncio.get_running_loop()
         installed: list[int] = []
@@ -248,27 +255,40 @@ class ServiceHost:
         return {name: not task.done() for name, task in self._tasks.items()}
 
     async def readiness(self) -> list[Check]:
-        """Every readiness check, each bounded by ``check_timeout``."""
-        checks = [await self._timed("redis", self._check_redis)]
+        """Every readiness check, run at once and each bounded by ``check_timeout``, so the whole answer
+        takes about one ``check_timeout`` even when Redis accepts connections and never replies."""
+        probes: list[tuple[str, Callable[[], Awaitable[Any]], str]] = [
+            ("redis", self._check_redis, "")]
         if self.chain_probe is not None:
-            checks.append(await self._timed("chain", self._check_chain))
+            probes.append(("chain", self._check_chain, ""))
         elif self.metagraph is not None:
-            checks.append(await self._timed("metagraph", self._check_metagraph))
-        for service in self.services:
-            try:
-                found = await asyncio.wait_for(service.checks(), self.check_timeout)
-            except Exception as exc:
-                found = [Check(service.name, False, f"check failed: {type(exc).__name__}: {exc}")]
-            checks.extend(found)
+            probes.append(("metagraph", self._check_metagraph, ""))
+        probes.extend((s.name, s.checks, "check failed: ") for s in self.services)
+        tasks = [asyncio.create_task(self._timed(*probe)) for probe in probes]
+        # A check that swallows its cancellation must not hold the answer either: stop waiting just after
+        # the deadline and report whatever has not answered as failed.
+        done, late = await asyncio.wait(tasks, timeout=self.check_timeout + 0.25)
+        for task in late:
+            task.cancel()
+            self._late_checks.add(task)
+            task.add_done_callback(self._late_checks.discard)
+        checks: list[Check] = []
+        for (name, _, prefix), task in zip(probes, tasks, strict=True):
+            if task in done:
+                checks.extend(task.result())
+            else:
+                checks.append(Check(name, False, f"{prefix}no answer within {self.check_timeout:.1f}s"))
         return checks
 
-    async def _timed(self, name: str, check: Callable[[], Awaitable[Check]]) -> Check:
+    async def _timed(self, name: str, check: Callable[[], Awaitable[Any]], prefix: str) -> list[Check]:
         try:
-            return await asyncio.wait_for(check(), self.check_timeout)
-        except asyncio.TimeoutError:
-            return Check(name, False, f"no answer within {self.check_timeout:.1f}s")
+            async with asyncio.timeout(self.check_timeout):
+                found = await check()
+        except TimeoutError:
+            return [Check(name, False, f"{prefix}TimeoutError: no answer within {self.check_timeout:.1f}s")]
         except Exception as exc:
-            return Check(name, False, f"{type(exc).__name__}: {exc}")
+            return [Check(name, False, f"{prefix}{type(exc).__name__}: {exc}")]
+        return found if isinstance(found, list) else [found]
 
     async def _check_redis(self) -> Check:
         """PING, once more on a dropped connection: after a Redis restart the first ping can draw a pooled
