@@ -452,3 +452,39 @@ async def test_ready_answers_in_time_on_a_hung_redis(keys) -> None:
             host.request_stop()
             await asyncio.wait_for(serving, 15)
             await redis.aclose()
+
+
+async def test_gateway_ready_answers_in_time_on_a_hung_redis(tmp_path: Path, keys) -> None:
+    """The gateway's /ready runs its checks at once, each within ready_timeout_seconds: a Redis that
+    accepts and never answers is a failed check, not a probe that hangs for the socket timeout."""
+    from inference_subnet.store.sql import Database
+    from inference_subnet.validator.client import MinerClient
+    from inference_subnet.validator.gateway.app import create_gateway_app
+    from inference_subnet.validator.managing.quotas import QuotaBook
+    from inference_subnet.validator.managing.scores import ScoreBook
+
+    settings = load_settings(database_url=f"sqlite+aiosqlite:///{tmp_path / 'gw.db'}",
+                             validator={"ready_timeout_seconds": 0.5})
+    metagraph = Metagraph(netuid=1, block=1, neurons=())
+    async with hung_redis() as url:
+        redis = connect(url)
+        db = Database(settings.database_url)
+        client = MinerClient(Keypair.create_from_uri("//Gateway"))
+        app = create_gateway_app(
+            settings, tasks={"arithmetic": ArithmeticTask()}, redis=redis, keys=keys,
+            metagraph=StaticMetagraphSource(metagraph), miner_client=client,
+            quota_book=QuotaBook(redis, keys, settings.validator.quotas),
+            score_book=ScoreBook(redis, keys, settings.validator.scoring), db=db,
+        )
+        try:
+            transport = httpx.ASGITransport(app=app)
+            async with httpx.AsyncClient(transport=transport, base_url="http://gw", timeout=3.0) as http:
+                ready = await http.get("/ready")  # within the client's 3 s, not Redis's 5 s socket timeout
+            assert ready.status_code == 503
+            checks = {c["name"]: c for c in ready.json()["checks"]}
+            assert checks["redis"]["ok"] is False and "no answer within" in checks["redis"]["detail"]
+            assert checks["database"]["ok"] is True
+        finally:
+            await client.aclose()
+            await db.aclose()
+            await redis.aclose()

@@ -15,11 +15,12 @@ scoring run in background tasks.
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import logging
 import random
 import time
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from typing import Annotated, Any, Protocol
 
@@ -35,7 +36,7 @@ from redis.exceptions import RedisError
 from sqlalchemy import text
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from inference_subnet.chain.types import MetagraphSource
+from inference_subnet.chain.types import ChainError, MetagraphSource
 from inference_subnet.protocol.task import Task
 from inference_subnet.protocol.wire import ErrorBody
 from inference_subnet.settings import Settings
@@ -367,31 +368,24 @@ class Gateway:
 
     # -- health --------------------------------------------------------------------------------------
     async def readiness(self) -> Readiness:
-        checks: list[Check] = []
-        try:
-            await self.redis.ping()
-            checks.append(Check(name="redis", ok=True))
-        except Exception as exc:
-            checks.append(Check(name="redis", ok=False, detail=type(exc).__name__))
-        try:
-            async with self.db.engine.connect() as conn:
-                await conn.execute(text("SELECT 1"))
-            checks.append(Check(name="database", ok=True))
-        except Exception as exc:
-            checks.append(Check(name="database", ok=False, detail=type(exc).__name__))
-        try:
-            graph = await self.metagraph.current()
-            age = self.metagraph.age_seconds
-            fresh = self.max_metagraph_age is None or age <= self.max_metagraph_age
-            checks.append(
-                Check(
-                    name="metagraph",
-                    ok=fresh,
-                    detail=f"block {graph.block}, {len(graph.neurons)} neurons, {age:.0f}s old",
-                )
-            )
-        except Exception as exc:
-            checks.append(Check(name="metagraph", ok=False, detail=f"none yet ({type(exc).__name__})"))
+        """Every check at once, each within ``validator.ready_timeout_seconds``: a Redis or database that
+        accepts connections and never answers makes ``/ready`` fail fast instead of hanging the probe."""
+        timeout = self.settings.validator.ready_timeout_seconds
+
+        async def bounded(name: str, check: Callable[[], Awaitable[Check]]) -> Check:
+            try:
+                async with asyncio.timeout(timeout):
+                    return await check()
+            except TimeoutError:
+                return Check(name=name, ok=False, detail=f"no answer within {timeout:g}s")
+            except Exception as exc:
+                return Check(name=name, ok=False, detail=type(exc).__name__)
+
+        checks = list(await asyncio.gather(
+            bounded("redis", self._check_redis),
+            bounded("database", self._check_database),
+            bounded("metagraph", self._check_metagraph),
+        ))
         backlog = self.request_log.pending
         checks.append(
             Check(
@@ -401,6 +395,25 @@ class Gateway:
             )
         )
         return Readiness(ready=all(c.ok for c in checks), checks=checks)
+
+    async def _check_redis(self) -> Check:
+        await self.redis.ping()
+        return Check(name="redis", ok=True)
+
+    async def _check_database(self) -> Check:
+        async with self.db.engine.connect() as conn:
+            await conn.execute(text("SELECT 1"))
+        return Check(name="database", ok=True)
+
+    async def _check_metagraph(self) -> Check:
+        try:
+            graph = await self.metagraph.current()
+        except ChainError as exc:
+            return Check(name="metagraph", ok=False, detail=f"none yet ({type(exc).__name__})")
+        age = self.metagraph.age_seconds
+        fresh = self.max_metagraph_age is None or age <= self.max_metagraph_age
+        return Check(name="metagraph", ok=fresh,
+                     detail=f"block {graph.block}, {len(graph.neurons)} neurons, {age:.0f}s old")
 
 
 def _served_headers(served: Served | OpenStream) -> dict[str, str]:
