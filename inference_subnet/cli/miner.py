@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import os
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -103,12 +103,31 @@ def run_miner(
         return
     # Several workers: listen in the parent before they start, so early connections wait in the backlog
     # instead of being refused while the workers import the app.
-    from uvicorn.supervisors import Multiprocess
-
     sock = config.bind_socket()
     sock.listen(config.backlog)
     log.info("%s %s:%d", LISTENING, cfg.miner.host, cfg.miner.port)
-    Multiprocess(config, sockets=[sock]).run()
+    _supervisor_class()(config, sockets=[sock]).run()
+
+
+def _supervisor_class() -> Any:
+    """uvicorn's worker supervisor, except that SIGHUP stops it as SIGTERM does (uvicorn restarts the
+    workers), as it stops a single-worker miner; a SIGHUP ignored at start (``nohup``) stays ignored."""
+    import signal
+
+    from uvicorn.supervisors import Multiprocess
+    from uvicorn.supervisors.multiprocess import logger
+
+    class Supervisor(Multiprocess):
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            self.hangup_ignored = signal.getsignal(signal.SIGHUP) is signal.SIG_IGN
+            super().__init__(*args, **kwargs)
+
+        def handle_hup(self) -> None:
+            if not self.hangup_ignored:
+                logger.info("Received SIGHUP, exiting.")
+                self.should_exit.set()
+
+    return Supervisor
 
 
 def _json_ready(value: object) -> object:

@@ -27,6 +27,7 @@ import httpx
 from rich.console import Console
 from rich.live import Live
 
+from inference_subnet import lifecycle
 from inference_subnet.chain.types import ChainError, Metagraph
 from inference_subnet.chain.wallet import create_wallet
 from inference_subnet.localnet.chain import LocalChain, MemoryChain, Neurons, SubstrateChain
@@ -243,8 +244,10 @@ def _start_gateway(
     for task in tasks:
         args += ["--task", task]
     log = open(workdir / "gateway.log", "wb")  # noqa: SIM115 - closed with the process
-    return subprocess.Popen(args, env={**os.environ, **env}, stdin=subprocess.DEVNULL, stdout=log,
+    proc = subprocess.Popen(args, env={**os.environ, **env}, stdin=subprocess.DEVNULL, stdout=log,
                             stderr=subprocess.STDOUT, start_new_session=True)
+    lifecycle.guard(proc.pid)  # its own session: stopped by the reaper if localnet is killed
+    return proc
 
 
 def _terminate(proc: subprocess.Popen[bytes], timeout: float = 15.0) -> None:
@@ -255,6 +258,7 @@ def _terminate(proc: subprocess.Popen[bytes], timeout: float = 15.0) -> None:
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait(timeout)
+    lifecycle.release(proc.pid)
 
 
 async def _wait_http(url: str, timeout: float, proc: subprocess.Popen[bytes]) -> None:
@@ -392,8 +396,11 @@ class _View:
 
 
 def _on_signals(stop: asyncio.Event) -> None:
+    """SIGINT, SIGTERM and SIGHUP (a closed terminal) end the run the same way: the report is written and
+    every child is stopped. A SIGHUP ignored at start (``nohup``) stays ignored."""
     loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
+    hangup = [] if signal.getsignal(signal.SIGHUP) is signal.SIG_IGN else [signal.SIGHUP]
+    for sig in (signal.SIGINT, signal.SIGTERM, *hangup):
         with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
             loop.add_signal_handler(sig, stop.set)
 

@@ -18,6 +18,8 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Self
 
+from inference_subnet import lifecycle
+
 LISTENING = "miner accepting connections on"
 """What the CLI logs once its socket listens when it runs several workers."""
 READY_MARKERS = {False: "Uvicorn running on", True: LISTENING}
@@ -82,6 +84,7 @@ class MinerProcess:
             self.args, env=self.env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
             text=True, bufsize=1, start_new_session=True,
         )
+        lifecycle.guard(self._proc.pid)  # its own session: stopped by the reaper if this process dies
         threading.Thread(target=self._drain, name=f"miner-log-{self.port}", daemon=True).start()
         return self
 
@@ -109,14 +112,19 @@ class MinerProcess:
     def stop(self, timeout: float = 10.0) -> int | None:
         """SIGTERM (a graceful uvicorn shutdown that also stops an embedded Valkey), SIGKILL if it hangs."""
         proc = self._proc
-        if proc is None or proc.poll() is not None:
-            return proc.returncode if proc else None
-        proc.send_signal(signal.SIGTERM)
+        if proc is None:
+            return None
         try:
-            return proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            return proc.wait(timeout)
+            if proc.poll() is not None:
+                return proc.returncode
+            proc.send_signal(signal.SIGTERM)
+            try:
+                return proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                return proc.wait(timeout)
+        finally:
+            lifecycle.release(proc.pid)
 
     def __enter__(self) -> Self:
         self.start()

