@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -43,6 +44,7 @@ def run_miner(
     workers: Annotated[int, typer.Option("--workers", min=1, help="uvicorn worker processes.")] = 1,
 ) -> None:
     """Serve one or more tasks as a miner (btauth/1, metagraph blacklist, quotas)."""
+    started_ns = time.time_ns()
     import uvicorn
 
     from inference_subnet.miner.process import LISTENING
@@ -80,6 +82,7 @@ def run_miner(
         config_file=str(state.config_file) if state.config_file else None,
         overrides={**_json_ready(overrides), "redis_url": redis_url},
         behaviour=behaviour,
+        started_ns=started_ns,
     )
     os.environ[SPEC_ENV] = spec.to_env()
     log.info(

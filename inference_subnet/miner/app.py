@@ -22,6 +22,7 @@ import inspect
 import json
 import logging
 import math
+import time
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
@@ -418,11 +419,13 @@ def create_miner_app(
     keys: Keys,
     validate_responses: bool = True,
     lifespan: Callable[[FastAPI], Any] | None = None,
+    started_ns: int | None = None,
 ) -> FastAPI:
     """The miner app serving ``tasks`` with ``handlers`` (task name -> handler).
 
     ``validate_responses=False`` ships whatever a handler returns: only for simulating faulty miners.
-    ``lifespan`` is passed to FastAPI (the caller owns ``redis`` and closes it there).
+    ``lifespan`` is passed to FastAPI (the caller owns ``redis`` and closes it there). ``started_ns`` is
+    when the miner started (default: now), the earliest a fresh replay store accepts nonces from.
     """
     missing = [t.name for t in tasks if t.name not in handlers]
     if missing:
@@ -432,7 +435,8 @@ def create_miner_app(
     capacities = {t.name: int(m.capacity.get(t.name, t.capacity_hint)) for t in tasks}
     coalescer = Coalescer(redis)
     nonce_store = RedisNonceStore(redis, keys, max_age=m.max_request_age, allowed_skew=m.allowed_clock_skew,
-                                  coalescer=coalescer)
+                                  coalescer=coalescer,
+                                  clock=time.time_ns if started_ns is None else lambda: started_ns)
     quota = MinerQuota(
         redis,
         keys,

@@ -43,6 +43,9 @@ class MinerSpec:
     config_file: str | None = None
     overrides: dict[str, Any] = field(default_factory=dict)
     behaviour: str = "honest"
+    started_ns: int | None = None
+    """When the parent started (ns since the epoch): the replay store of every worker dates from it, so a
+    request signed after the miner came up is never refused as older than a worker's own start."""
 
     def to_env(self) -> str:
         return json.dumps(asdict(self), default=str)
@@ -97,6 +100,7 @@ def build_app(spec: MinerSpec) -> FastAPI:
         keys=miner_keys(settings, keypair.ss58_address),
         validate_responses=spec.behaviour != "garbage",
         lifespan=lifespan,
+        started_ns=spec.started_ns,
     )
 
 
