@@ -209,33 +209,11 @@ async def test_huge_head_does_not_hold_up_other_callers(server: ServerThread) ->
 
 
 # -- slow and idle clients ---------------------------------------------------------------------------------
-async def test_slowloris_head_is_closed_within_the_read_timeout(server: ServerThread) -> None:
-    reader, writer = await asyncio.open_connection(HOST, server.port)
-    trickled = 0
-
-    async def trickle() -> None:
-        nonlocal trickled
-        writer.write(b"GET / HTTP/1.1\r\nhost: test\r\nx-slow: ")
-        with contextlib.suppress(ConnectionError, OSError):
-            for _ in range(40):  # would go on for 10 s
-                await asyncio.sleep(0.25)
-                writer.write(b"s")
-                await writer.drain()
-                trickled += 1
-
-    trickling = asyncio.create_task(trickle())
-    try:
-        answer = await closed_by_server(reader, within=6)
-    finally:
-        trickling.cancel()
-        writer.close()
-    assert trickled < 40
-    assert answer == b"" or answer.startswith(b"HTTP/1.1 408 ")
-
-
-async def test_slow_body_is_closed_within_the_read_timeout(server: ServerThread) -> None:
-    reader, writer = await asyncio.open_connection(HOST, server.port)
-    writer.write(b"POST / HTTP/1.1\r\nhost: test\r\ncontent-length: 1000\r\n\r\n")
+async def trickled_until_closed(port: int, start: bytes, byte: bytes) -> tuple[int, bytes]:
+    """Send ``start``, then one ``byte`` every 0.25 s for up to 10 s; how many bytes were trickled before
+    the server closed the connection (40 if it never did), and what it answered."""
+    reader, writer = await asyncio.open_connection(HOST, port)
+    writer.write(start)
     trickled = 0
 
     async def trickle() -> None:
@@ -243,7 +221,7 @@ async def test_slow_body_is_closed_within_the_read_timeout(server: ServerThread)
         with contextlib.suppress(ConnectionError, OSError):
             for _ in range(40):
                 await asyncio.sleep(0.25)
-                writer.write(b"b")
+                writer.write(byte)
                 await writer.drain()
                 trickled += 1
 
@@ -253,6 +231,19 @@ async def test_slow_body_is_closed_within_the_read_timeout(server: ServerThread)
     finally:
         trickling.cancel()
         writer.close()
+    return trickled, answer
+
+
+async def test_slowloris_head_is_closed_within_the_read_timeout(server: ServerThread) -> None:
+    trickled, answer = await trickled_until_closed(
+        server.port, b"GET / HTTP/1.1\r\nhost: test\r\nx-slow: ", b"s")
+    assert trickled < 40
+    assert answer == b"" or answer.startswith(b"HTTP/1.1 408 ")
+
+
+async def test_slow_body_is_closed_within_the_read_timeout(server: ServerThread) -> None:
+    trickled, answer = await trickled_until_closed(
+        server.port, b"POST / HTTP/1.1\r\nhost: test\r\ncontent-length: 1000\r\n\r\n", b"b")
     assert trickled < 40
     assert b" 200 " not in answer
 

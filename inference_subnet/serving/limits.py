@@ -22,13 +22,14 @@ MIN_RESERVED_FDS = 64
 
 @dataclass(frozen=True, slots=True)
 class HttpLimits:
-    """The limits :class:`~inference_subnet.serving.protocol.BoundedHttpToolsProtocol` enforces."""
+    """The limits :class:`~inference_subnet.serving.protocol.BoundedHttpToolsProtocol` enforces: the
+    ``[http]`` settings (their one source, defaults included) with the connection cap resolved."""
 
-    max_header_bytes: int = 16_384
-    max_header_count: int = 100
-    request_read_timeout: float = 10.0
-    keep_alive_timeout: float = 5.0
-    max_connections: int = 2048
+    max_header_bytes: int
+    max_header_count: int
+    request_read_timeout: float
+    keep_alive_timeout: float
+    max_connections: int
 
     @classmethod
     def from_settings(cls, http: HttpSettings) -> HttpLimits:

@@ -21,6 +21,7 @@ Everything else, including keep-alive and pipelining, is uvicorn's.
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import logging
 import time
@@ -33,6 +34,7 @@ from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 from uvicorn.server import ServerState
 
 from inference_subnet.serving.limits import HttpLimits
+from inference_subnet.settings import HttpSettings
 
 log = logging.getLogger(__name__)
 
@@ -43,8 +45,13 @@ LINGER_BYTES = 1 << 20
 REFUSAL_LOG_INTERVAL = 60.0
 """At most one warning per this many seconds about connections refused at the cap (a flood logs once)."""
 
-_DEFAULT_LIMITS = HttpLimits()
 _last_cap_warning = 0.0
+
+
+@functools.cache
+def _default_limits() -> HttpLimits:
+    """The default ``[http]`` settings, for a config not built by ``server_config``."""
+    return HttpLimits.from_settings(HttpSettings())
 
 
 class _RequestRefused(Exception):
@@ -82,7 +89,7 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         _loop: asyncio.AbstractEventLoop | None = None,
     ) -> None:
         super().__init__(config, server_state, app_state, _loop)
-        limits: HttpLimits = getattr(config, "http_limits", None) or _DEFAULT_LIMITS
+        limits: HttpLimits = getattr(config, "http_limits", None) or _default_limits()
         self._max_head = limits.max_header_bytes
         self._max_header_lines = limits.max_header_count
         self._read_timeout = limits.request_read_timeout
