@@ -3,6 +3,7 @@ scripted miner answers), the score cache, the organic feed, the OpenAPI schema."
 
 from __future__ import annotations
 
+import asyncio
 import json
 import random
 from collections.abc import AsyncIterator, Sequence
@@ -24,7 +25,7 @@ from inference_subnet.store.sql import Database
 from inference_subnet.tasks.arithmetic import ArithmeticRequest, ArithmeticResponse, ArithmeticTask
 from inference_subnet.validator.client import CallResult
 from inference_subnet.validator.gateway.app import create_gateway_app
-from inference_subnet.validator.gateway.limits import KeyLimiter, minute_of, seconds_to_next_minute
+from inference_subnet.validator.gateway.limits import KeyLimiter
 from inference_subnet.validator.gateway.organic import OrganicFeed, OrganicItem
 from inference_subnet.validator.gateway.routing import Attempt, NoMinerAvailable, Router, ScoreCache, servable
 from inference_subnet.validator.managing import QuotaBook, ScoreBook
@@ -45,48 +46,51 @@ class Clock:
         return self.now
 
 
-def test_retry_after_points_at_the_next_window() -> None:
-    assert seconds_to_next_minute(120.0) == 60
-    assert seconds_to_next_minute(179.2) == 1
-    assert seconds_to_next_minute(150.5) == 30
-    assert minute_of(119.9) == 1 and minute_of(120.0) == 2
+async def test_burst_then_paced_with_exact_retry_after(redis: aioredis.Redis, keys: Keys) -> None:
+    # 60 a minute: one request a second once the burst of 3 is spent.
+    limiter = KeyLimiter(redis, keys, lease_seconds=30, burst=3)
+    admissions = [await limiter.acquire(7, rate_per_minute=60, max_concurrent=100) for _ in range(4)]
+    assert [a.allowed for a in admissions] == [True, True, True, False]
+    assert all(a.ticket for a in admissions[:3])
+    refused = admissions[-1]
+    assert (refused.reason, refused.retry_after) == ("rate", 1)  # the next interval, not the next minute
+    assert (await limiter.acquire(8, rate_per_minute=60, max_concurrent=100)).allowed  # another key
+    await asyncio.sleep(1.05)  # one interval later exactly one more fits, not a fresh burst
+    paced = [await limiter.acquire(7, rate_per_minute=60, max_concurrent=100) for _ in range(2)]
+    assert [a.allowed for a in paced] == [True, False]
 
 
-async def test_rate_limit_window_and_retry_after(redis: aioredis.Redis, keys: Keys) -> None:
-    clock = Clock(6000.0 + 15.0)  # 15 s into a minute
-    limiter = KeyLimiter(redis, keys, lease_seconds=30, clock=clock)
-    granted = []
-    for _ in range(3):
-        admission = await limiter.acquire(7, rate_per_minute=3, max_concurrent=100)
-        assert admission.allowed and admission.ticket
-        granted.append(admission.ticket)
-    refused = await limiter.acquire(7, rate_per_minute=3, max_concurrent=100)
-    assert (refused.allowed, refused.reason, refused.retry_after) == (False, "rate", 45)
-    assert (await limiter.acquire(8, rate_per_minute=3, max_concurrent=100)).allowed  # another key
-    clock.now = 6060.0  # the next minute: a fresh budget
-    assert (await limiter.acquire(7, rate_per_minute=3, max_concurrent=100)).allowed
+async def test_slow_rate_says_when_to_come_back(redis: aioredis.Redis, keys: Keys) -> None:
+    # 2 a minute: the burst is capped at the rate (2, not the gateway's 10), then one every 30 s.
+    limiter = KeyLimiter(redis, keys, lease_seconds=30, burst=10)
+    assert [(await limiter.acquire(9, rate_per_minute=2, max_concurrent=100)).allowed for _ in range(3)] == [
+        True,
+        True,
+        False,
+    ]
+    refused = await limiter.acquire(9, rate_per_minute=2, max_concurrent=100)
+    assert refused.reason == "rate" and 29 <= refused.retry_after <= 30
 
 
 async def test_concurrency_leases_release_and_expire(redis: aioredis.Redis, keys: Keys) -> None:
-    clock = Clock(1000.0)
-    limiter = KeyLimiter(redis, keys, lease_seconds=30, clock=clock)
-    first = await limiter.acquire(1, rate_per_minute=100, max_concurrent=2)
-    second = await limiter.acquire(1, rate_per_minute=100, max_concurrent=2)
-    third = await limiter.acquire(1, rate_per_minute=100, max_concurrent=2)
+    limiter = KeyLimiter(redis, keys, lease_seconds=1.0, burst=100)
+    first = await limiter.acquire(1, rate_per_minute=6000, max_concurrent=2)
+    second = await limiter.acquire(1, rate_per_minute=6000, max_concurrent=2)
+    third = await limiter.acquire(1, rate_per_minute=6000, max_concurrent=2)
     assert first.allowed and second.allowed
     assert (third.allowed, third.reason, third.retry_after) == (False, "concurrency", 1)
     assert await limiter.in_flight(1) == 2
     assert first.ticket is not None
     await limiter.release(1, first.ticket)
-    assert (await limiter.acquire(1, rate_per_minute=100, max_concurrent=2)).allowed
+    assert (await limiter.acquire(1, rate_per_minute=6000, max_concurrent=2)).allowed
     # A gateway that died never releases; its leases expire instead of locking the key out for good.
-    clock.now += 31
+    await asyncio.sleep(1.1)
     assert await limiter.in_flight(1) == 0
-    assert (await limiter.acquire(1, rate_per_minute=100, max_concurrent=2)).allowed
+    assert (await limiter.acquire(1, rate_per_minute=6000, max_concurrent=2)).allowed
 
 
 async def test_refused_requests_do_not_spend_the_rate_budget(redis: aioredis.Redis, keys: Keys) -> None:
-    limiter = KeyLimiter(redis, keys, lease_seconds=30, clock=Clock(5.0))
+    limiter = KeyLimiter(redis, keys, lease_seconds=30, burst=2)
     held = await limiter.acquire(3, rate_per_minute=2, max_concurrent=1)
     for _ in range(5):
         assert (await limiter.acquire(3, rate_per_minute=2, max_concurrent=1)).reason == "concurrency"

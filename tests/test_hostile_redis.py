@@ -193,7 +193,7 @@ async def test_the_gateways_coalesced_commands_and_scripts_survive_a_redis_resta
 ) -> None:
     coalescing = coalescing_client(client)
     assert isinstance(coalescing, CoalescingRedis)
-    limiter = KeyLimiter(client, keys, lease_seconds=60.0, coalescer=coalescing.coalescer)
+    limiter = KeyLimiter(client, keys, lease_seconds=60.0, burst=10, coalescer=coalescing.coalescer)
     quotas = QuotaBook(
         coalescing, keys, QuotaSettings(epoch_seconds=600, min_share=0.05, max_capacity=10_000)
     )

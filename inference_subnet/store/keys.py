@@ -161,9 +161,9 @@ class Keys:
         return f"{self.prefix}:weights:last"
 
     # -- gateway -------------------------------------------------------------------------------------
-    def api_key_rate(self, key_id: str, minute: int) -> str:
-        """Requests one API key made in one minute."""
-        return f"{self.prefix}:apikey:{{k:{key_id}}}:rate:{minute}"
+    def api_key_tat(self, key_id: str) -> str:
+        """One API key's theoretical arrival time (GCRA), in milliseconds of the Redis server's clock."""
+        return f"{self.prefix}:apikey:{{k:{key_id}}}:tat"
 
     def api_key_inflight(self, key_id: str) -> str:
         """Requests of one API key in flight."""

@@ -1,23 +1,28 @@
 -- Admit one request of an API key, or say why not, in one atomic step (no check-then-increment race
--- between gateway replicas).
--- KEYS[1] per-minute counter, KEYS[2] in-flight sorted set (member = request ticket, score = lease end);
--- both carry the key's hash tag, so this runs on Redis Cluster too.
--- ARGV: rate_per_minute, max_concurrent, now (unix seconds), ticket, lease_seconds
--- Returns {1, "ok", used} or {0, "rate"|"concurrency", used}.
-local now = tonumber(ARGV[3])
+-- between gateway replicas). The rate is GCRA (validator/gateway/gcra.py is the reference arithmetic) on
+-- the Redis server's clock, so replicas whose clocks disagree still share one pace per key.
+-- KEYS[1] the key's theoretical arrival time (ms), KEYS[2] in-flight sorted set (member = request ticket,
+-- score = lease end in ms); both carry the key's hash tag, so this runs on Redis Cluster too.
+-- ARGV: interval_ms, burst, max_concurrent, ticket, lease_ms
+-- Returns {1, "ok", 0} or {0, "rate"|"concurrency", retry_after_ms}.
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local interval = tonumber(ARGV[1])
+local burst = tonumber(ARGV[2])
 local lease = tonumber(ARGV[5])
 -- Leases of requests whose gateway died are dropped here, so a crash never locks a key out for good.
 redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now)
-local used = tonumber(redis.call('GET', KEYS[1]) or '0')
-if used >= tonumber(ARGV[1]) then
-  return {0, 'rate', used}
+local base = tonumber(redis.call('GET', KEYS[1]) or now)
+if base < now then base = now end
+local tat = base + interval
+local earliest = tat - burst * interval
+if earliest - now > 0.000001 then  -- gcra.SLACK, in ms
+  return {0, 'rate', math.ceil(earliest - now)}
 end
-local inflight = redis.call('ZCARD', KEYS[2])
-if inflight >= tonumber(ARGV[2]) then
-  return {0, 'concurrency', inflight}
+if redis.call('ZCARD', KEYS[2]) >= tonumber(ARGV[3]) then
+  return {0, 'concurrency', 1000}
 end
-redis.call('INCR', KEYS[1])
-redis.call('EXPIRE', KEYS[1], 120)
+redis.call('SET', KEYS[1], tostring(tat), 'PX', math.ceil(tat - now) + 1000)
 redis.call('ZADD', KEYS[2], now + lease, ARGV[4])
-redis.call('EXPIRE', KEYS[2], math.ceil(lease) + 60)
-return {1, 'ok', used + 1}
+redis.call('PEXPIRE', KEYS[2], lease + 60000)
+return {1, 'ok', 0}

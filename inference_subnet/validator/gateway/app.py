@@ -617,6 +617,7 @@ def create_gateway_app(
             redis,
             keys,
             lease_seconds=gw.total_deadline_seconds + 60.0,
+            burst=gw.rate_burst,
             coalescer=coalescer or Coalescer(redis),
         ),
         router=router,

@@ -1,6 +1,7 @@
-"""Per-key limits: requests per minute and requests in flight, decided atomically in Redis.
+"""Per-key limits: a paced request rate (GCRA, see :mod:`.gcra`) and requests in flight, decided atomically
+in Redis on the Redis server's clock.
 
-Every gateway replica shares the same counters, so limits hold however many replicas run. A request holds
+Every gateway replica shares the same state, so limits hold however many replicas run. A request holds
 an in-flight lease (a member of a sorted set scored by its expiry) until it completes; a gateway that dies
 mid-request leaves a lease that simply expires instead of locking the key out.
 
@@ -12,8 +13,6 @@ from __future__ import annotations
 
 import math
 import secrets
-import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from importlib.resources import files
 from typing import Literal
@@ -21,11 +20,11 @@ from typing import Literal
 from inference_subnet.store.coalescing import Coalescer
 from inference_subnet.store.keys import Keys
 from inference_subnet.store.redis import RedisClient
+from inference_subnet.validator.gateway.gcra import Pace
 
 Reason = Literal["ok", "rate", "concurrency"]
 
 _ACQUIRE = files("inference_subnet.store").joinpath("lua/apikey_acquire.lua").read_text()
-CONCURRENCY_RETRY_AFTER = 1
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,15 +37,6 @@ class Admission:
     ticket: str | None = None
 
 
-def minute_of(now: float) -> int:
-    return int(now // 60)
-
-
-def seconds_to_next_minute(now: float) -> int:
-    """``Retry-After`` for a spent per-minute budget: the window resets at the next minute boundary."""
-    return max(1, math.ceil(60 - now % 60))
-
-
 class KeyLimiter:
     """Rate and concurrency limits of API keys."""
 
@@ -56,33 +46,29 @@ class KeyLimiter:
         keys: Keys,
         *,
         lease_seconds: float,
-        clock: Callable[[], float] = time.time,
+        burst: int,
         coalescer: Coalescer | None = None,
     ):
         self._redis = redis
         self._keys = keys
-        self._lease = lease_seconds
-        self._clock = clock
+        self._lease_ms = math.ceil(lease_seconds * 1000)
+        self._burst = burst
         self._script = redis.register_script(_ACQUIRE)
         self._coalescer = coalescer
 
     async def acquire(self, key_id: int, *, rate_per_minute: int, max_concurrent: int) -> Admission:
-        now = self._clock()
+        pace = Pace.per_minute(rate_per_minute, self._burst)
         ticket = secrets.token_hex(8)
-        keys = [
-            self._keys.api_key_rate(str(key_id), minute_of(now)),
-            self._keys.api_key_inflight(str(key_id)),
-        ]
-        args = [rate_per_minute, max_concurrent, repr(now), ticket, repr(self._lease)]
+        keys = [self._keys.api_key_tat(str(key_id)), self._keys.api_key_inflight(str(key_id))]
+        args = [repr(pace.interval * 1000), pace.burst, max_concurrent, ticket, self._lease_ms]
         if self._coalescer is None:
-            allowed, reason, _used = await self._script(keys=keys, args=args)
+            allowed, reason, retry_ms = await self._script(keys=keys, args=args)
         else:
-            allowed, reason, _used = await self._coalescer.script(self._script, keys, args)
+            allowed, reason, retry_ms = await self._coalescer.script(self._script, keys, args)
         reason_text: Reason = reason.decode() if isinstance(reason, bytes) else reason
         if allowed:
             return Admission(True, "ok", ticket=ticket)
-        retry = seconds_to_next_minute(now) if reason_text == "rate" else CONCURRENCY_RETRY_AFTER
-        return Admission(False, reason_text, retry_after=retry)
+        return Admission(False, reason_text, retry_after=max(1, math.ceil(int(retry_ms) / 1000)))
 
     async def release(self, key_id: int, ticket: str) -> None:
         key = self._keys.api_key_inflight(str(key_id))
@@ -92,6 +78,7 @@ class KeyLimiter:
             await self._coalescer.execute("ZREM", key, ticket)
 
     async def in_flight(self, key_id: int) -> int:
-        key = self._keys.api_key_inflight(str(key_id))
-        await self._redis.zremrangebyscore(key, "-inf", self._clock())
-        return int(await self._redis.zcard(key))
+        """Unexpired leases, on the server's clock like the leases themselves."""
+        seconds, micros = await self._redis.time()
+        now_ms = seconds * 1000 + micros // 1000
+        return int(await self._redis.zcount(self._keys.api_key_inflight(str(key_id)), now_ms, "+inf"))
