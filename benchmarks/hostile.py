@@ -94,13 +94,14 @@ class Probe:
 
     async def one(self) -> None:
         self.counter += 1
-        request = self.task.Request.model_validate({"op": "add", "a": self.counter, "b": 1})
+        n = self.counter  # calls overlap: the shared counter moves on while this one is in flight
+        request = self.task.Request.model_validate({"op": "add", "a": n, "b": 1})
         sent = time.monotonic()
         result = await self.client.call(self.task, self.neuron, request, timeout=5.0)
-        if result.ok and getattr(result.response, "result", None) == self.counter + 1:
+        if result.ok and getattr(result.response, "result", None) == n + 1:
             self.latencies.append(result.latency)
         else:
-            self.failures.append((sent, result.error or result.outcome))
+            self.failures.append((sent, result.error or f"{result.outcome}: {result.response!r}"[:120]))
 
     def window(self) -> dict[str, Any]:
         """Figures of the calls made since the last window, then start a new one. A failed call counts as
@@ -617,13 +618,15 @@ def main() -> int:
     console.print(ft)
 
     attack_rows = {k: v for k, v in attacks.items() if not k.startswith("(")}
-    p99s = [row["probe_p99_ms"] for row in attack_rows.values() if row.get("probe_p99_ms") is not None]
+    # While Redis is down the miner cannot check nonces and must refuse: the outage is that row's subject,
+    # and its own target is what happens once Redis is back.
+    served_rows = {k: v for k, v in attack_rows.items() if k != "Redis restart"}
+    p99s = [row["probe_p99_ms"] for row in served_rows.values() if row.get("probe_p99_ms") is not None]
     targets = {
         "probe_p99_ms_max": max(p99s) if p99s else None,
         "probe_p99_under_1s": bool(p99s) and max(p99s) < 1000,
         "every_attack_refused": all(row["refused"] for row in attack_rows.values()),
-        "probe_failures_during_attacks": sum(
-            row.get("probe_failed", 0) for k, row in attack_rows.items() if k != "Redis restart"),
+        "probe_failures_during_attacks": sum(row.get("probe_failed", 0) for row in served_rows.values()),
         "flood_rss_growth_mb_max": max(r["rss_growth_mb"] for k, r in flood_rows.items() if k in FLOODS),
         "flood_rss_under_64mb": all(r["rss_growth_mb"] < 64 for k, r in flood_rows.items() if k in FLOODS),
         "floods_all_failed_calls": all(not any(o.startswith("ok") for o in r["outcomes"])
