@@ -148,6 +148,18 @@ class QuotaSettings(Section):
     organic_contenders: int = Field(
         3, gt=0, description="Organic routing: best-scored miners that share load, least-used first."
     )
+    organic_min_quality: float = Field(
+        0.5, ge=0, le=1, description="Organic routing: a miner's recent answer quality must reach this."
+    )
+    organic_relative_quality: float = Field(
+        0.8,
+        ge=0,
+        le=1,
+        description="Organic routing: and this fraction of the best eligible miner's recent quality.",
+    )
+    organic_min_evidence: int = Field(
+        3, ge=0, description="Organic routing: synthetic samples a miner needs before it serves users."
+    )
 
 
 class ScoringSettings(Section):
@@ -167,6 +179,9 @@ class ScoringSettings(Section):
     )
     prior_score: float = Field(0.0, ge=0, le=1, description="Score a miner is assumed to have with no data.")
     prior_strength: float = Field(2.0, ge=0, description="How many pseudo-samples the prior counts as.")
+    quality_window: int = Field(
+        20, gt=0, description="Newest samples whose mean quality decides if a miner may serve users."
+    )
     max_scored_per_period: int = Field(
         20, gt=0, description="Dropout: at most this many scored samples per miner and task per period."
     )
@@ -245,6 +260,12 @@ class GatewaySettings(Section):
     max_body_bytes: int = Field(1_048_576, gt=0, description="Largest request body accepted (413 beyond).")
     total_deadline_seconds: float = Field(30.0, gt=0, description="Deadline for one organic request.")
     max_attempts: int = Field(3, gt=0, description="Miners tried for one organic request.")
+    breaker_failures: int = Field(
+        3, gt=0, description="Organic failures in a row after which a miner is benched."
+    )
+    breaker_seconds: float = Field(
+        30.0, gt=0, description="First bench of a failing miner; doubles on each relapse, up to 10 minutes."
+    )
     first_byte_timeout: float = Field(10.0, gt=0, description="Streaming: deadline for the first chunk.")
     default_rate_per_minute: int = Field(
         60, gt=0, le=2**31 - 1, description="Per-key requests per minute (new keys)."

@@ -36,6 +36,7 @@ from test_gateway_helpers import (
     fresh_database,
     ndjson,
     postgres_database,
+    seed_evidence,
     serve_in_process,
     sqlite_url,
     stop_in_process,
@@ -129,6 +130,7 @@ async def gateway(
                 "first_byte_timeout": 1.0,
                 "total_deadline_seconds": 10.0,
                 "log_flush_seconds": 0.05,
+                "rate_burst": 1000,  # bursts are paced by each key's rate alone here (test_gcra covers bursts)
                 **gateway_settings,
             },
             validator={"scoring": {"organic_sample_rate": 1.0, "max_scored_per_period": 10_000}},
@@ -136,8 +138,10 @@ async def gateway(
         metagraph = subnet.metagraph()
         quota = QuotaBook(books or redis, keys, settings.validator.quotas)
         await quota.set_stakes(metagraph, subnet.validator.ss58_address)
+        score_book = ScoreBook(books or redis, keys, settings.validator.scoring)
         for uid, tasks in capacity.items():
             await quota.set_capacity(metagraph.by_uid[uid].identity, {t: 1000 for t in tasks})
+            await seed_evidence(score_book, [metagraph.by_uid[uid].identity], tasks)
         task_objects: dict[str, Task] = {"arithmetic": ArithmeticTask(), "counting": CountingTask()}
         app = create_gateway_app(
             settings,
@@ -147,7 +151,7 @@ async def gateway(
             metagraph=StaticMetagraphSource(metagraph),
             miner_client=client,
             quota_book=quota,
-            score_book=ScoreBook(books or redis, keys, settings.validator.scoring),
+            score_book=score_book,
             db=db,
             exclude_hotkeys=[subnet.validator.ss58_address],
             coalescer=books.coalescer if books is not None else None,
@@ -507,12 +511,15 @@ async def test_cli_key_lifecycle_and_gateway_run_flushes_on_sigterm(
         entry["name"] == "cli-app" and entry["rate_per_minute"] == 100 and plain.startswith(entry["prefix"])
     )
 
-    # The real command, as an operator runs it; quota for miner 2 is what the managing service would write.
+    # The real command, as an operator runs it; quota and evidence for miner 2 are what the managing and
+    # scoring services would write.
     validator_keys = Keys(subnet=keys.subnet, netuid=subnet.netuid, role=subnet.validator.ss58_address)
     settings = load_settings()
     quota = QuotaBook(redis, validator_keys, settings.validator.quotas)
     await quota.set_stakes(subnet.metagraph(), subnet.validator.ss58_address)
-    await quota.set_capacity(subnet.metagraph().by_uid[HONEST_B].identity, {"arithmetic": 100})
+    honest = subnet.metagraph().by_uid[HONEST_B].identity
+    await quota.set_capacity(honest, {"arithmetic": 100})
+    await seed_evidence(ScoreBook(redis, validator_keys, settings.validator.scoring), [honest], ["arithmetic"])
     port = free_port()
     proc = subnet.start_gateway(
         port,

@@ -38,6 +38,7 @@ from inference_subnet.chain.wallet import create_wallet
 from inference_subnet.localnet.ports import free_port
 from inference_subnet.protocol.task import Handler, Task
 from inference_subnet.store.sql import Database
+from inference_subnet.validator.managing import Sample, ScoreBook
 
 
 def postgres_url() -> str | None:
@@ -404,3 +405,16 @@ async def stop_in_process(server: InProcessServer, task: asyncio.Task[None]) -> 
 
 def ndjson(lines: str) -> list[dict[str, Any]]:
     return [json.loads(line) for line in lines.splitlines() if line.strip()]
+
+
+async def seed_evidence(
+    book: ScoreBook, identities: Sequence[str], tasks: Sequence[str], *, quality: float = 1.0, n: int = 5
+) -> None:
+    """Synthetic samples the validator would have gathered before sending users to these miners (organic
+    routing needs ``organic_min_evidence`` of them, of recent quality above the bar)."""
+    now = time.time()
+    for identity in identities:
+        for task in tasks:
+            for j in range(n):
+                sample = Sample(score=quality, kind="synthetic", latency=0.01, ok=True, ts=now)
+                await book.record(identity, task, sample, f"seed-{uuid.uuid4().hex}-{j}")

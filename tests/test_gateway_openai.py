@@ -20,6 +20,7 @@ from test_gateway_helpers import (
     LocalSubnet,
     free_port,
     fresh_database,
+    seed_evidence,
     serve_in_process,
     sqlite_url,
     stop_in_process,
@@ -93,13 +94,15 @@ async def gateway(
     metagraph = subnet.metagraph()
     quota = QuotaBook(redis, keys, settings.validator.quotas)
     await quota.set_stakes(metagraph, subnet.validator.ss58_address)
+    score_book = ScoreBook(redis, keys, settings.validator.scoring)
     for m in subnet.miners:
         await quota.set_capacity(metagraph.by_uid[m.uid].identity, {"llm": 1000})
+    await seed_evidence(score_book, [metagraph.by_uid[m.uid].identity for m in subnet.miners], ["llm"])
     client = MinerClient(subnet.validator)
     app = create_gateway_app(
         settings, tasks={"llm": LLMTask()}, redis=redis, keys=keys,
         metagraph=StaticMetagraphSource(metagraph),
-        miner_client=client, quota_book=quota, score_book=ScoreBook(redis, keys, settings.validator.scoring),
+        miner_client=client, quota_book=quota, score_book=score_book,
         db=db, exclude_hotkeys=[subnet.validator.ss58_address],
     )
     port = free_port()

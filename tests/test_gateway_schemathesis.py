@@ -17,14 +17,14 @@ from typing import Any
 import pytest
 import schemathesis
 from hypothesis import HealthCheck, settings
-from test_gateway_helpers import LocalSubnet, free_port, wait_until_serving
+from test_gateway_helpers import LocalSubnet, free_port, seed_evidence, wait_until_serving
 
 from inference_subnet.settings import load_settings
 from inference_subnet.store.keys import Keys
 from inference_subnet.store.redis import connect
 from inference_subnet.store.sql import Database
 from inference_subnet.validator.gateway.apikeys import ApiKeyStore
-from inference_subnet.validator.managing import QuotaBook
+from inference_subnet.validator.managing import QuotaBook, ScoreBook
 
 COUNTING = "test_gateway_helpers:CountingTask"
 
@@ -47,6 +47,8 @@ async def _prepare(subnet: LocalSubnet, subnet_name: str, database_url: str) -> 
         metagraph = subnet.metagraph()
         await quota.set_stakes(metagraph, subnet.validator.ss58_address)
         await quota.set_capacity(metagraph.by_uid[1].identity, {"arithmetic": 100_000, "counting": 100_000})
+        scores = ScoreBook(redis, keys, settings_.validator.scoring)
+        await seed_evidence(scores, [metagraph.by_uid[1].identity], ["arithmetic", "counting"])
         _, plain = await ApiKeyStore(db).create("fuzzer", rate_per_minute=1_000_000, max_concurrent=1_000)
         return plain
     finally:

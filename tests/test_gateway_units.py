@@ -29,6 +29,9 @@ from inference_subnet.validator.gateway.limits import KeyLimiter
 from inference_subnet.validator.gateway.organic import OrganicFeed, OrganicItem
 from inference_subnet.validator.gateway.routing import Attempt, NoMinerAvailable, Router, ScoreCache, servable
 from inference_subnet.validator.managing import QuotaBook, ScoreBook
+from inference_subnet.validator.managing.breaker import Breaker
+from inference_subnet.validator.managing.sampling import QualityBar
+from inference_subnet.validator.managing.score_math import Standing
 
 SETTINGS = load_settings()
 TASK = ArithmeticTask()
@@ -158,11 +161,23 @@ class ScriptedClient:
 
 
 class FixedScores:
-    def __init__(self, scores: dict[str, float]) -> None:
-        self._scores = scores
+    """Scores as given; every miner judged (``evidence``) and of the given recent quality."""
 
-    async def scores(self, identities: Sequence[str], task: str) -> dict[str, float]:
-        return {i: self._scores.get(i, 0.0) for i in identities}
+    def __init__(
+        self,
+        scores: dict[str, float],
+        quality: dict[str, float] | None = None,
+        evidence: dict[str, int] | None = None,
+    ):
+        self._scores = scores
+        self._quality = quality or {}
+        self._evidence = evidence or {}
+
+    async def scores(self, identities: Sequence[str], task: str) -> dict[str, Standing]:
+        return {
+            i: Standing(self._scores.get(i, 0.0), self._quality.get(i, 1.0), self._evidence.get(i, 10))
+            for i in identities
+        }
 
 
 async def _quota(
@@ -175,20 +190,29 @@ async def _quota(
     return book
 
 
+OPEN_BAR = QualityBar(min_quality=0.0, relative=0.0, min_evidence=0)
+
+
 def _router(
-    metagraph: Metagraph, client: ScriptedClient, quota: QuotaBook, scores: dict[str, float], **kw: Any
+    metagraph: Metagraph,
+    client: ScriptedClient,
+    quota: QuotaBook,
+    scores: dict[str, float] | FixedScores,
+    **kw: Any,
 ) -> Router:
     defaults: dict[str, Any] = {
         "max_attempts": 3,
         "total_deadline": 5.0,
         "first_byte_timeout": 1.0,
         "contenders": 3,
+        "bar": OPEN_BAR,
+        "breaker": Breaker(failures=1000, cooldown=1.0),
     }
     return Router(
         metagraph=StaticMetagraphSource(metagraph),
         client=client,
         quotas=quota,
-        scores=FixedScores(scores),
+        scores=scores if isinstance(scores, FixedScores) else FixedScores(scores),
         exclude_hotkeys=["5Validator"],
         rng=random.Random(1),
         **{**defaults, **kw},
@@ -211,6 +235,55 @@ async def test_router_tries_the_best_first_and_fails_over_in_order(redis: aiored
     assert all(t <= TASK.timeout for t in client.timeouts)
 
 
+async def test_router_sends_users_only_to_miners_it_has_judged_good(redis: aioredis.Redis, keys: Keys) -> None:
+    """A wrong miner with a high score from speed and uptime, and a new miner without evidence, get no
+    organic request while a judged good one has quota; with only them left, users get a 503 that says why."""
+    graph = _metagraph(3)
+    quota = await _quota(redis, keys, graph, [1, 2, 3], 100)
+    ident = {u: graph.by_uid[u].identity for u in (1, 2, 3)}
+    scores = FixedScores(
+        {ident[1]: 0.9, ident[2]: 0.95, ident[3]: 0.99}, quality={ident[2]: 0.1}, evidence={ident[3]: 1}
+    )
+    bar = QualityBar(min_quality=0.5, relative=0.8, min_evidence=3)
+    client = ScriptedClient({})
+    router = _router(graph, client, quota, scores, bar=bar)
+    served = [(await router.call(TASK, REQUEST)).neuron.uid for _ in range(20)]
+    assert served == [1] * 20 and set(client.calls) == {1}
+    other = Keys(subnet=keys.subnet + "b", netuid=keys.netuid, role=keys.role)
+    cut = await _quota(redis, other, graph, [2, 3], 100)  # the good miner has no quota here
+    with pytest.raises(NoMinerAvailable) as caught:
+        await _router(graph, ScriptedClient({}), cut, scores, bar=bar).call(TASK, REQUEST)
+    assert "quality bar" in caught.value.reason and caught.value.attempts == ()
+
+
+async def test_breaker_benches_a_failing_miner_then_lets_it_back(redis: aioredis.Redis, keys: Keys) -> None:
+    graph = _metagraph(2)
+    quota = await _quota(redis, keys, graph, [1, 2], 1000)
+    scores = {graph.by_uid[1].identity: 0.99, graph.by_uid[2].identity: 0.5}
+    clock = Clock(0.0)
+    breaker = Breaker(failures=3, cooldown=30.0, clock=clock)
+    client = ScriptedClient({1: "timeout"})
+    router = _router(graph, client, quota, scores, breaker=breaker, contenders=1)
+    for _ in range(10):
+        assert (await router.call(TASK, REQUEST)).neuron.uid == 2
+    assert client.calls.count(1) == 3  # three failovers, then uid 1 is benched and no user waits on it
+    clock.now = 31.0
+    client.script = {}
+    assert (await router.call(TASK, REQUEST)).neuron.uid == 1  # back after the bench, and forgiven
+    assert not breaker.benched(graph.by_uid[1].identity)
+
+
+async def test_miner_back_pressure_does_not_bench(redis: aioredis.Redis, keys: Keys) -> None:
+    graph = _metagraph(2)
+    quota = await _quota(redis, keys, graph, [1, 2], 1000)
+    scores = {graph.by_uid[1].identity: 0.99, graph.by_uid[2].identity: 0.5}
+    breaker = Breaker(failures=2, cooldown=30.0)
+    router = _router(graph, ScriptedClient({1: "rate_limited"}), quota, scores, breaker=breaker, contenders=1)
+    for _ in range(5):
+        assert (await router.call(TASK, REQUEST)).neuron.uid == 2
+    assert not breaker.benched(graph.by_uid[1].identity)
+
+
 async def test_router_gives_up_after_max_attempts_with_a_reason(redis: aioredis.Redis, keys: Keys) -> None:
     graph = _metagraph(5)
     quota = await _quota(redis, keys, graph, [1, 2, 3, 4, 5], 100)
@@ -231,7 +304,7 @@ async def test_router_only_uses_miners_with_organic_quota(redis: aioredis.Redis,
     assert sorted(served) == sorted([1, 2] * share) and 3 not in client.calls  # spread, never miner 3
     with pytest.raises(NoMinerAvailable) as caught:
         await router.call(TASK, REQUEST)
-    assert "no miner has organic capacity left" in caught.value.reason and caught.value.attempts == ()
+    assert "has organic capacity left" in caught.value.reason and caught.value.attempts == ()
 
 
 async def test_capacity_refusals_are_tried_past_but_not_scored(redis: aioredis.Redis, keys: Keys) -> None:
@@ -374,6 +447,8 @@ async def test_a_new_metagraph_snapshot_is_routed_at_once(redis: aioredis.Redis,
         max_attempts=3,
         total_deadline=5.0,
         first_byte_timeout=1.0,
+        bar=OPEN_BAR,
+        breaker=Breaker(failures=1000, cooldown=1.0),
         usage_ttl=3600.0,
         exclude_hotkeys=["5Validator"],
     )

@@ -11,7 +11,8 @@ from inference_subnet.chain.types import Metagraph, Neuron
 from inference_subnet.settings import QuotaSettings
 from inference_subnet.validator.managing.quota_math import split_capacity, synthetic_limit
 from inference_subnet.validator.managing.quotas import QuotaBook, QuotaStatus
-from inference_subnet.validator.managing.sampling import rank_organic, sample_synthetic
+from inference_subnet.validator.managing.sampling import QualityBar, rank_organic, sample_synthetic
+from inference_subnet.validator.managing.score_math import Standing
 
 ME = "validator-me"
 
@@ -219,8 +220,10 @@ async def test_candidates_feed_the_samplers(book):
     assert await book.consume("b@1", "arithmetic", "organic", n=10)  # b has nothing left
     candidates = await book.synthetic_candidates(["a@1", "b@1", "c@1"], "arithmetic")
     assert sample_synthetic(candidates, 3, random.Random(1)) == ["c@1"]
-    organic = await book.organic_candidates(["a@1", "b@1", "c@1"], "arithmetic", {"a@1": 0.9, "c@1": 0.5})
-    assert rank_organic(organic, contenders=2) == ["a@1", "c@1"]
+    standings = {"a@1": Standing(0.9, 0.9, 5), "c@1": Standing(0.5, 0.8, 5)}
+    organic = await book.organic_candidates(["a@1", "b@1", "c@1"], "arithmetic", standings)
+    assert rank_organic(organic, bar=QualityBar(0.5, 0.8, 3), contenders=2) == ["a@1", "c@1"]
+    assert rank_organic(organic, bar=QualityBar(0.5, 0.95, 3), contenders=2) == ["a@1"]
 
 
 async def test_prune_forgets_deregistered_miners(book, redis, keys):

@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 
 from inference_subnet.validator.managing.sampling import (
     OrganicCandidate,
+    QualityBar,
     SyntheticCandidate,
     rank_organic,
     sample_synthetic,
@@ -73,23 +74,35 @@ organic_pools = st.lists(
         score=st.floats(min_value=0, max_value=1),
         total_left=st.integers(min_value=-1, max_value=20),
         used=st.integers(min_value=0, max_value=100),
+        quality=st.floats(min_value=0, max_value=1),
+        evidence=st.integers(min_value=0, max_value=10),
     ),
     max_size=60,
     unique_by=lambda c: c.identity,
+)
+OPEN = QualityBar(min_quality=0.0, relative=0.0, min_evidence=0)
+bars = st.builds(
+    QualityBar,
+    min_quality=st.floats(min_value=0, max_value=1),
+    relative=st.floats(min_value=0, max_value=1),
+    min_evidence=st.integers(min_value=0, max_value=5),
 )
 
 
 @settings(max_examples=400, deadline=None)
 @given(
     pool=organic_pools,
+    bar=st.one_of(st.just(OPEN), bars),
     contenders=st.integers(min_value=1, max_value=10),
     seed=st.one_of(st.none(), st.integers(0, 99)),
 )
-def test_organic_ranking_tries_the_top_contenders_least_used_first(pool, contenders, seed):
+def test_organic_ranking_tries_the_top_contenders_least_used_first(pool, bar, contenders, seed):
     rng = random.Random(seed) if seed is not None else None
-    ranked = rank_organic(pool, contenders=contenders, rng=rng)
+    ranked = rank_organic(pool, bar=bar, contenders=contenders, rng=rng)
     by_id = {c.identity: c for c in pool}
-    eligible = [c for c in pool if c.total_left > 0]
+    judged = [c for c in pool if c.total_left > 0 and c.evidence >= bar.min_evidence and c.quality >= bar.min_quality]
+    best = max((c.quality for c in judged), default=0.0)
+    eligible = [c for c in judged if c.quality >= bar.relative * best]
     assert sorted(ranked) == sorted(c.identity for c in eligible)
     head, tail = ranked[:contenders], ranked[contenders:]
     # The head holds the best scores; nobody in the tail beats anyone in the head.
@@ -102,10 +115,28 @@ def test_organic_ranking_tries_the_top_contenders_least_used_first(pool, contend
 
 def test_organic_ranking_spreads_load_over_the_best_few():
     pool = [
-        OrganicCandidate("best", 0.99, total_left=5, used=40),
-        OrganicCandidate("second", 0.95, total_left=5, used=2),
-        OrganicCandidate("third", 0.90, total_left=5, used=10),
-        OrganicCandidate("weak", 0.20, total_left=5, used=0),
-        OrganicCandidate("full", 1.00, total_left=0, used=0),
+        OrganicCandidate("best", 0.99, total_left=5, used=40, quality=1.0, evidence=9),
+        OrganicCandidate("second", 0.95, total_left=5, used=2, quality=1.0, evidence=9),
+        OrganicCandidate("third", 0.90, total_left=5, used=10, quality=1.0, evidence=9),
+        OrganicCandidate("weak", 0.20, total_left=5, used=0, quality=1.0, evidence=9),
+        OrganicCandidate("full", 1.00, total_left=0, used=0, quality=1.0, evidence=9),
     ]
-    assert rank_organic(pool, contenders=3) == ["second", "third", "best", "weak"]
+    assert rank_organic(pool, bar=OPEN, contenders=3) == ["second", "third", "best", "weak"]
+
+
+def test_users_are_never_sent_to_wrong_unknown_or_much_worse_miners():
+    bar = QualityBar(min_quality=0.5, relative=0.8, min_evidence=3)
+    pool = [
+        OrganicCandidate("good", 0.9, total_left=5, used=0, quality=0.95, evidence=20),
+        OrganicCandidate("fine", 0.8, total_left=5, used=0, quality=0.80, evidence=20),
+        OrganicCandidate("mediocre", 0.7, total_left=5, used=0, quality=0.60, evidence=20),  # < 0.8 * 0.95
+        OrganicCandidate("wrong", 0.3, total_left=5, used=0, quality=0.0, evidence=50),
+        OrganicCandidate("new", 0.0, total_left=5, used=0, quality=1.0, evidence=2),  # not yet judged
+    ]
+    assert rank_organic(pool, bar=bar, contenders=3) == ["good", "fine"]
+    # When the best miners' quota is spent, the next are judged against each other, not against them.
+    spent = [c if c.identity not in ("good", "fine") else OrganicCandidate(c.identity, c.score, 0, 0, 1.0, 20)
+             for c in pool]
+    assert rank_organic(spent, bar=bar, contenders=3) == ["mediocre"]
+    # Fewer good miners than contenders: the wrong one still gets nothing (top-N alone would send it users).
+    assert "wrong" not in rank_organic(pool, bar=bar, contenders=10)

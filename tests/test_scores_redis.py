@@ -220,3 +220,22 @@ async def test_batched_admission_keeps_the_cap_per_miner(book, redis, keys, sett
     assert await book.admit_many([], "arithmetic", "organic", rng) == []
     never = ScoreBook(redis, keys, settings.model_copy(update={"organic_sample_rate": 0.0}))
     assert await never.admit_many(miners, "arithmetic", "organic", rng) == [False] * len(miners)
+
+
+async def test_standings_judge_recent_quality_and_count_synthetic_evidence(redis, keys, settings, clock):
+    settings = settings.model_copy(update={"history_size": 100, "quality_window": 5})
+    book = ScoreBook(redis, keys, settings, clock=clock)
+    window = settings.quality_window
+    # A miner that was right for a long time and has just turned wrong: its recent quality says so at once,
+    # while its score (all of its history) is still high.
+    for j in range(window * 2):
+        assert await book.record("turned@1", "arithmetic", good(ts=j), f"old-{j}")
+    for j in range(window):
+        wrong = Sample(score=0.0, kind="organic", latency=0.1, ok=True, ts=1000 + j)
+        assert await book.record("turned@1", "arithmetic", wrong, f"new-{j}")
+    assert await book.record("fresh@1", "arithmetic", good(ts=5), "fresh-1")
+    standings = await book.standings(["turned@1", "fresh@1", "none@1"], "arithmetic")
+    turned, fresh, none = standings["turned@1"], standings["fresh@1"], standings["none@1"]
+    assert turned.quality == 0.0 and turned.score > 0.4 and turned.evidence == window * 2
+    assert fresh.quality == 1.0 and fresh.evidence == 1
+    assert (none.quality, none.evidence, none.score) == (0.0, 0, settings.prior_score)

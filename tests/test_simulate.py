@@ -7,6 +7,7 @@ import json
 import math
 import random
 from pathlib import Path
+from typing import Any
 
 import pytest
 from redis.exceptions import ResponseError
@@ -200,10 +201,10 @@ def test_bad_scenarios_name_their_flag(scenario: Scenario, flag: str) -> None:
 # -- runs against Redis ------------------------------------------------------------------------------------
 
 
-async def _run(redis_url: str, scenario: Scenario) -> SimulationResult:
+async def _run(redis_url: str, scenario: Scenario, **settings: Any) -> SimulationResult:
     client = connect(redis_url)
     try:
-        return await Simulation(scenario, load_settings(), client).run()
+        return await Simulation(scenario, load_settings(**settings), client).run()
     finally:
         await client.aclose()
 
@@ -298,7 +299,9 @@ async def test_saturated_validators_get_exactly_their_share(redis_url: str) -> N
     """When every validator wants more than it may have, each gets exactly its apportioned share of every
     miner: stake share with the floor, whole requests split by largest remainder, never more."""
     scenario = Scenario(validators=8, miners=24, epochs=2, seed=3, ticks=2, load=60.0, capacity=400)
-    result = await _run(redis_url, scenario)
+    # Shares alone, without the quality bar (which keeps users from every miner until it has evidence).
+    no_bar = {"organic_min_evidence": 0, "organic_min_quality": 0.0, "organic_relative_quality": 0.0}
+    result = await _run(redis_url, scenario, validator={"quotas": no_bar})
     population = generate(scenario)
     settings = load_settings()
     fractions = stake_fractions(

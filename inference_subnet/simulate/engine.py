@@ -24,7 +24,9 @@ the simulation goes, because Redis expires keys on the wall clock and the simula
 
 What is not simulated: the network (miners answer in simulated time), the scoring stream (samples go straight
 to the score book, as a worker would write them), metagraph changes (stakes and registrations are fixed), and
-scores move the organic routing once per epoch (the gateway re-reads them every few seconds).
+scores move the organic routing once per epoch (the gateway re-reads them every few seconds), except in the
+first epoch, where standings are re-read after every step: the quality bar admits a miner to organic traffic
+only once it has synthetic evidence, which the gateway sees within seconds of the first rounds.
 """
 
 from __future__ import annotations
@@ -70,10 +72,11 @@ from inference_subnet.validator.managing.quotas import QuotaBook
 from inference_subnet.validator.managing.sampling import (
     OrganicCandidate,
     SyntheticCandidate,
+    quality_bar,
     rank_organic,
     sample_synthetic,
 )
-from inference_subnet.validator.managing.score_math import Sample
+from inference_subnet.validator.managing.score_math import Sample, Standing
 from inference_subnet.validator.managing.scores import ScoreBook
 from inference_subnet.validator.weights import scores_to_weights
 
@@ -146,6 +149,8 @@ class _Validator:
     used_org: list[int] = field(default_factory=list)
     routing: list[float] = field(default_factory=list)
     """Aggregate score per miner as its gateway last read them (the prior before any)."""
+    standings: dict[str, Standing] = field(default_factory=dict)
+    """Recent quality and evidence per miner as its gateway last read them (none before any)."""
     # totals over the run
     synthetic: int = 0
     organic: int = 0
@@ -343,6 +348,8 @@ class Simulation:
             step_stats = await self._step(epoch, step)
             for key, value in step_stats.items():
                 stats[key] += value
+            if epoch == 0 and step < self.scenario.ticks - 1:  # (the epoch's close reads them anyway)
+                await self._read_standings()
             if self.on_step is not None:
                 self.on_step(
                     StepInfo(
@@ -357,6 +364,19 @@ class Simulation:
         row = await self._close_epoch(epoch, epoch_start, stats)
         self._epoch_rows.append(row)
         await self._forget(final=epoch == self.scenario.epochs - 1)
+
+    async def _read_standings(self) -> list[dict[str, Standing]]:
+        """Each validator's standings of every miner, as its gateway reads them for the quality bar."""
+        standings = await _bounded(
+            [
+                v.scores.standings(self.identities, self.scenario.task, self.scenario.timeout)
+                for v in self.validators
+            ],
+            self._limit,
+        )
+        for v, standing in zip(self.validators, standings):
+            v.standings = standing
+        return standings
 
     async def _read_snapshots(self) -> None:
         """Each validator's share and use of every miner, as its services read them at the epoch's start."""
@@ -455,8 +475,8 @@ class Simulation:
         return calls
 
     def _plan_organic(self, v: _Validator, demand: int, epoch: int, step: int) -> list[_Organic]:
-        """The gateway's first choices for ``demand`` requests (:func:`rank_organic`: the best-scored miners
-        with quota, least-used first among the top contenders, then the rest by score for retries).
+        """The gateway's first choices for ``demand`` requests (:func:`rank_organic`: among miners with quota
+        that pass the quality bar, the best-scored least-used first, then the rest by score for retries).
 
         The ranking only changes when a top contender runs out of quota (the scores the gateway routes by
         do not move within a step), so one ranking places requests one by one on the least-used top contender
@@ -466,23 +486,28 @@ class Simulation:
         miner, in the ranking's (random) order."""
         contenders = self.quota_settings.organic_contenders
         keep = self.settings.gateway.max_attempts + contenders
+        bar = quality_bar(self.quota_settings)
+        unknown = Standing(0.0, 0.0, 0)
         requests: list[_Organic] = []
         left = demand
         while left > 0:
             candidates = [
                 OrganicCandidate(
-                    identity=self.identities[i],
+                    identity=identity,
                     score=v.routing[i],
                     total_left=v.share[i] - v.used[i],
                     used=v.used_org[i],
+                    quality=(known := v.standings.get(identity, unknown)).quality,
+                    evidence=known.evidence,
                 )
-                for i in range(len(self.miners))
+                for i, identity in enumerate(self.identities)
                 if v.share[i] > v.used[i]
             ]
-            if not candidates:
+            ranked = rank_organic(candidates, bar=bar, contenders=contenders, rng=v.rng)
+            if not ranked:
                 v.unplaced += left
                 break
-            order = [self.index[x] for x in rank_organic(candidates, contenders=contenders, rng=v.rng)]
+            order = [self.index[x] for x in ranked]
             top = order[:contenders]
             rest = order[contenders:]
             tied = bool(rest) and max(v.routing[i] for i in rest) >= min(v.routing[i] for i in top)
@@ -660,10 +685,9 @@ class Simulation:
                 self._backend_max.get(name, 0.0), used / capacity if capacity else 0.0
             )
         # Weights: each validator's aggregates through the real weight math, then consensus.
-        aggregates = await _bounded(
-            [v.scores.aggregates(self.identities, {task: self.scenario.timeout}) for v in self.validators],
-            self._limit,
-        )
+        standings = await self._read_standings()
+        # One task: a miner's aggregate (the mean over tasks) is its standing's score for that task.
+        aggregates = [{i: s.score for i, s in standing.items()} for standing in standings]
         rows: list[list[float]] = []
         set_count = 0
         for v, agg in zip(self.validators, aggregates):

@@ -60,6 +60,9 @@ from inference_subnet.validator.gateway.routing import (
     ScoreCache,
     Served,
 )
+from inference_subnet.validator.managing.breaker import Breaker
+from inference_subnet.validator.managing.sampling import quality_bar
+from inference_subnet.validator.managing.score_math import Standing
 
 log = logging.getLogger(__name__)
 
@@ -78,9 +81,9 @@ class ScoreKeeper(Protocol):
 
     async def admit(self, identity: str, task: str, kind: Any, rng: random.Random) -> bool: ...
 
-    async def aggregates(
-        self, identities: Sequence[str], tasks: Mapping[str, float]
-    ) -> Mapping[str, float]: ...
+    async def standings(
+        self, identities: Sequence[str], task: str, latency_reference: float | None = None
+    ) -> Mapping[str, Standing]: ...
 
 
 class GatewayError(Exception):
@@ -598,12 +601,14 @@ def create_gateway_app(
         client=miner_client,
         quotas=quota_book,
         scores=ScoreCache(
-            lambda ids, task: score_book.aggregates(ids, {task: tasks[task].timeout}),
+            lambda ids, task: score_book.standings(ids, task, tasks[task].timeout),
             ttl=gw.score_cache_seconds,
         ),
         max_attempts=gw.max_attempts,
         total_deadline=gw.total_deadline_seconds,
         first_byte_timeout=gw.first_byte_timeout,
+        bar=quality_bar(settings.validator.quotas),
+        breaker=Breaker(failures=gw.breaker_failures, cooldown=gw.breaker_seconds),
         contenders=settings.validator.quotas.organic_contenders,
         exclude_hotkeys=exclude_hotkeys,
         rng=rng,

@@ -1,7 +1,8 @@
 """Organic routing: which miner serves a request, and the next one when it fails.
 
-The order comes from ``managing`` (the top-scored miners with quota left, least-used first, then the rest
-by score); each candidate's organic quota is taken atomically just before it is called, so concurrent
+The order comes from ``managing`` (among miners with quota left that pass the quality bar, the top-scored
+least-used first, then the rest by score), minus miners the circuit breaker benched after failures in a
+row; each candidate's organic quota is taken atomically just before it is called, so concurrent
 gateways never overrun a miner's share. A timeout, an error or an invalid answer moves on to the next
 candidate, within ``max_attempts`` and one total deadline for the whole request.
 
@@ -34,7 +35,9 @@ from pydantic import BaseModel
 
 from inference_subnet.chain.types import Metagraph, MetagraphSource, Neuron
 from inference_subnet.protocol.task import Task
-from inference_subnet.validator.managing.sampling import OrganicCandidate, rank_organic
+from inference_subnet.validator.managing.breaker import Breaker
+from inference_subnet.validator.managing.sampling import OrganicCandidate, QualityBar, rank_organic
+from inference_subnet.validator.managing.score_math import Standing
 
 log = logging.getLogger(__name__)
 
@@ -71,14 +74,14 @@ class QuotaSource(Protocol):
     async def consume(self, identity: str, task: str, kind: Any, n: int = 1) -> bool: ...
 
     async def organic_candidates(
-        self, identities: Sequence[str], task: str, scores: Mapping[str, float]
+        self, identities: Sequence[str], task: str, standings: Mapping[str, Standing]
     ) -> list[OrganicCandidate]: ...
 
 
 class ScoreSource(Protocol):
-    """Per-miner aggregate scores for one task (``managing.ScoreBook`` through :class:`ScoreCache`)."""
+    """Per-miner standings for one task (``managing.ScoreBook.standings`` through :class:`ScoreCache`)."""
 
-    async def scores(self, identities: Sequence[str], task: str) -> Mapping[str, float]: ...
+    async def scores(self, identities: Sequence[str], task: str) -> Mapping[str, Standing]: ...
 
 
 # -- results ----------------------------------------------------------------------------------------
@@ -150,7 +153,7 @@ class NoMinerAvailable(Exception):
 
 
 class ScoreCache:
-    """Aggregate scores, re-read at most every ``ttl`` seconds per task.
+    """Standings (scores, recent quality, evidence), re-read at most every ``ttl`` seconds per task.
 
     Scores move slowly (a sample at a time) while routing decisions happen on every request; reading every
     miner's history per request would make Redis the bottleneck of the gateway.
@@ -166,10 +169,10 @@ class ScoreCache:
         self._read = read
         self._ttl = ttl
         self._clock = clock
-        self._cache: dict[str, tuple[float, frozenset[str], Mapping[str, float]]] = {}
+        self._cache: dict[str, tuple[float, frozenset[str], Mapping[str, Any]]] = {}
         self._locks: dict[str, asyncio.Lock] = {}
 
-    async def scores(self, identities: Sequence[str], task: str) -> Mapping[str, float]:
+    async def scores(self, identities: Sequence[str], task: str) -> Mapping[str, Any]:
         wanted = frozenset(identities)
         cached = self._cache.get(task)
         if cached and cached[0] > self._clock() and wanted <= cached[1]:
@@ -227,6 +230,8 @@ class Router:
         max_attempts: int,
         total_deadline: float,
         first_byte_timeout: float,
+        bar: QualityBar,
+        breaker: Breaker,
         contenders: int = 3,
         exclude_hotkeys: Sequence[str] = (),
         rng: random.Random | None = None,
@@ -241,6 +246,8 @@ class Router:
         self.total_deadline = total_deadline
         self.first_byte_timeout = first_byte_timeout
         self.contenders = contenders
+        self.bar = bar
+        self.breaker = breaker
         self._exclude = tuple(exclude_hotkeys)
         self._rng = rng or random.Random()
         self.usage_ttl = usage_ttl
@@ -276,10 +283,24 @@ class Router:
             return usage
 
     async def candidates(self, task: Task) -> list[Neuron]:
-        """Every servable miner with organic quota left, in the order to try them."""
+        """Every servable miner with organic quota left that passes the quality bar and is not benched, in
+        the order to try them."""
         usage = await self._current_usage(task)
-        ranked = rank_organic(list(usage.candidates.values()), contenders=self.contenders, rng=self._rng)
+        ranked = rank_organic(
+            [c for c in usage.candidates.values() if not self.breaker.benched(c.identity)],
+            bar=self.bar,
+            contenders=self.contenders,
+            rng=self._rng,
+        )
         return [usage.neurons[i] for i in ranked]
+
+    def _record(self, attempts: list[Attempt], attempt: Attempt) -> None:
+        """Keep the attempt and feed the breaker. A 429 is the miner's honest back-pressure, not a failure."""
+        attempts.append(attempt)
+        if attempt.outcome == "ok":
+            self.breaker.success(attempt.identity)
+        elif attempt.status != 429:
+            self.breaker.failure(attempt.identity)
 
     async def _take(self, task: Task, neuron: Neuron) -> bool:
         """This validator's organic quota on ``neuron``: the atomic consume decides; the snapshot follows."""
@@ -301,7 +322,9 @@ class Router:
             log.warning("organic routing could not rank miners for %s: %s", task.name, exc)
             raise NoMinerAvailable(f"miner ranking unavailable ({type(exc).__name__})") from exc
         if not order:
-            raise NoMinerAvailable(f"no miner has organic capacity left for task {task.name!r}")
+            raise NoMinerAvailable(
+                f"no miner that meets the quality bar has organic capacity left for task {task.name!r}"
+            )
         return order
 
     async def _turns(
@@ -331,15 +354,17 @@ class Router:
                 async with asyncio.timeout(timeout + 1.0):
                     result = await self._client.call(task, neuron, request, timeout=timeout)
             except TimeoutError:
-                attempts.append(_attempt(neuron, "timeout", loop.time() - started))
+                self._record(attempts, _attempt(neuron, "timeout", loop.time() - started))
                 continue
             except Exception as exc:  # a client bug must cost one attempt, not the request
                 log.warning("miner call to uid %s raised %s", neuron.uid, exc)
-                attempts.append(_attempt(neuron, "error", loop.time() - started, error=type(exc).__name__))
+                failed = _attempt(neuron, "error", loop.time() - started, error=type(exc).__name__)
+                self._record(attempts, failed)
                 continue
             ok = bool(result.ok) and result.response is not None
             outcome = "ok" if ok else (result.outcome if result.outcome != "ok" else "invalid")
-            attempts.append(
+            self._record(
+                attempts,
                 _attempt(
                     neuron,
                     outcome,
@@ -347,7 +372,7 @@ class Router:
                     status=result.status,
                     error=result.error,
                     response=result.response if ok else None,
-                )
+                ),
             )
             if ok:
                 return Served(response=result.response, neuron=neuron, attempts=tuple(attempts))
@@ -368,11 +393,12 @@ class Router:
                 async with asyncio.timeout(first_byte + 1.0):
                     first = await anext(stream)
             except StopAsyncIteration:
-                attempts.append(_attempt(neuron, "empty", loop.time() - started))
+                self._record(attempts, _attempt(neuron, "empty", loop.time() - started))
             except TimeoutError:
-                attempts.append(_attempt(neuron, "timeout", loop.time() - started))
+                self._record(attempts, _attempt(neuron, "timeout", loop.time() - started))
             except Exception as exc:
-                attempts.append(
+                self._record(
+                    attempts,
                     _attempt(
                         neuron,
                         _stream_outcome(exc),
@@ -382,7 +408,7 @@ class Router:
                     )
                 )
             else:
-                attempts.append(_attempt(neuron, "ok", loop.time() - started))
+                self._record(attempts, _attempt(neuron, "ok", loop.time() - started))
                 return OpenStream(neuron=neuron, attempts=tuple(attempts), first=first, _rest=stream)
             await _close_quietly(stream)
         raise NoMinerAvailable(_failure_reason(task, attempts, deadline - loop.time()), attempts)

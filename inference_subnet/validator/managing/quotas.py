@@ -32,6 +32,7 @@ from inference_subnet.validator.managing.quota_math import (
     synthetic_limit,
 )
 from inference_subnet.validator.managing.sampling import OrganicCandidate, SyntheticCandidate
+from inference_subnet.validator.managing.score_math import Standing
 
 log = logging.getLogger(__name__)
 
@@ -260,15 +261,24 @@ class QuotaBook:
         ]
 
     async def organic_candidates(
-        self, identities: Sequence[str], task: str, scores: Mapping[str, float]
+        self, identities: Sequence[str], task: str, standings: Mapping[str, Standing]
     ) -> list[OrganicCandidate]:
-        """The input of :func:`.sampling.rank_organic`; a miner without a score counts as 0."""
-        return [
-            OrganicCandidate(
-                identity=i, score=scores.get(i, 0.0), total_left=s.total_left, used=s.used_organic
+        """The input of :func:`.sampling.rank_organic`; a miner without a standing has no evidence."""
+        unknown = Standing(0.0, 0.0, 0)
+        out = []
+        for i, s in (await self.status(identities, task)).items():
+            known = standings.get(i, unknown)
+            out.append(
+                OrganicCandidate(
+                    identity=i,
+                    score=known.score,
+                    total_left=s.total_left,
+                    used=s.used_organic,
+                    quality=known.quality,
+                    evidence=known.evidence,
+                )
             )
-            for i, s in (await self.status(identities, task)).items()
-        ]
+        return out
 
     # -- cleanup -------------------------------------------------------------------------------------
     async def prune(self, metagraph: Metagraph) -> list[str]:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import math
 import random
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
@@ -141,6 +141,28 @@ def aggregate(
         (blend,) = means.values()
     value = (n * blend + prior_strength * prior_score) / (n + prior_strength)
     return min(1.0, max(0.0, value))
+
+
+@dataclass(frozen=True, slots=True)
+class Standing:
+    """What organic routing needs to know of a miner for one task.
+
+    ``score`` orders miners; ``quality`` (the mean answer quality of its newest samples, failures as 0)
+    decides whether users may be sent to it at all; ``evidence`` (synthetic samples) whether the validator
+    has seen enough of it to judge. Speed and reliability are in the score but not in the bar: a fast miner
+    that answers wrongly must not pass it.
+    """
+
+    score: float
+    quality: float
+    evidence: int
+
+
+def standing(samples: Sequence[Sample], score: float, *, window: int) -> Standing:
+    """``samples`` newest first, as the history keeps them."""
+    recent = samples[: max(1, window)]
+    quality = math.fsum(s.score if s.ok else 0.0 for s in recent) / len(recent) if recent else 0.0
+    return Standing(score, quality, sum(1 for s in samples if s.kind == "synthetic"))
 
 
 def dropout_probability(expected_total: int | None, cap: int) -> float:

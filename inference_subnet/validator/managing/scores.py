@@ -23,11 +23,13 @@ from inference_subnet.validator.managing import state
 from inference_subnet.validator.managing.score_math import (
     Kind,
     Sample,
+    Standing,
     aggregate,
     chance,
     dropout_probability,
     mean_over_tasks,
     sample_organic,
+    standing,
 )
 
 log = logging.getLogger(__name__)
@@ -192,6 +194,25 @@ class ScoreBook:
                 for j, task in enumerate(names)
             ]
             out[identity] = mean_over_tasks(per_task)
+        return out
+
+    async def standings(
+        self, identities: Sequence[str], task: str, latency_reference: float | None = None
+    ) -> dict[str, Standing]:
+        """identity -> :class:`.score_math.Standing` for one task (organic routing's view); the latency
+        reference defaults to :meth:`latency_reference`. One pipelined round trip."""
+        if not identities:
+            return {}
+        pipe = self._redis.pipeline(transaction=False)
+        for identity in identities:
+            pipe.lrange(self._keys.score_history(identity, task), 0, -1)
+        reference = self.latency_reference(task) if latency_reference is None else latency_reference
+        out: dict[str, Standing] = {}
+        for identity, raw in zip(identities, await pipe.execute()):
+            samples = _parse(raw, identity, task)
+            out[identity] = standing(
+                samples, self.aggregate_samples(samples, reference), window=self.settings.quality_window
+            )
         return out
 
     def latency_reference(self, task: str) -> float:
