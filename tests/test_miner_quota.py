@@ -8,20 +8,16 @@ import itertools
 import math
 
 import pytest
+import redis.asyncio as aioredis
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from inference_subnet.chain.types import Metagraph, Neuron
-from inference_subnet.miner.quota import (
-    MinerQuota,
-    eligible_stakes,
-    epoch_of,
-    quota_limit,
-    seconds_left,
-    stake_share,
-    stake_shares,
-)
-from inference_subnet.validator.managing.quota_math import split_capacity
+from inference_subnet.miner.quota import MinerQuota, eligible_stakes, epoch_of, seconds_left
+from inference_subnet.store.keys import Keys
+from inference_subnet.validator.managing.quota_math import split_capacity, stake_fractions
+
+KEYS = Keys(subnet="guard", netuid=1, role="miner:m")
 
 stakes_st = st.dictionaries(
     st.text("abcdefghij", min_size=1, max_size=4),
@@ -32,10 +28,13 @@ stakes_st = st.dictionaries(
 min_share_st = st.sampled_from([0.0, 0.001, 0.01, 0.05, 0.2, 0.5])
 
 
+def stake_shares(stakes: dict[str, float], min_share: float) -> dict[str, float]:
+    return stake_fractions(stakes, min_share=min_share)
+
+
 def test_proportional_without_floor() -> None:
     assert stake_shares({"a": 3.0, "b": 1.0}, 0.0) == {"a": 0.75, "b": 0.25}
-    assert stake_share({"a": 3.0, "b": 1.0}, "b", 0.0) == 0.25
-    assert stake_share({"a": 3.0, "b": 1.0}, "stranger", 0.01) == 0.0
+    assert "stranger" not in stake_shares({"a": 3.0, "b": 1.0}, 0.01)
 
 
 def test_floor_is_paid_by_the_others() -> None:
@@ -68,24 +67,22 @@ def test_share_properties(stakes: dict[str, float], min_share: float) -> None:
 
 
 @settings(max_examples=300, deadline=None)
-@given(stakes=stakes_st, min_share=min_share_st, capacity=st.integers(min_value=1, max_value=100_000))
-def test_miner_never_refuses_what_the_validator_plans(stakes, min_share, capacity) -> None:
-    """The validator apportions whole requests (``validator.managing.quota_math.split_capacity``); the miner
-    must allow at least that many to every validator, and never more than one extra."""
+@given(stakes=stakes_st, min_share=min_share_st, capacity=st.integers(min_value=0, max_value=100_000))
+def test_the_guard_allows_exactly_what_validators_plan(stakes, min_share, capacity) -> None:
+    """The validator apportions whole requests (``validator.managing.quota_math.split_capacity``); the
+    miner's guard allows every validator exactly that many: never one it was not entitled to (the guard used
+    to round each share up, up to 14.5% over a small miner's capacity), never one less."""
+    neurons = tuple(
+        Neuron(uid=i, hotkey=h, coldkey="c", stake=stake, validator_permit=True, registration_block=1)
+        for i, (h, stake) in enumerate(sorted(stakes.items()))
+    )
+    graph = Metagraph(netuid=1, block=1, neurons=neurons)
+    guard = MinerQuota(aioredis.Redis(), KEYS, capacities={"t": capacity}, epoch_seconds=60.0, min_share=min_share)
     planned = split_capacity(capacity, stakes, min_share=min_share)
-    shares = stake_shares(stakes, min_share)
-    for hotkey, share in shares.items():
-        allowed = quota_limit(capacity, share)
-        assert allowed >= planned[hotkey]
-        assert allowed <= max(1, planned[hotkey] + 1)
-
-
-def test_limit_rounding() -> None:
-    assert quota_limit(1000, 0.25) == 250
-    assert quota_limit(1000, 0.2501) == 251
-    assert quota_limit(3, 0.01) == 1
-    assert quota_limit(100, 0.0) == 0
-    assert quota_limit(0, 0.5) == 0
+    allowed = {h: guard.limit(graph, h, "t") for h in stakes}
+    assert allowed == planned
+    assert sum(allowed.values()) == capacity
+    assert guard.limit(graph, "stranger", "t") == 0
 
 
 def test_epochs() -> None:
@@ -103,25 +100,25 @@ METAGRAPH = Metagraph(netuid=1, block=1, neurons=(
 ))
 
 
-def test_eligible_stakes_follow_the_blacklist_rules() -> None:
-    assert eligible_stakes(METAGRAPH, min_stake=1.0) == {"hk0": 900.0, "hk1": 100.0}
-    assert eligible_stakes(METAGRAPH, require_validator_permit=False, min_stake=1.0) == {
-        "hk0": 900.0, "hk1": 100.0, "hk2": 5000.0,
+def test_capacity_is_split_among_permit_holders_as_validators_plan_it() -> None:
+    assert eligible_stakes(METAGRAPH) == {"hk0": 900.0, "hk1": 100.0, "hk3": 0.5}
+    assert eligible_stakes(METAGRAPH, require_validator_permit=False) == {
+        "hk0": 900.0, "hk1": 100.0, "hk2": 5000.0, "hk3": 0.5,
     }
 
 
 async def test_concurrent_consumption_is_exact(redis, keys) -> None:
-    """200 concurrent requests against a limit of 90: exactly 90 pass, whatever the interleaving."""
-    quota = MinerQuota(redis, keys, capacities={"arithmetic": 100}, epoch_seconds=4320.0, min_share=0.01,
-                       min_stake=1.0)
-    assert quota.limit(METAGRAPH, "hk0", "arithmetic") == 90
+    """200 concurrent requests against hk0's share of 100: exactly that many pass, whatever the interleaving."""
+    quota = MinerQuota(redis, keys, capacities={"arithmetic": 100}, epoch_seconds=4320.0, min_share=0.01)
+    limit = quota.limit(METAGRAPH, "hk0", "arithmetic")
+    assert limit == split_capacity(100, eligible_stakes(METAGRAPH), min_share=0.01)["hk0"] == 89
     now = 4320.0 * 1000 + 10
     decisions = await asyncio.gather(*(quota.consume(METAGRAPH, "hk0", "arithmetic", now=now) for _ in range(200)))
-    assert sum(d.allowed for d in decisions) == 90
-    assert sorted(d.used for d in decisions if d.allowed) == list(range(1, 91))
+    assert sum(d.allowed for d in decisions) == limit
+    assert sorted(d.used for d in decisions if d.allowed) == list(range(1, limit + 1))
     assert all(d.retry_after == pytest.approx(4310.0) for d in decisions)
     key = keys.caller_quota_used("hk0", "arithmetic", 1000)
-    assert int(await redis.get(key)) == 90
+    assert int(await redis.get(key)) == limit
     assert 4310 <= await redis.ttl(key) <= 4310 + 61
     # the next epoch starts afresh; other validators and tasks are separate counters
     assert (await quota.consume(METAGRAPH, "hk0", "arithmetic", now=now + 4320.0)).allowed

@@ -321,6 +321,9 @@ async def test_saturated_validators_get_exactly_their_share(redis_url: str) -> N
         assert abs(v.delivered_share - v.entitled_share) <= scenario.miners * scenario.epochs / total
     assert result.summary["fairness"]["jain_delivered_vs_entitled"] == pytest.approx(1.0, abs=1e-3)
     assert all(m.max_load_ratio == 1.0 for m in result.miners)  # every miner full, none past full
+    # Each miner's own guard allows exactly its declared capacity in total: no rounding slack.
+    assert all(m.guard_allows == m.declared for m in result.miners)
+    assert result.summary["load"]["guard_slack_max"] == 0
 
 
 async def test_same_seed_same_run(redis_url: str) -> None:

@@ -444,7 +444,6 @@ def create_miner_app(
         epoch_seconds=quotas.epoch_seconds,
         min_share=quotas.min_share,
         require_validator_permit=m.require_validator_permit,
-        min_stake=m.min_validator_stake,
         coalescer=coalescer,
     )
     state = _MinerState(settings, keypair, metagraph, nonce_store, quota, validate_responses)

@@ -2,8 +2,10 @@
 
 Each miner declares a capacity per task per epoch. A validator may use a share of it proportional to its
 stake among the validators allowed to call, with a floor so small validators can still score. The share
-math is pure (:func:`stake_shares`, :func:`stake_share`, :func:`quota_limit`) and shared with validators, so
-both sides compute the very same numbers. Consumption is one Lua call that decides and increments: a
+math is pure and shared with validators
+(:func:`~inference_subnet.validator.managing.quota_math.split_capacity`: stake fractions with the floor, then
+whole requests by largest remainder), so both sides compute the very same numbers: the miner never refuses a request a validator's own split entitled it to, and never admits more
+than its declared capacity in total. Consumption is one Lua call that decides and increments: a
 check-then-increment from Python races when several workers serve the same validator.
 """
 
@@ -18,31 +20,7 @@ from inference_subnet.chain.types import Metagraph
 from inference_subnet.store.coalescing import Coalescer
 from inference_subnet.store.keys import Keys
 from inference_subnet.store.redis import RedisClient
-from inference_subnet.validator.managing.quota_math import stake_fractions
-
-
-def stake_shares(stakes: Mapping[str, float], min_share: float) -> dict[str, float]:
-    """Every hotkey's share of a capacity, exactly as validators compute it when they plan their calls
-    (:func:`~inference_subnet.validator.managing.quota_math.stake_fractions`): one implementation, so a
-    miner never refuses a request the validator's own split entitled it to."""
-    return stake_fractions(stakes, min_share=min_share)
-
-
-def stake_share(stakes: Mapping[str, float], hotkey: str, min_share: float) -> float:
-    """One hotkey's share (0 when it is not among ``stakes``). See :func:`stake_shares`."""
-    return stake_shares(stakes, min_share).get(hotkey, 0.0)
-
-
-def quota_limit(capacity: int, share: float) -> int:
-    """Requests per epoch a share of ``capacity`` allows the caller on this miner.
-
-    Rounded *up*: a validator that apportions whole requests (floors, then the leftovers by largest
-    remainder) never plans more than ``ceil(capacity * share)``, so the miner never refuses a request
-    the validator was entitled to. Any positive share allows at least one request.
-    """
-    if share <= 0.0 or capacity <= 0:
-        return 0
-    return max(1, math.ceil(capacity * share - 1e-9))
+from inference_subnet.validator.managing.quota_math import split_capacity
 
 
 def epoch_of(now: float, epoch_seconds: float) -> int:
@@ -54,15 +32,10 @@ def seconds_left(now: float, epoch_seconds: float) -> float:
     return (epoch_of(now, epoch_seconds) + 1) * epoch_seconds - now
 
 
-def eligible_stakes(
-    metagraph: Metagraph, *, require_validator_permit: bool = True, min_stake: float = 0.0
-) -> dict[str, float]:
-    """Stakes of the hotkeys that may call this miner (the same rules as the blacklist)."""
-    return {
-        n.hotkey: n.stake
-        for n in metagraph.neurons
-        if (n.validator_permit or not require_validator_permit) and n.stake >= min_stake
-    }
+def eligible_stakes(metagraph: Metagraph, *, require_validator_permit: bool = True) -> dict[str, float]:
+    """Stakes of the hotkeys that share this miner's capacity: the permit holders, as validators plan it
+    (or everyone, when the miner serves callers without a permit)."""
+    return {n.hotkey: n.stake for n in metagraph.neurons if n.validator_permit or not require_validator_permit}
 
 
 _CONSUME = """
@@ -99,7 +72,6 @@ class MinerQuota:
         epoch_seconds: float,
         min_share: float,
         require_validator_permit: bool = True,
-        min_stake: float = 0.0,
         coalescer: Coalescer | None = None,
     ) -> None:
         self._keys = keys
@@ -110,19 +82,25 @@ class MinerQuota:
         self.epoch_seconds = epoch_seconds
         self.min_share = min_share
         self._require_permit = require_validator_permit
-        self._min_stake = min_stake
-        self._shares_for: Metagraph | None = None
-        self._shares: dict[str, float] = {}
+        self._stakes_for: Metagraph | None = None
+        self._stakes: dict[str, float] = {}
+        self._limits: dict[str, dict[str, int]] = {}
 
     def limit(self, metagraph: Metagraph, hotkey: str, task: str) -> int:
-        """This epoch's limit for ``hotkey`` on ``task``; shares are recomputed once per new snapshot."""
-        if metagraph is not self._shares_for:
-            stakes = eligible_stakes(
-                metagraph, require_validator_permit=self._require_permit, min_stake=self._min_stake
-            )
-            self._shares = stake_shares(stakes, self.min_share)
-            self._shares_for = metagraph
-        return quota_limit(self.capacities.get(task, 0), self._shares.get(hotkey, 0.0))
+        """This epoch's limit for ``hotkey`` on ``task``; the split is recomputed once per new snapshot.
+
+        The split is over every permit holder, as validators plan it, whatever the miner's minimum stake:
+        callers below it are refused by the blacklist before they reach the quota, and leaving them out of
+        the split would move everyone else's whole-request rounding away from the validators' own."""
+        if metagraph is not self._stakes_for:
+            self._stakes = eligible_stakes(metagraph, require_validator_permit=self._require_permit)
+            self._limits = {}
+            self._stakes_for = metagraph
+        limits = self._limits.get(task)
+        if limits is None:
+            capacity = self.capacities.get(task, 0)
+            limits = self._limits[task] = split_capacity(capacity, self._stakes, min_share=self.min_share)
+        return limits.get(hotkey, 0)
 
     async def consume(
         self, metagraph: Metagraph, hotkey: str, task: str, *, now: float | None = None

@@ -46,7 +46,7 @@ from redis.crc import key_slot
 
 from inference_subnet.chain.types import InvalidWeights, WeightVecTooShort
 from inference_subnet.chain.weights import convert_weights
-from inference_subnet.miner.quota import MinerQuota, eligible_stakes, quota_limit, stake_shares
+from inference_subnet.miner.quota import MinerQuota, eligible_stakes
 from inference_subnet.settings import Settings
 from inference_subnet.simulate.behaviours import Answer, expected_value, respond
 from inference_subnet.simulate.metrics import (
@@ -861,10 +861,10 @@ class Simulation:
             )
             for v in self.validators
         ]
-        fractions = stake_shares(eligible_stakes(self.metagraph), self.quota_settings.min_share)
+        callers = list(eligible_stakes(self.metagraph))
         miners = []
         for i, m in enumerate(self.miners):
-            guard_allows = sum(quota_limit(m.declared, f) for f in fractions.values())
+            guard_allows = sum(self._guards[i].limit(self.metagraph, h, self.scenario.task) for h in callers)
             miners.append(
                 MinerRow(
                     uid=m.uid,
