@@ -40,6 +40,7 @@ cleanup() {
     if [ "$KEEP" != 1 ]; then
         find "$WHEELHOUSE" -mindepth 1 ! -name README.md -delete
         docker rmi "$IMAGE" "$IMAGE-root" >/dev/null 2>&1 || true
+        docker image prune -f --filter label=inference-subnet.stage=build >/dev/null 2>&1 || true
         [ -z "${MADE_BASE:-}" ] || docker rmi "$MADE_BASE" >/dev/null 2>&1 || true
     fi
 }
@@ -82,12 +83,12 @@ mapfile -t backend < <("$PYTHON" -c 'import sys, tomllib; print("\n".join(tomlli
 echo "$(find "$WHEELHOUSE" -name '*.whl' | wc -l) wheels, $(du -sh "$WHEELHOUSE" | cut -f1)"
 
 step "docker build (base $BASE_IMAGE, no index)"
-docker build -q --network none --build-arg "BASE_IMAGE=$BASE_IMAGE" -f "$REPO/deploy/docker/Dockerfile" -t "$IMAGE" "$REPO"
+docker build -q --force-rm --network none --build-arg "BASE_IMAGE=$BASE_IMAGE" -f "$REPO/deploy/docker/Dockerfile" -t "$IMAGE" "$REPO"
 docker run --rm --network none "$IMAGE" config show --help >/dev/null
 echo "default user: $(docker image inspect -f '{{.Config.User}}' "$IMAGE")"
 
 step "docker build --build-arg UID=0 --build-arg GID=0 (root operators)"
-docker build -q --network none --build-arg "BASE_IMAGE=$BASE_IMAGE" --build-arg UID=0 --build-arg GID=0 \
+docker build -q --force-rm --network none --build-arg "BASE_IMAGE=$BASE_IMAGE" --build-arg UID=0 --build-arg GID=0 \
     -f "$REPO/deploy/docker/Dockerfile" -t "$IMAGE-root" "$REPO"
 echo "default user: $(docker image inspect -f '{{.Config.User}}' "$IMAGE-root"), runs as uid" \
     "$(docker run --rm --network none --entrypoint python3 "$IMAGE-root" -c 'import os; print(os.getuid())')"
