@@ -287,6 +287,14 @@ def _ours(service: dict[str, Any]) -> bool:
     return "build" in service or str(service.get("image", "")).split(":")[0].endswith(IMAGE)
 
 
+def test_compose_says_it_needs_compose_v2() -> None:
+    """Compose v1 (`docker-compose` 1.x) rejects the file: the file and the guide say so up front."""
+    head = COMPOSE.read_text().split("\nname:", 1)[0]
+    assert "Docker Compose v2" in head and "docker compose config" in head
+    assert "version" not in yaml.safe_load(COMPOSE.read_text()), "`version` is obsolete in Compose v2"
+    assert "Docker Compose v2" in (DEPLOY / "README.md").read_text()
+
+
 def test_compose_is_valid_compose_spec() -> None:
     validate_compose(compose_model())
     validate_compose(compose_model(SCORING_REPLICAS="5", NETWORK="finney", NETUID="64"))
@@ -326,6 +334,14 @@ def test_compose_services_scaling_and_health() -> None:
     for name, service in services.items():
         assert service.get("healthcheck", {}).get("test"), f"compose service {name} has no healthcheck"
     assert not any("container_name" in s for s in services.values()), "container_name prevents scaling"
+    ours = {name: service for name, service in services.items() if _ours(service)}
+    # Our containers run as the wallet files' owner (any uid works in the image), root included.
+    assert {s["user"] for s in ours.values()} == {"1000:1000"}
+    root = compose_model(HOST_UID="0", HOST_GID="0")["services"]
+    assert {root[name]["user"] for name in ours} == {"0:0"}
+    assert {s["build"]["args"]["BASE_IMAGE"] for s in ours.values()} == {"python:3.11-slim"}
+    mirrored = compose_model(BASE_IMAGE="mirror.example/python:3.11-slim")["services"]
+    assert {mirrored[name]["build"]["args"]["BASE_IMAGE"] for name in ours} == {"mirror.example/python:3.11-slim"}
     wallets_default = compose_model()["services"]["sidecar"]["volumes"][0]
     assert wallets_default["source"] == "/home/operator/.bittensor/wallets"
     assert compose_model(WALLETS_DIR="/srv/w")["services"]["sidecar"]["volumes"][0]["source"] == "/srv/w"
@@ -371,27 +387,72 @@ def test_compose_commands_env_and_ports_match_the_cli_and_settings() -> None:
     assert gateway.gateway.host == "0.0.0.0" and gateway.validator.service_host == "0.0.0.0"
 
 
+LEGACY_BUILDER_FLAGS = {"FROM": {"--platform"}, "COPY": {"--from", "--chown"}, "ADD": {"--chown"}}
+"""Instruction flags the classic builder knows: anything else (RUN --mount, COPY --link or --chmod) needs
+BuildKit and, on older engines, a `# syntax=` line that pulls a frontend from Docker Hub."""
+
+
+def test_dockerfile_builds_anywhere() -> None:
+    """No parser directive (`# syntax=` pulls its frontend from Docker Hub), no BuildKit-only feature, and
+    the base image is a build argument, so mirrored and air-gapped builders can name their own."""
+    text = DOCKERFILE.read_text()
+    assert not re.search(r"^#\s*(syntax|check)\s*=", text, re.IGNORECASE | re.MULTILINE), "parser directive"
+    parser = DockerfileParser(str(DOCKERFILE))
+    for step in (s for s in parser.structure if s["instruction"] != "COMMENT"):
+        flags = set()
+        for token in step["value"].split():
+            if not token.startswith("--"):
+                break
+            flags.add(token.split("=", 1)[0])
+        allowed = LEGACY_BUILDER_FLAGS.get(step["instruction"], set())
+        where = f"Dockerfile line {step['startline'] + 1}: {step['instruction']}"
+        assert flags <= allowed, f"{where} {' '.join(sorted(flags - allowed))} needs BuildKit"
+        assert not re.match(r"<<-?[\"']?\w+", step["value"]), f"{where}: heredocs need BuildKit"
+    first_from = next(i for i, s in enumerate(parser.structure) if s["instruction"] == "FROM")
+    global_args = [s["value"] for s in parser.structure[:first_from] if s["instruction"] == "ARG"]
+    assert "BASE_IMAGE=python:3.11-slim" in global_args
+    assert parser.parent_images == ["python:3.11-slim"] * 2
+    mirrored = DockerfileParser(str(DOCKERFILE), build_args={"BASE_IMAGE": "mirror.example/debian-py:12"})
+    assert mirrored.parent_images == ["mirror.example/debian-py:12"] * 2, "every stage must use BASE_IMAGE"
+
+
 def test_dockerfile() -> None:
     parser = DockerfileParser(str(DOCKERFILE))
-    assert parser.baseimage == "python:3.11-slim"
-    assert all(image == "python:3.11-slim" for image in parser.parent_images)
-    final = parser.structure[max(i for i, s in enumerate(parser.structure) if s["instruction"] == "FROM"):]
+    stages = [i for i, s in enumerate(parser.structure) if s["instruction"] == "FROM"]
+    build, final = parser.structure[stages[0]:stages[-1]], parser.structure[stages[-1]:]
     by = {s["instruction"]: s["value"] for s in final}
+    # The default user is not root, and is a uid (not a name), so `--user`/compose `user:` map it freely;
+    # UID=0 (root operators) skips creating a user instead of failing on `useradd` with a taken uid.
     users = [s["value"] for s in final if s["instruction"] == "USER"]
-    assert users and users[-1] not in ("root", "0"), "the runtime stage must run as a non-root user"
+    assert users == ["${UID}:${GID}"]
+    args = dict(a.split("=", 1) for a in (s["value"] for s in final if s["instruction"] == "ARG"))
+    assert int(args["UID"]) > 0 and int(args["GID"]) > 0
+    assert '[ "${UID}" != 0 ]' in by["RUN"] and "useradd" in by["RUN"] and "chmod 1777 /data" in by["RUN"]
+    env = " ".join(s["value"] for s in final if s["instruction"] == "ENV")
+    assert "HOME=/data" in env, "a uid with no passwd entry needs a writable HOME"
     scripts = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["scripts"]
     assert json.loads(by["ENTRYPOINT"]) == [EXECUTABLE] and EXECUTABLE in scripts
-    assert "pip install" in by["RUN"] and "inference-subnet" in by["RUN"]
+    assert "PATH=/opt/inference-subnet/bin:" in env
+    build_run = " ".join(s["value"] for s in build if s["instruction"] == "RUN")
+    assert "pip install" in build_run and "--no-index --find-links=/wheelhouse" in build_run
     for name in re.findall(r"\b(ISN_[A-Z0-9_]+|REDIS_URL|DATABASE_URL)=", " ".join(
         s["value"] for s in parser.structure if s["instruction"] == "ENV"
     )):
         setting_of(name)
-    # Everything the build copies exists and is not excluded by the Dockerfile's own ignore file.
-    ignore = (DOCKER / "Dockerfile.dockerignore").read_text().split()
+    # Everything the build copies exists and is not excluded by the context's ignore file (the root
+    # .dockerignore: the classic builder reads no per-Dockerfile one).
+    ignore = (REPO / ".dockerignore").read_text().split()
     for step in (s for s in parser.structure if s["instruction"] == "COPY" and "--from" not in s["value"]):
         for source in shlex.split(step["value"])[:-1]:
             assert (REPO / source).exists(), f"Dockerfile copies missing {source}"
             assert f"!{source.rstrip('/')}/" in ignore or f"!{source}" in ignore, f"{source} is ignored"
+    # The offline wheelhouse folder is in the repository, its wheels never are.
+    assert (REPO / "deploy/docker/wheelhouse/README.md").is_file()
+    ignored = subprocess.run(
+        ["git", "-C", str(REPO), "check-ignore", "-q", "deploy/docker/wheelhouse/x-1.0-py3-none-any.whl"],
+        check=False,
+    )
+    assert ignored.returncode == 0, "wheels in deploy/docker/wheelhouse/ must be git-ignored"
 
 
 # -- pm2 --------------------------------------------------------------------------------------------

@@ -6,6 +6,8 @@ from __future__ import annotations
 import json
 import os
 import stat
+import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 import bittensor
@@ -129,6 +131,82 @@ def test_errors_name_the_file(tmp_path: Path) -> None:
     (broken / "h").write_text("not json at all")
     with pytest.raises(WalletError, match="cannot read hotkey file"):
         load_hotkey(tmp_path, "broken", "h")
+
+
+OTHER_UID = 4242
+
+
+def _error_as_another_uid(fn: Callable[[], object]) -> str:
+    """The message of the error ``fn()`` raises when run by a uid that does not own the key files.
+
+    Root is never refused by file permissions, so as root ``fn`` runs in a forked child that has dropped to
+    ``OTHER_UID``; any other user meets the modes the test set (0000) itself."""
+    if os.getuid() != 0:
+        try:
+            fn()
+        except WalletError as exc:
+            return f"WalletError: {exc}"
+        return "no error"
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover  (the child)
+        try:
+            os.setgroups([])
+            os.setgid(OTHER_UID)
+            os.setuid(OTHER_UID)
+            try:
+                fn()
+                message = "no error"
+            except WalletError as exc:
+                message = f"WalletError: {exc}"
+            except BaseException as exc:  # noqa: BLE001  (reported to the parent, which fails on it)
+                message = f"{type(exc).__name__}: {exc}"
+            os.write(write, message.encode())
+        finally:
+            os._exit(0)
+    os.close(write)
+    with os.fdopen(read, "rb") as pipe:
+        message = pipe.read().decode()
+    os.waitpid(pid, 0)
+    return message
+
+
+def test_unreadable_key_files_name_the_owner_and_the_uid() -> None:
+    """A service whose uid does not own the 0600 key files (a container's default user and a root-owned
+    wallet) stops with one line naming what denies it and both uids, never a PermissionError traceback."""
+    # Not under pytest's tmp_path: its parent is private to the user running the tests.
+    with tempfile.TemporaryDirectory() as tmp:
+        Path(tmp).chmod(0o755)
+        _check_unreadable(Path(tmp) / "wallets")
+
+
+def _check_unreadable(root: Path) -> None:
+    root.mkdir(mode=0o755)
+    create_wallet(root, "w", "h")
+    uid = OTHER_UID if os.getuid() == 0 else os.getuid()
+    owner = os.getuid()
+    wallet = root / "w"
+    hotkey = wallet / "hotkeys" / "h"
+    if os.getuid() != 0:
+        wallet.chmod(0o000)
+    message = _error_as_another_uid(lambda: load_hotkey(root, "w", "h"))
+    wallet.chmod(0o700)
+    mode_text = "0700" if os.getuid() == 0 else "0000"
+    assert message == (
+        f"WalletError: cannot read {hotkey}: permission denied on {wallet} (owner uid {owner}, mode "
+        f"{mode_text}) for uid {uid}; run as the owner of the key files or give this uid read access"
+    )
+    # The folders open to everyone, the file still the owner's alone.
+    wallet.chmod(0o755)
+    hotkey.parent.chmod(0o755)
+    if os.getuid() != 0:
+        hotkey.chmod(0o000)
+    message = _error_as_another_uid(lambda: load_hotkey(root, "w", "h"))
+    assert message.startswith(f"WalletError: cannot read {hotkey}: permission denied on {hotkey} (owner uid {owner}")
+    assert f"for uid {uid};" in message and "\n" not in message
+    (wallet / "coldkeypub.txt").chmod(0o000 if os.getuid() != 0 else 0o600)
+    message = _error_as_another_uid(lambda: load_coldkeypub(root, "w"))
+    assert message.startswith(f"WalletError: cannot read {wallet / 'coldkeypub.txt'}: permission denied on")
 
 
 def test_encrypted_hotkey_is_an_error_not_a_prompt(tmp_path: Path) -> None:

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import os
+import stat
 import unicodedata
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -68,8 +69,29 @@ def _probe(path: Path, kind: str = "file") -> bool:
     is a :class:`WalletError` naming the path, not a ``PermissionError`` traceback."""
     try:
         return path.is_file() if kind == "file" else path.exists()
+    except PermissionError:
+        raise _denied(path) from None
     except OSError as exc:
         raise WalletError(f"cannot read {path}: {exc.strerror or exc}") from None
+
+
+def _denied(path: Path) -> WalletError:
+    """Why this process may not read ``path``: the first folder it may not enter (or the file itself), its
+    owner and mode, and this process's uid. In a container the usual cause is a uid that does not own the
+    mounted 0600 key files, and the fix is to run as their owner, so the message names both uids."""
+    blocker = next(
+        (p for p in (*reversed(path.parents), path) if not os.access(p, os.R_OK if p == path else os.X_OK)),
+        path,
+    )
+    try:
+        st = blocker.stat()
+        owner = f" (owner uid {st.st_uid}, mode {stat.S_IMODE(st.st_mode):04o})"
+    except OSError:
+        owner = ""
+    return WalletError(
+        f"cannot read {path}: permission denied on {blocker}{owner} for uid {os.getuid()}; "
+        "run as the owner of the key files or give this uid read access"
+    )
 
 
 def _read_keyfile(path: Path, what: str) -> Keypair:
@@ -79,6 +101,8 @@ def _read_keyfile(path: Path, what: str) -> Keypair:
             f"{what} file not found: {path} "
             "(create development keys with `inference-subnet wallet create --name NAME --hotkey HOTKEY`)"
         )
+    if not os.access(path, os.R_OK):
+        raise _denied(path)
     try:
         keyfile = Keyfile(str(path))
         if keyfile.is_encrypted():
@@ -109,6 +133,8 @@ def load_coldkeypub(wallet_path: Path, name: str) -> str:
         raise WalletError(f"coldkeypub file not found: {path}")
     try:
         text = path.read_text(encoding="utf-8").strip()
+    except PermissionError:
+        raise _denied(path) from None
     except OSError as exc:
         raise WalletError(f"cannot read coldkeypub file {path}: {exc.strerror or exc}") from None
     except UnicodeDecodeError:
