@@ -48,6 +48,7 @@ from inference_subnet.validator import metrics
 from inference_subnet.validator.gateway.apikeys import ApiKeyInfo, ApiKeyStore
 from inference_subnet.validator.gateway.bodylimit import BodyLimit
 from inference_subnet.validator.gateway.dashboard import DashboardSource, dashboard_router
+from inference_subnet.validator.gateway.docs import add_offline_docs
 from inference_subnet.validator.gateway.limits import Admission, KeyLimiter
 from inference_subnet.validator.gateway.organic import OrganicFeed
 from inference_subnet.validator.gateway.requestlog import LogEntry, RequestLogWriter
@@ -661,7 +662,10 @@ def create_gateway_app(
         summary="Organic requests to the subnet's miners, routed by a validator.",
         version="1",
         lifespan=lifespan,
+        docs_url=None,
+        redoc_url=None,
     )
+    add_offline_docs(app)  # Swagger UI and ReDoc from installed assets, not a CDN
     app.state.gateway = gateway
     ordered = [tasks[name] for name in sorted(tasks)]
     refs, component_schemas = _request_schemas(ordered)
