@@ -203,6 +203,7 @@ async def test_quota_bounds_synthetic_traffic_and_sampling_covers_every_miner(re
         identities = [n.identity for n in metagraph.neurons if n.uid > 0]
         status = await parts["quotas"].status(identities, TASK.name)
         assert all(s.used_synthetic == 3 and s.synthetic_limit == 3 for s in status.values())
+        assert orch.calls == {i: 3 for i in identities}  # every call made, counted per miner
         assert reports[-1].sampled == 0
         assert (await parts["quotas"].capacities(identities[0])) == {TASK.name: 10}
 
