@@ -241,6 +241,9 @@ class _Phase:
         await asyncio.gather(*self.background, return_exceptions=True)
 
     async def stop_services(self) -> None:
+        """Stop the services; before their host exists (a signal during start-up) the start is cancelled."""
+        if not self.hosts:
+            self.services.cancel()
         for host in self.hosts:
             host.request_stop()
         await asyncio.gather(self.services, return_exceptions=True)
