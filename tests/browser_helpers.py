@@ -15,17 +15,10 @@ import uvicorn
 from fastapi import FastAPI
 
 from inference_subnet.localnet.ports import free_port
+from subnet_helpers import Server
 
 CHROMIUM = "/usr/bin/chromium"
 WINDOW = (1280, 900)
-
-
-class Server(uvicorn.Server):
-    """uvicorn in the test's event loop, leaving the process's signal handlers alone."""
-
-    @contextlib.contextmanager
-    def capture_signals(self):  # type: ignore[no-untyped-def]
-        yield
 
 
 @contextlib.asynccontextmanager
