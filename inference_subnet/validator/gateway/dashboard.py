@@ -2,7 +2,8 @@
 
 Everything shown is either public chain data (the metagraph, the weights this validator set) or the
 validator's own bookkeeping (scores, quota use, weight attempts, the gateway's answer counts by status and
-key, the scoring backlog, which services beat), so the page needs no API key; the gateway's ``dashboard``
+API key id, the scoring backlog, which services beat), so the page needs no API key (and shows no key names
+or prefixes: they name the operator's customers); the gateway's ``dashboard``
 setting turns it off. Nothing here is invented: a miner's behaviour is unknown to a validator, so the page
 shows only what was measured (answer quality, latencies, successes) and what was decided (weights). A
 miner's "correct" column is the mean quality the task's scorer gave its recent answers, not whether it
@@ -44,9 +45,9 @@ from inference_subnet.protocol.wire import ErrorBody
 from inference_subnet.settings import Settings
 from inference_subnet.store.keys import Keys
 from inference_subnet.store.redis import RedisClient
-from inference_subnet.store.sql import ApiKey, Database, RequestLog, utcnow
+from inference_subnet.store.sql import Database, RequestLog, utcnow
 from inference_subnet.validator import beats
-from inference_subnet.validator.gateway.traffic import FLUSH_SECONDS, KeyCounts, TrafficSummary, read_traffic
+from inference_subnet.validator.gateway.traffic import FLUSH_SECONDS, TrafficSummary, read_traffic
 from inference_subnet.validator.managing.quota_math import epoch_end
 from inference_subnet.validator.managing.quotas import QuotaBook, QuotaStatus
 from inference_subnet.validator.managing.score_math import Sample
@@ -134,13 +135,6 @@ class LastWeights(BaseModel):
     nonzero: int
 
 
-class KeyUsage(KeyCounts):
-    """One API key's answers in the traffic window."""
-
-    name: str | None = Field(description="The key's name; null for answers before a key was verified.")
-    prefix: str | None = None
-
-
 class ScoringBacklog(BaseModel):
     depth: int = Field(description="Jobs in the scoring stream, new and delivered, not yet acknowledged.")
     pending: int = Field(description="Jobs delivered to a worker, not yet acknowledged.")
@@ -170,9 +164,9 @@ class DashboardData(BaseModel):
     last_weights: LastWeights | None
     blocks_since_weights: int | None = Field(description="Blocks since the last successful weight set.")
     attempts: list[Attempt] = Field(description="The latest weight-set attempts, newest first.")
-    traffic: TrafficSummary = Field(description="The gateway's answers per minute over the last hour, all "
-                                                "processes summed.")
-    api_keys: list[KeyUsage] = Field(description="Per API key over the same window, most requests first.")
+    traffic: TrafficSummary = Field(description="The gateway's answers per minute and per API key (by id, as "
+                                                "`gateway keys list` shows it) over the last hour, every "
+                                                "gateway process summed.")
     scoring: ScoringBacklog
     services: list[ServiceState] = Field(description="Every service and gateway process, by last heartbeat.")
     notes: list[str] = Field(description="What could not be read, in words.")
@@ -274,7 +268,6 @@ class DashboardSource:
         self.clock = clock
         self._built: tuple[float, DashboardData] | None = None
         self._served: tuple[float, dict[str, int]] | None = None
-        self._key_names: tuple[float, dict[str, tuple[str, str]]] | None = None
         self._lock = asyncio.Lock()
 
     async def data(self) -> DashboardData:
@@ -320,7 +313,6 @@ class DashboardSource:
         served = await self._served_counts(notes)
         now = self.clock()
         traffic = await read_traffic(self.redis, self.keys, now)
-        names = await self._key_names_of([k.key_id for k in traffic.keys if k.key_id is not None], notes)
         backlog = ScoringBacklog(**await queue_state(self.redis, self.keys))
         # three missed beats, counted at the slower of the services' heartbeat and the gateway's flush
         stale_after = 3 * max(self.settings.validator.heartbeat_seconds, FLUSH_SECONDS)
@@ -383,11 +375,6 @@ class DashboardSource:
             blocks_since_weights=blocks_since(block, last.block if last else None),
             attempts=attempts,
             traffic=traffic,
-            api_keys=[
-                KeyUsage(**k.model_dump(), name=names.get(k.key_id, (None, None))[0] if k.key_id else None,
-                         prefix=names.get(k.key_id, (None, None))[1] if k.key_id else None)
-                for k in traffic.keys
-            ],
             scoring=backlog,
             services=services,
             notes=notes,
@@ -442,28 +429,6 @@ class DashboardSource:
             return None
         self._served = (now, counts)
         return counts
-
-
-    async def _key_names_of(self, ids: Sequence[str], notes: list[str]) -> dict[str, tuple[str, str]]:
-        """key id -> (name, prefix) from the key table, refreshed every :data:`SERVED_TTL_SECONDS`."""
-        if self.db is None or not ids:
-            return {}
-        now = time.monotonic()
-        cached = self._key_names
-        if cached is not None and now - cached[0] < SERVED_TTL_SECONDS and set(ids) <= set(cached[1]):
-            return cached[1]
-        wanted = [int(i) for i in ids if i.isdigit()]
-        try:
-            async with self.db.sessions() as session:
-                rows = (await session.execute(
-                    select(ApiKey.id, ApiKey.name, ApiKey.prefix).where(ApiKey.id.in_(wanted))
-                )).all()
-        except (SQLAlchemyError, OSError) as exc:
-            notes.append(f"API key names unavailable: {type(exc).__name__}")
-            return {}
-        names = {str(i): (str(name), str(prefix)) for i, name, prefix in rows}
-        self._key_names = (now, names)
-        return names
 
 
 def _task_quota(status: QuotaStatus, samples: Sequence[Sample]) -> TaskQuota:
