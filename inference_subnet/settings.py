@@ -300,7 +300,8 @@ class GatewaySettings(Section):
     dashboard: bool = Field(
         True,
         description="Serve the live validator dashboard at /dashboard (no API key: it shows public chain data "
-        "and this validator's own scores, quotas and weights).",
+        "and this validator's own scores, quotas, weights, gateway answer counts by API key id, scoring backlog "
+        "and service heartbeats; no key names or prefixes).",
     )
 
 

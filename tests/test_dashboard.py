@@ -9,12 +9,9 @@ what the weight setter recorded), served requests by the :class:`RequestLogWrite
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import re
 import statistics
-import struct
 import time
-import zlib
 from collections import Counter
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, replace
@@ -24,30 +21,34 @@ from typing import Any
 import httpx
 import pytest
 import redis.asyncio as aioredis
-import uvicorn
 from bittensor_wallet import Keypair
 from fastapi import FastAPI
 
+from browser_helpers import WINDOW, chromium, png_pixels, serving
 from inference_subnet.chain.memory import MemoryChainClient
 from inference_subnet.chain.types import Metagraph, MetagraphSource
 from inference_subnet.localnet.ports import free_port
 from inference_subnet.miner.sources import StaticMetagraphSource
-from inference_subnet.settings import Settings, load_settings
+from inference_subnet.settings import ScoringSettings, Settings, load_settings
 from inference_subnet.store.keys import Keys
 from inference_subnet.store.redis import connect
 from inference_subnet.store.sql import Database
 from inference_subnet.tasks.arithmetic import ArithmeticTask
+from inference_subnet.validator import beats
 from inference_subnet.validator.client import MinerClient
+from inference_subnet.validator.gateway.apikeys import ApiKeyStore
 from inference_subnet.validator.gateway.app import create_gateway_app
 from inference_subnet.validator.gateway.requestlog import LogEntry, RequestLogWriter
 from inference_subnet.validator.managing import QuotaBook, Sample, ScoreBook
+from inference_subnet.validator.service import ServiceHost
 from inference_subnet.validator.sidecar import MetagraphSync, RedisMetagraphSource
 from inference_subnet.validator.weights import WeightSetter
+from subnet_helpers import NETUID as SUBNET_NETUID
+from subnet_helpers import TASK as QUICK_TASK
+from subnet_helpers import LocalSubnet, running
 
 NETUID = 7
 TASK = ArithmeticTask()
-CHROMIUM = "/usr/bin/chromium"
-WINDOW = (1280, 900)
 
 # What each miner did, as the validator measured it: (quality, latency in s, answered) per sample.
 MEASURED: dict[int, list[tuple[float, float, bool]]] = {
@@ -229,7 +230,8 @@ async def test_dashboard_needs_no_key_and_can_be_switched_off(redis: aioredis.Re
             assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
             csp = page.headers["content-security-policy"]
             assert "script-src 'sha256-" in csp and "connect-src 'self'" in csp and "default-src 'none'" in csp
-            assert "http://" not in page.text and "https://" not in page.text  # no CDN, nothing external
+            # no CDN, nothing external: the one URL is the SVG namespace, an identifier no browser fetches
+            assert re.findall(r"https?://[^\s\"'<>]+", page.text) == ["http://www.w3.org/2000/svg"]
             assert (await http.get("/v1/tasks/arithmetic")).status_code == 405  # the API itself still needs keys
             schema = (await http.get("/openapi.json")).json()
             assert {"/dashboard", "/dashboard/data"} <= set(schema["paths"])
@@ -276,102 +278,6 @@ async def test_missing_metagraph_is_a_note_and_dead_redis_a_503(redis: aioredis.
 # -- the page in a real browser ---------------------------------------------------------------------------
 
 
-class Server(uvicorn.Server):
-    """uvicorn in the test's event loop, leaving the process's signal handlers alone."""
-
-    @contextlib.contextmanager
-    def capture_signals(self):  # type: ignore[no-untyped-def]
-        yield
-
-
-@contextlib.asynccontextmanager
-async def serving(app: FastAPI, hits: Counter[str]) -> AsyncIterator[str]:
-    """The app under uvicorn on 127.0.0.1; ``hits`` counts the requests per path."""
-
-    async def counted(scope: Any, receive: Any, send: Any) -> None:
-        if scope["type"] == "http":
-            hits[scope["path"]] += 1
-        await app(scope, receive, send)
-
-    port = free_port()
-    server = Server(uvicorn.Config(counted, host="127.0.0.1", port=port, log_level="warning", lifespan="on"))
-    task = asyncio.create_task(server.serve())
-    try:
-        async with asyncio.timeout(15):
-            while not server.started:
-                if task.done():
-                    task.result()
-                await asyncio.sleep(0.02)
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        await asyncio.wait_for(task, 15)
-
-
-async def chromium(url: str, profile: Path, *extra: str) -> bytes:
-    process = await asyncio.create_subprocess_exec(
-        CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-        "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-extensions",
-        "--hide-scrollbars", f"--user-data-dir={profile}", f"--window-size={WINDOW[0]},{WINDOW[1]}",
-        "--virtual-time-budget=5000", *extra, url,
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
-    )
-    try:
-        out, err = await asyncio.wait_for(process.communicate(), 60)
-    except TimeoutError:
-        process.kill()
-        await process.wait()
-        raise
-    assert process.returncode == 0, err.decode(errors="replace")[-2000:]
-    return out
-
-
-def png_pixels(data: bytes) -> tuple[int, int, list[bytes]]:
-    """(width, height, rows of RGB(A) bytes) of an 8-bit, non-interlaced truecolour PNG."""
-    assert data[:8] == b"\x89PNG\r\n\x1a\n", "not a PNG"
-    pos, idat = 8, bytearray()
-    width = height = depth = colour = interlace = -1
-    while pos < len(data):
-        length, kind = struct.unpack(">I4s", data[pos:pos + 8])
-        body = data[pos + 8:pos + 8 + length]
-        pos += 12 + length
-        if kind == b"IHDR":
-            width, height, depth, colour, _, _, interlace = struct.unpack(">IIBBBBB", body)
-        elif kind == b"IDAT":
-            idat += body
-        elif kind == b"IEND":
-            break
-    assert depth == 8 and interlace == 0 and colour in (2, 6), (depth, colour, interlace)
-    bpp = 3 if colour == 2 else 4
-    raw = zlib.decompress(bytes(idat))
-    stride = width * bpp
-    rows: list[bytes] = []
-    prior = bytearray(stride)
-    for y in range(height):
-        start = y * (stride + 1)
-        kind, line = raw[start], bytearray(raw[start + 1:start + 1 + stride])
-        if kind == 1:
-            for i in range(bpp, stride):
-                line[i] = (line[i] + line[i - bpp]) & 0xFF
-        elif kind == 2:
-            line = bytearray((a + b) & 0xFF for a, b in zip(line, prior))
-        elif kind == 3:
-            for i in range(stride):
-                left = line[i - bpp] if i >= bpp else 0
-                line[i] = (line[i] + ((left + prior[i]) >> 1)) & 0xFF
-        elif kind == 4:
-            for i in range(stride):
-                a = line[i - bpp] if i >= bpp else 0
-                b = prior[i]
-                c = prior[i - bpp] if i >= bpp else 0
-                p = a + b - c
-                pa, pb, pc = abs(p - a), abs(p - b), abs(p - c)
-                line[i] = (line[i] + (a if pa <= pb and pa <= pc else b if pb <= pc else c)) & 0xFF
-        rows.append(bytes(line))
-        prior = line
-    return width, height, rows
-
-
 async def test_page_renders_live_data_in_headless_chromium(validator: Validator, tmp_path: Path) -> None:
     async with client(validator.app) as http:
         expected = (await http.get("/dashboard/data")).json()
@@ -412,3 +318,147 @@ async def test_page_renders_live_data_in_headless_chromium(validator: Validator,
     background = statistics.mode(row[i:i + 3] for row in pixels[::9] for i in range(0, len(row), bpp * 9))
     inked = sum(row[i:i + 3] != background for row in pixels[::9] for i in range(0, len(row), bpp * 9))
     assert inked > 0.05 * (width // 9) * (height // 9)
+
+
+# -- after real traffic: correctness, 429s, errors, keys, rates, backlog, services ---------------------------
+
+
+def cell(row: str, cls: str) -> str:
+    found = re.search(rf'<td class="{cls}[^"]*"[^>]*>(.*?)</td>', row, flags=re.DOTALL)
+    assert found is not None, (cls, row)
+    return found.group(1)
+
+
+async def until_counted(http: httpx.AsyncClient, requests: int) -> dict[str, Any]:
+    """The dashboard data once the gateway's traffic counts (flushed every second) reach ``requests``."""
+    deadline = time.monotonic() + 15
+    while True:
+        data = (await http.get("/dashboard/data")).json()
+        if data["traffic"]["totals"]["requests"] >= requests or time.monotonic() > deadline:
+            return data
+        await asyncio.sleep(0.3)
+
+
+async def test_panels_show_correctness_limits_errors_keys_rates_backlog_and_services_after_real_traffic(
+    redis: aioredis.Redis, keys: Keys, tmp_path: Path
+) -> None:
+    """Real miners (one honest, one answering every request wrongly) behind the real gateway under uvicorn:
+    synthetic rounds scored by the real workers, organic requests with a tight key, a bad payload, no key,
+    and a request no miner can serve; then the JSON and the page in Chromium show what happened."""
+    scoring = ScoringSettings(prior_strength=0, organic_sample_rate=0.0)  # the backlog: synthetic jobs only
+    async with LocalSubnet(redis, keys, ["honest", "wrong"], scoring=scoring) as net:
+        parts = net.validator_parts()
+        orchestrator, workers = parts["orchestrator"], parts["workers"]
+        for _ in range(4):
+            assert (await orchestrator.round()).job_id is not None
+        async with running(workers):
+            assert await workers.wait_processed(4, timeout=30)
+        for _ in range(2):  # queued with no worker running: the scoring backlog
+            assert (await orchestrator.round()).job_id is not None
+
+        # a sidecar process that beats, and a scoring process that died two minutes ago
+        host = ServiceHost([MetagraphSync(net.chain, redis, keys, netuid=SUBNET_NETUID)], redis=redis, keys=keys,
+                           heartbeat_seconds=0.2, instance="validator-host-1")
+        await host.start()
+        async with redis.pipeline(transaction=False) as pipe:
+            beats.beat(pipe, keys, [beats.member("scoring", "crashed-host-7")], time.time() - 120)
+            await pipe.execute()
+
+        settings = load_settings(subnet_name=keys.subnet, database_url=f"sqlite+aiosqlite:///{tmp_path / 'g.db'}",
+                                 validator={"quotas": net.quotas.model_dump(), "heartbeat_seconds": 0.2})
+        db = Database(settings.database_url)
+        await db.upgrade()
+        store = ApiKeyStore(db)
+        user, user_secret = await store.create("dash-user", rate_per_minute=4, max_concurrent=4)
+        ops, ops_secret = await store.create("dash-ops", rate_per_minute=100, max_concurrent=4)
+        app = create_gateway_app(
+            settings, tasks={QUICK_TASK.name: QUICK_TASK}, redis=redis, keys=keys, metagraph=parts["source"],
+            miner_client=parts["client"], quota_book=parts["quotas"], score_book=parts["scores"], db=db,
+            check_metagraph_age=False,
+        )
+        body = {"op": "add", "a": 2, "b": 3}
+        hits: Counter[str] = Counter()
+        shot = tmp_path / "traffic.png"
+        try:
+            async with serving(app, hits) as base, httpx.AsyncClient(base_url=base, timeout=30) as http:
+                if 60 - time.time() % 60 < 10:  # the key's per-minute budget must not reset mid-burst
+                    await asyncio.sleep(60 - time.time() % 60 + 0.2)
+                as_user = {"Authorization": f"Bearer {user_secret}"}
+                as_ops = {"Authorization": f"Bearer {ops_secret}"}
+                statuses = [(await http.post("/v1/tasks/arithmetic", json=body, headers=as_user)).status_code
+                            for _ in range(6)]
+                assert statuses == [200] * 4 + [429] * 2
+                for _ in range(2):
+                    assert (await http.post("/v1/tasks/arithmetic", json=body, headers=as_ops)).status_code == 200
+                bad = await http.post("/v1/tasks/arithmetic", json={"op": "divide"}, headers=as_ops)
+                assert bad.status_code == 422
+                assert (await http.post("/v1/tasks/arithmetic", json=body)).status_code == 401
+                await net.stop_miners()
+                down = await http.post("/v1/tasks/arithmetic", json=body, headers=as_ops)
+                assert down.status_code == 503, down.text
+
+                data = await until_counted(http, 11)
+                dom_bytes, _ = await asyncio.gather(
+                    chromium(f"{base}/dashboard", tmp_path / "profile-dom", "--dump-dom"),
+                    chromium(f"{base}/dashboard", tmp_path / "profile-shot", f"--screenshot={shot}"),
+                )
+        finally:
+            await host.stop()
+            await db.aclose()
+        # a clean stop leaves the beats; the crashed process stays listed as silent
+        assert {(b.service, b.instance) for b in await beats.read(redis, keys) if b.service != "gateway"} == {
+            ("scoring", "crashed-host-7")}
+
+    # correctness is the scorer's verdict: the wrong miner answered (nearly) everything and got nothing right
+    rows = {m["uid"]: m for m in data["miners"]}
+    honest, wrong = rows[net.uid("honest")], rows[net.uid("wrong")]
+    assert wrong["recent_samples"] == 4 and wrong["success_rate"] >= 0.75 and wrong["quality"] == 0.0
+    assert honest["recent_samples"] == 4 and honest["quality"] >= 0.75
+
+    # the gateway's answers by status, by key and per minute, summed from what it counted
+    traffic = data["traffic"]
+    assert traffic["by_status"] == {"200": 6, "401": 1, "422": 1, "429": 2, "503": 1}
+    assert traffic["totals"] == {"requests": 11, "ok": 6, "limited": 2, "client_errors": 2, "server_errors": 1}
+    assert len(traffic["minutes"]) == 60 and traffic["window_seconds"] == 3600
+    assert sum(m["requests"] for m in traffic["minutes"]) == 11 and traffic["minutes"][-1]["requests"] > 0
+    by_key = {k["key_id"]: k for k in traffic["keys"]}
+    assert set(by_key) == {str(user.id), str(ops.id), None}
+    assert {k: by_key[str(user.id)][k] for k in ("requests", "ok", "limited")} == {"requests": 6, "ok": 4, "limited": 2}
+    assert {k: by_key[str(ops.id)][k] for k in ("requests", "ok", "client_errors", "server_errors")} == {
+        "requests": 4, "ok": 2, "client_errors": 1, "server_errors": 1}
+    assert by_key[None]["requests"] == by_key[None]["client_errors"] == 1
+
+    # the two unscored rounds wait in the stream; the services as their heartbeats say
+    assert data["scoring"] == {"depth": 2, "pending": 0, "dead": 0}
+    services = {(s["service"], s["instance"]): s for s in data["services"]}
+    assert services[("sidecar", "validator-host-1")]["state"] == "up"
+    assert services[("scoring", "crashed-host-7")]["state"] == "silent"
+    assert services[("scoring", "crashed-host-7")]["seconds_since_beat"] >= 120
+    assert [s["state"] for (name, _), s in services.items() if name == "gateway"] == ["up"]
+
+    # the page shows the same figures
+    dom = dom_bytes.decode()
+    assert 'data-loaded="true"' in dom
+    miner_rows = dict(re.findall(r'<tr data-uid="(\d+)"[^>]*>(.*?)</tr>', dom, flags=re.DOTALL))
+    assert cell(miner_rows[str(net.uid("wrong"))], "quality") == "0 %"
+    assert cell(miner_rows[str(net.uid("honest"))], "quality") == f"{100 * honest['quality']:.0f} %"
+    answered = f'title="{100 * wrong["success_rate"]:.0f} % answered of 4 recent samples"'
+    assert answered in miner_rows[str(net.uid("wrong"))]
+    for card, value in (("req-total", "11"), ("req-limited", "2"), ("req-errors", "1"), ("backlog", "2"),
+                        ("services-up", "2 / 3 up")):
+        assert re.search(rf'id="{card}"[^>]*>{re.escape(value)}<', dom), card
+    assert "200: 6 · 401: 1 · 422: 1 · 429: 2 · 503: 1" in dom
+    key_rows = dict(re.findall(r'<tr data-key="([^"]+)"[^>]*>(.*?)</tr>', dom, flags=re.DOTALL))
+    assert f">key {user.id}<" in key_rows[str(user.id)] and cell(key_rows[str(user.id)], "limited") == "2"
+    assert "dash-user" not in dom and user.prefix not in dom  # a public page: no customer names or key prefixes
+    assert cell(key_rows[str(ops.id)], "server") == "1" and cell(key_rows["-"], "client") == "1"
+    service_rows = re.findall(r'<tr data-service="([^"]+)"[^>]*>(.*?)</tr>', dom, flags=re.DOTALL)
+    assert {(name, "silent" in row) for name, row in service_rows} == {
+        ("gateway", False), ("sidecar", False), ("scoring", True)}
+    bars = re.findall(r'<rect class="bar (\w+)"[^>]*data-count="(\d+)"', dom)
+    per_kind: dict[str, int] = {}
+    for kind, n in bars:
+        per_kind[kind] = per_kind.get(kind, 0) + int(n)
+    assert per_kind == {"ok": 6, "limited": 2, "client": 2, "server": 1}
+    width, height, _ = png_pixels(shot.read_bytes())
+    assert (width, height) == WINDOW

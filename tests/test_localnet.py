@@ -5,10 +5,16 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import signal
+import socket
 import subprocess
 import sys
+import threading
+import time
 from pathlib import Path
 
+import httpx
 import pytest
 
 from inference_subnet.localnet.plan import judge, plan_miners
@@ -62,12 +68,104 @@ def assert_healthy_subnet(report: dict) -> None:
     assert report["organic_ok"] > 0 and report["organic_requests"] >= report["organic_ok"]
     assert sum(m["organic_served"] for m in report["miners"]) == report["organic_ok"]
     assert report["rounds"] > 0
+    assert all(m["synthetic_calls"] > 0 for m in report["miners"]), report["miners"]
+    assert report["blocks"] == report["head_block"] - report["start_block"] > 0
 
 
-def test_localnet_on_the_in_memory_chain(tmp_path: Path) -> None:
-    report, output = run_localnet(tmp_path, "--miners", "4", "--duration", "20", timeout=180)
-    assert report["chain"] == "memory" and "in-memory chain" in output
+class Output:
+    """A child's merged stdout, read line by line in a thread so the test can wait for a line, bounded."""
+
+    def __init__(self, proc: subprocess.Popen[str]) -> None:
+        self.lines: list[str] = []
+        self._changed = threading.Condition()
+        self._thread = threading.Thread(target=self._read, args=(proc,), daemon=True)
+        self._thread.start()
+
+    def _read(self, proc: subprocess.Popen[str]) -> None:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            with self._changed:
+                self.lines.append(line)
+                self._changed.notify_all()
+
+    def wait_for(self, text: str, timeout: float, count: int = 1) -> None:
+        with self._changed:
+            if not self._changed.wait_for(lambda: sum(text in line for line in self.lines) >= count, timeout):
+                raise AssertionError(f"no {text!r} within {timeout:g}s:\n{self.text[-3000:]}")
+
+    @property
+    def text(self) -> str:
+        return "".join(self.lines)
+
+
+def refuses(port: int) -> bool:
+    with socket.socket() as s:
+        return s.connect_ex(("127.0.0.1", port)) != 0
+
+
+def test_localnet_on_the_in_memory_chain_reports_its_access_and_keeps_running(tmp_path: Path) -> None:
+    """A short run with --keep: the report and summary come first, the subnet stays up and the printed key
+    calls the gateway, then Ctrl-C stops every process."""
+    report_file = tmp_path / "report.json"
+    cmd = [sys.executable, "-m", "inference_subnet.cli.main", "localnet", "--no-live", "--report", str(report_file),
+           "--workdir", str(tmp_path / "work"), "--miners", "4", "--duration", "20", "--keep"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            env={**os.environ, "ISN_LOG_LEVEL": "WARNING"})
+    output = Output(proc)
+    try:
+        output.wait_for("kept running", timeout=240)
+        output.wait_for("API key", timeout=10, count=3)
+        report = json.loads(report_file.read_text())
+        access = report["access"]
+        url, key = access["gateway_url"], access["api_key"]
+        assert re.fullmatch(r"http://127\.0\.0\.1:\d+", url) and key.startswith("isn_")
+        assert access["dashboard_url"] == f"{url}/dashboard" and access["docs_url"] == f"{url}/docs"
+        text = output.text
+        # printed before the run (so a user can start at once), in the summary, and again when kept
+        for line in (f"gateway    {url}", f"dashboard  {url}/dashboard", f"API key    {key}"):
+            assert text.count(line) == 3, (line, text[-3000:])
+        assert text.index(f"API key    {key}") < text.index("report written to")
+        assert f"curl -H 'Authorization: Bearer {key}'" in text
+
+        # kept running: the printed key works against the gateway, which routes to live miners
+        with httpx.Client(base_url=url, timeout=30) as http:
+            answer = http.post("/v1/tasks/arithmetic", json={"op": "add", "a": 2, "b": 3},
+                               headers={"Authorization": f"Bearer {key}"})
+            assert answer.status_code == 200, answer.text
+            assert isinstance(answer.json()["result"], int) and answer.headers["x-miner-uid"].isdigit()
+            assert http.post("/v1/tasks/arithmetic", json={"op": "add", "a": 2, "b": 3}).status_code == 401
+            assert http.post("/v1/tasks/arithmetic", json={"op": "add", "a": 2, "b": 3},
+                             headers={"Authorization": "Bearer isn_nope"}).status_code == 401
+            dashboard = http.get("/dashboard/data").json()
+            assert len(dashboard["miners"]) == 5 and http.get("/docs").status_code == 200
+        ports = [int(url.rsplit(":", 1)[1])] + [m["port"] for m in report["miners"]]
+        assert not any(refuses(port) for port in ports)
+
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(60) == (0 if report["verdict_ok"] else 1), output.text[-3000:]
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    # Ctrl-C stopped the gateway and every miner
+    deadline = time.monotonic() + 10
+    while not all(refuses(port) for port in ports) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert all(refuses(port) for port in ports), [p for p in ports if not refuses(p)]
+
+    assert report["chain"] == "memory" and "in-memory chain" in output.text
     assert_healthy_subnet(report)
+    # blocks: every line counts the same thing, the head and how far it moved since the run started
+    summary = re.search(r"head block (\d+) \(\+(\d+) in this run\) · rounds (\d+) · synthetic calls (\d+)",
+                        output.text)
+    assert summary is not None, output.text[-3000:]
+    assert [int(g) for g in summary.groups()] == [
+        report["head_block"], report["blocks"], report["rounds"], sum(m["synthetic_calls"] for m in report["miners"])]
+    status = [(int(h), int(b)) for h, b in re.findall(r"^  head block (\d+) \(\+(\d+) in this run\), rounds",
+                                                     output.text, flags=re.MULTILINE)]
+    assert len(status) >= 3, output.text[-3000:]  # two in the 20 s run, one at least once kept running
+    assert all(h - b == report["start_block"] for h, b in status)
+    assert any(h < report["head_block"] for h, _ in status) and status == sorted(status)
 
 
 @pytest.mark.chain

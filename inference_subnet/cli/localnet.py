@@ -37,9 +37,15 @@ def run_localnet(
     report: Annotated[Path | None, typer.Option("--report", help="Write the JSON report here.")] = None,
     workdir: Annotated[Path | None, typer.Option("--workdir", help="Wallets, logs and database; default: a temp dir.")] = None,
     live: Annotated[bool | None, typer.Option("--live/--no-live", help="Live view; default: on a terminal.")] = None,
+    keep: Annotated[
+        bool,
+        typer.Option("--keep", help="After the summary (and the report), keep everything running until Ctrl-C."),
+    ] = False,
 ) -> None:
     """Start a chain, a validator and N miners (honest, slow, flaky, wrong), run rounds and organic traffic,
-    set weights, and check that honest miners end with more weight than faulty ones."""
+    set weights, and check that honest miners end with more weight than faulty ones. Prints the gateway and
+    dashboard URLs and an API key to call it with."""
+    from inference_subnet.localnet.report import LocalnetReport, access_lines, blocks_text
     from inference_subnet.localnet.run import LocalnetOptions, run_localnet as run
 
     os.environ.setdefault("ISN_LOG_LEVEL", "WARNING")  # the live view is the output; logs only for trouble
@@ -60,24 +66,33 @@ def run_localnet(
     options = LocalnetOptions(
         miners=miners, tasks=tasks, chain_url=chain_url if chain == "real" else None,
         duration=duration or None, block_time=block_time, behaviours=tuple(behaviour) if behaviour else None,
-        workdir=workdir, live=live,
+        workdir=workdir, live=live, keep=keep,
     )
+
+    def summarize(outcome: LocalnetReport) -> None:
+        """The report and the summary, as soon as the run is judged (before ``--keep`` keeps it running)."""
+        if report is not None:
+            report.write_text(outcome.model_dump_json(indent=2))
+            console.print(f"report written to {report}")
+        first = "never" if outcome.seconds_to_first_weights is None else f"{outcome.seconds_to_first_weights:.1f}s"
+        console.print(
+            f"{blocks_text(outcome.head_block, outcome.start_block)} · rounds {outcome.rounds}"
+            f" · synthetic calls {sum(m.synthetic_calls for m in outcome.miners)}"
+            f" · organic {outcome.organic_ok}/{outcome.organic_requests} ok · first weights after {first}",
+            soft_wrap=True,
+        )
+        for line in access_lines(outcome.access):
+            console.print(line, highlight=False, soft_wrap=True)
+        if outcome.verdict_ok:
+            console.print(f"[bold green]OK[/]: {outcome.verdict}")
+        else:
+            console.print(f"[bold red]FAILED[/]: {outcome.verdict}")
+
     try:
-        outcome = asyncio.run(run(options, console))
+        outcome = asyncio.run(run(options, console, summarize))
     except ChainError as exc:
         fail(f"--chain-url {chain_url}: {exc}" if chain_url else f"chain: {exc}", code=1)
     except MinerProcessError as exc:
         fail(f"a miner did not start: {exc}", code=1)
-    if report is not None:
-        report.write_text(outcome.model_dump_json(indent=2))
-        console.print(f"report written to {report}")
-    first = "never" if outcome.seconds_to_first_weights is None else f"{outcome.seconds_to_first_weights:.1f}s"
-    console.print(
-        f"blocks {outcome.blocks} · rounds {outcome.rounds} · organic {outcome.organic_ok}/{outcome.organic_requests} ok"
-        f" · first weights after {first}"
-    )
-    if outcome.verdict_ok:
-        console.print(f"[bold green]OK[/]: {outcome.verdict}")
-    else:
-        console.print(f"[bold red]FAILED[/]: {outcome.verdict}")
+    if not outcome.verdict_ok:
         raise typer.Exit(1)

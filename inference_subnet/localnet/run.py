@@ -19,7 +19,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -33,7 +33,7 @@ from inference_subnet.chain.wallet import create_wallet
 from inference_subnet.localnet.chain import LocalChain, MemoryChain, Neurons, SubstrateChain
 from inference_subnet.localnet.plan import MinerPlan, judge, plan_miners
 from inference_subnet.localnet.ports import free_port
-from inference_subnet.localnet.report import LocalnetReport, MinerRow, WeightSet
+from inference_subnet.localnet.report import Access, LocalnetReport, MinerRow, WeightSet, access_lines, blocks_text
 from inference_subnet.localnet.view import render
 from inference_subnet.miner.process import MinerProcess
 from inference_subnet.protocol.task import Task, load_task
@@ -44,6 +44,7 @@ from inference_subnet.store.sql import Database
 from inference_subnet.validator import metrics
 from inference_subnet.validator.gateway.apikeys import ApiKeyStore
 from inference_subnet.validator.managing import ScoreBook
+from inference_subnet.validator.orchestrator import Orchestrator
 from inference_subnet.validator.runner import SERVICES, run_services, validator_keys
 from inference_subnet.validator.service import ServiceHost
 from inference_subnet.validator.sidecar import RedisMetagraphSource
@@ -67,6 +68,8 @@ class LocalnetOptions:
     workdir: Path | None = None
     live: bool | None = None
     """Live terminal view; default: when the console is a terminal."""
+    keep: bool = False
+    """After the report, keep everything running until a signal."""
 
 
 @dataclass
@@ -75,16 +78,21 @@ class _Progress:
     """When the command started (first weights are timed from here)."""
     started: float = field(default_factory=time.monotonic)
     """When the subnet was up and running (the duration counts from here)."""
+    start_block: int = 0
+    """Head block when the subnet started running."""
     block: int = 0
-    ticks: int = 0
+    """Head block now."""
     organic_sent: int = 0
     organic_ok: int = 0
     served_by_uid: dict[int, int] = field(default_factory=dict)
     first_weights_at: float | None = None
 
 
-async def run_localnet(options: LocalnetOptions, console: Console) -> LocalnetReport:
-    """Start everything, run for ``options.duration``, stop everything, and report."""
+async def run_localnet(
+    options: LocalnetOptions, console: Console, on_report: Callable[[LocalnetReport], None] | None = None
+) -> LocalnetReport:
+    """Start everything, run for ``options.duration``, judge and report (``on_report``), then, with
+    ``options.keep``, keep it all running until a signal; finally stop everything."""
     tasks = [load_task(name) for name in options.tasks]
     workdir = options.workdir or Path(tempfile.mkdtemp(prefix="isn-localnet-"))
     workdir.mkdir(parents=True, exist_ok=True)
@@ -99,21 +107,20 @@ async def run_localnet(options: LocalnetOptions, console: Console) -> LocalnetRe
     owner = _dev_owner()
     _, validator = create_wallet(wallets, "validator", "default")
     miner_keys = [create_wallet(wallets, plan.hotkey_name, "default")[1] for plan in plans]
-    stop = asyncio.Event()
-    _on_signals(stop)
+    interrupted = asyncio.Event()
+    """Set by SIGINT, SIGTERM or SIGHUP: the run ends (report first), and so does ``--keep``."""
+    _on_signals(interrupted)
     progress = _Progress()
     processes: list[MinerProcess] = []
     gateway: subprocess.Popen[bytes] | None = None
-    services: asyncio.Task[None] | None = None
-    hosts: list[ServiceHost] = []
-    background: list[asyncio.Task[None]] = []
+    phase: _Phase | None = None
     redis = connect(redis_url)
     try:
         console.print(f"registering a subnet, a validator and {len(plans)} miners ...")
         netuid = await chain.setup(Neurons(owner=owner, validator=validator, miners=tuple(miner_keys)),
                                    [p.port for p in plans])
         metagraph_file = workdir / "metagraph.json"
-        await _write_metagraph(chain, netuid, metagraph_file)
+        progress.start_block = progress.block = (await _write_metagraph(chain, netuid, metagraph_file)).block
         settings = _validator_settings(base, options, redis_url, workdir, netuid)
         env = _child_env(settings, real_chain=options.chain_url is not None)
         for plan in plans:
@@ -126,49 +133,66 @@ async def run_localnet(options: LocalnetOptions, console: Console) -> LocalnetRe
         await asyncio.gather(*(p.wait_ready_async(60) for p in processes))
         console.print(f"{len(processes)} miners serving; starting the validator services and the gateway ...")
 
-        services = asyncio.create_task(run_services(
-            SERVICES, settings, validator, chain=chain.client, redis=redis, port=0, install_signals=False,
-            on_start=hosts.append,
-        ))
+        def start_phase() -> _Phase:
+            """The validator's services, the block clock and the organic load, until the phase stops."""
+            hosts: list[ServiceHost] = []
+            started = _Phase(services=asyncio.create_task(run_services(
+                SERVICES, settings, validator, chain=chain.client, redis=redis, port=0, install_signals=False,
+                on_start=hosts.append,
+            )), hosts=hosts)
+            started.background += [
+                asyncio.create_task(_block_clock(chain, netuid, options, metagraph_file, progress, started.stop)),
+                asyncio.create_task(_organic_load(access.gateway_url, access.api_key, tasks, options, progress,
+                                                  started.stop)),
+            ]
+            return started
+
         gateway = _start_gateway(settings, wallets, options.tasks, env, workdir)
         gateway_url = f"http://127.0.0.1:{settings.gateway.port}"
         await _wait_http(f"{gateway_url}/health", 60, gateway)
-        api_key = await _create_api_key(settings.database_url)
+        access = Access(
+            gateway_url=gateway_url, dashboard_url=f"{gateway_url}/dashboard" if settings.gateway.dashboard else None,
+            docs_url=f"{gateway_url}/docs", api_key=await _create_api_key(settings.database_url),
+        )
+        example = (tasks[0].name, tasks[0].synthesize(random.Random(0)).model_dump_json())
+        for line in access_lines(access, example):
+            console.print(line, highlight=False, soft_wrap=True)
 
         progress.started = time.monotonic()
-        background.append(asyncio.create_task(_block_clock(chain, netuid, options, metagraph_file, progress, stop)))
-        background.append(asyncio.create_task(_organic_load(gateway_url, api_key, tasks, options, progress, stop)))
+        phase = start_phase()
         keys = validator_keys(settings, validator.ss58_address)
         view = _View(chain, netuid, plans, miner_keys, validator.ss58_address,
                      ScoreBook(redis, keys, settings.validator.scoring), RedisMetagraphSource(redis, keys),
                      tasks, options, progress)
-        await view.follow(console, stop)
-        stop.set()  # the final figures are read with no request or block in flight
-        await asyncio.gather(*background, return_exceptions=True)
+        deadline = None if options.duration is None else progress.started + options.duration
+        view.calls = phase.synthetic_calls
+        await view.follow(console, interrupted, deadline)
+        await phase.stop_traffic()  # the final figures are read with no request or block in flight
         crashed = [f"miner-{p.index} ({p.behaviour})" for p, proc in zip(plans, processes) if not proc.alive]
         if gateway.poll() is not None:
             crashed.append(f"gateway (exit {gateway.returncode})")
-        if services.done():
-            crashed.append(f"validator services ({_outcome(services)})")
-        for host in hosts:
+        if phase.services.done():
+            crashed.append(f"validator services ({_outcome(phase.services)})")
+        for host in phase.hosts:
             crashed += [f"validator service {name}" for name, up in host.alive().items() if not up]
         # The weight setter stops before the final read, and one more block takes in any extrinsic it left
         # in the pool, so the report shows what stays on chain.
-        for host in hosts:
-            host.request_stop()
-        await asyncio.gather(services, return_exceptions=True)
-        await chain.tick()
+        await phase.stop_services()
+        progress.block = await chain.tick()
+        run_calls = phase.synthetic_calls()
+        view.calls = lambda: run_calls
         rows = await view.rows()
         console.print(await view.frame())
         metagraph = await chain.metagraph(netuid)
         on_chain = await chain.weights_of(netuid, metagraph.by_hotkey[validator.ss58_address].uid)
         weights_by_hotkey = {metagraph.by_uid[uid].hotkey: w for uid, w in on_chain.items() if uid in metagraph.by_uid}
         verdict = judge(weights_by_hotkey, plans, {p.index: k.ss58_address for p, k in zip(plans, miner_keys)})
-        return LocalnetReport(
+        report = LocalnetReport(
             chain=chain.kind, chain_url=chain.url, netuid=netuid, validator_hotkey=validator.ss58_address,
-            setup_seconds=round(progress.started - progress.launched, 1),
-            duration_seconds=round(time.monotonic() - progress.started, 1), blocks=progress.ticks,
-            head_block=progress.block,
+            access=access, setup_seconds=round(progress.started - progress.launched, 1),
+            duration_seconds=round(time.monotonic() - progress.started, 1),
+            start_block=progress.start_block, head_block=progress.block,
+            blocks=progress.block - progress.start_block,
             rounds=_counter_total(metrics.rounds), organic_requests=progress.organic_sent,
             organic_ok=progress.organic_ok,
             seconds_to_first_weights=None if progress.first_weights_at is None
@@ -180,21 +204,59 @@ async def run_localnet(options: LocalnetOptions, console: Console) -> LocalnetRe
             verdict=verdict.reason if not crashed else f"{verdict.reason}; crashed: {', '.join(crashed)}",
             crashed=crashed,
         )
+        if on_report is not None:
+            on_report(report)
+        if options.keep and not interrupted.is_set():
+            phase = start_phase()
+            view.kept, view.calls = True, _summed(run_calls, phase.synthetic_calls)
+            console.print("[bold]kept running[/] (--keep): every process stays up until Ctrl-C")
+            for line in access_lines(access, example):
+                console.print(line, highlight=False, soft_wrap=True)
+            await view.follow(console, interrupted, None)
+        return report
     finally:
-        stop.set()
-        for task in background:
-            task.cancel()
-        await asyncio.gather(*background, return_exceptions=True)
-        for host in hosts:
-            host.request_stop()
-        if services is not None:
-            await asyncio.gather(services, return_exceptions=True)
+        if phase is not None:
+            await phase.stop_traffic()
+            await phase.stop_services()
         if gateway is not None:
             _terminate(gateway)
         for proc in processes:
             proc.stop()
         await redis.aclose()
         await chain.close()
+
+
+@dataclass
+class _Phase:
+    """One stretch of the subnet running: the validator's services and this process's traffic."""
+
+    services: asyncio.Task[None]
+    hosts: list[ServiceHost] = field(default_factory=list)
+    background: list[asyncio.Task[None]] = field(default_factory=list)
+    stop: asyncio.Event = field(default_factory=asyncio.Event)
+
+    async def stop_traffic(self) -> None:
+        """End the block clock and the organic load after their current step."""
+        self.stop.set()
+        await asyncio.gather(*self.background, return_exceptions=True)
+
+    async def stop_services(self) -> None:
+        """Stop the services; before their host exists (a signal during start-up) the start is cancelled."""
+        if not self.hosts:
+            self.services.cancel()
+        for host in self.hosts:
+            host.request_stop()
+        await asyncio.gather(self.services, return_exceptions=True)
+
+    def synthetic_calls(self) -> dict[str, int]:
+        """identity -> synthetic calls the orchestrators of this phase made."""
+        out: dict[str, int] = {}
+        for host in self.hosts:
+            for service in host.services:
+                if isinstance(service, Orchestrator):
+                    for identity, n in service.calls.items():
+                        out[identity] = out.get(identity, 0) + n
+        return out
 
 
 def _dev_owner():  # noqa: ANN202 - a Keypair
@@ -300,7 +362,6 @@ async def _block_clock(
     while not stop.is_set():
         try:
             progress.block = await chain.tick(1)
-            progress.ticks += 1
             if options.chain_url is None:
                 await _write_metagraph(chain, netuid, metagraph_file)
         except ChainError as exc:  # a busy node: the next tick tries again
@@ -349,6 +410,10 @@ class _View:
     tasks: Sequence[Task]
     options: LocalnetOptions
     progress: _Progress
+    calls: Callable[[], Mapping[str, int]] = dict
+    """identity -> synthetic calls so far (the orchestrators run in this process)."""
+    kept: bool = False
+    """Past the run's duration, kept running by ``--keep``."""
 
     async def rows(self) -> list[MinerRow]:
         graph = await self.metagraph.current()
@@ -357,26 +422,27 @@ class _View:
         neurons = [graph.by_hotkey[k.ss58_address] for k in self.miner_keys]  # type: ignore[attr-defined]
         aggregates = await self.scores.aggregates([n.identity for n in neurons],
                                                   {t.name: t.timeout for t in self.tasks})
+        calls = self.calls()
         return [
             MinerRow(uid=n.uid, hotkey=n.hotkey, behaviour=p.behaviour, port=p.port,
                      score=round(aggregates.get(n.identity, 0.0), 4), weight=round(weights.get(n.uid, 0.0), 4),
+                     synthetic_calls=calls.get(n.identity, 0),
                      organic_served=self.progress.served_by_uid.get(n.uid, 0))
             for p, n in zip(self.plans, neurons)
         ]
 
     async def frame(self):  # noqa: ANN201 - a rich renderable
         return render(
-            chain=self.chain.kind, netuid=self.netuid, block=self.progress.block,
-            elapsed=time.monotonic() - self.progress.started, duration=self.options.duration,
+            chain=self.chain.kind, netuid=self.netuid, blocks=blocks_text(self.progress.block, self.progress.start_block),
+            elapsed=time.monotonic() - self.progress.started, duration=None if self.kept else self.options.duration,
             rounds=_counter_total(metrics.rounds),
             organic=(self.progress.organic_sent, self.progress.organic_ok),
             weight_sets=sum(a.outcome == "success" for a in self.chain.client.weight_attempts()),
             rows=await self.rows(),
         )
 
-    async def follow(self, console: Console, stop: asyncio.Event) -> None:
-        """Show the subnet live until the duration ends or a signal arrives; then the final frame."""
-        deadline = None if self.options.duration is None else self.progress.started + self.options.duration
+    async def follow(self, console: Console, stop: asyncio.Event, deadline: float | None) -> None:
+        """Show the subnet live until ``deadline`` (monotonic; ``None``: no end) or until ``stop`` is set."""
         live = console.is_terminal if self.options.live is None else self.options.live
         with Live(await self.frame(), console=console, refresh_per_second=2, transient=False,
                   auto_refresh=False) if live else contextlib.nullcontext() as screen:
@@ -390,14 +456,22 @@ class _View:
                 elif time.monotonic() - last_line >= 10:
                     last_line = time.monotonic()
                     p = self.progress
-                    console.print(f"  block {p.block}, rounds {_counter_total(metrics.rounds)}, "
+                    console.print(f"  {blocks_text(p.block, p.start_block)}, rounds {_counter_total(metrics.rounds)}, "
                                   f"organic {p.organic_ok}/{p.organic_sent} ok, "
-                                  f"weights {'set' if p.first_weights_at else 'not yet set'}")
+                                  f"weights {'set' if p.first_weights_at else 'not yet set'}", soft_wrap=True)
+
+
+def _summed(before: Mapping[str, int], now: Callable[[], Mapping[str, int]]) -> Callable[[], dict[str, int]]:
+    def total() -> dict[str, int]:
+        current = now()
+        return {k: before.get(k, 0) + current.get(k, 0) for k in {*before, *current}}
+
+    return total
 
 
 def _on_signals(stop: asyncio.Event) -> None:
-    """SIGINT, SIGTERM and SIGHUP (a closed terminal) end the run the same way: the report is written and
-    every child is stopped. A SIGHUP ignored at start (``nohup``) stays ignored."""
+    """SIGINT, SIGTERM and SIGHUP (a closed terminal) end the run the same way, or end ``--keep``: the
+    report is written (once) and every child is stopped. A SIGHUP ignored at start (``nohup``) stays ignored."""
     loop = asyncio.get_running_loop()
     hangup = [] if signal.getsignal(signal.SIGHUP) is signal.SIG_IGN else [signal.SIGHUP]
     for sig in (signal.SIGINT, signal.SIGTERM, *hangup):

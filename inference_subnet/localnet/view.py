@@ -1,4 +1,4 @@
-"""The live terminal view of a local subnet: blocks, rounds, per-miner scores and weights."""
+"""The live terminal view of a local subnet: blocks, rounds, per-miner scores, weights and calls."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ def render(
     *,
     chain: str,
     netuid: int,
-    block: int,
+    blocks: str,
     elapsed: float,
     duration: float | None,
     rounds: int,
@@ -27,15 +27,15 @@ def render(
     left = "until Ctrl-C" if duration is None else f"{max(0.0, duration - elapsed):.0f}s left"
     header = Text.assemble(
         ("local subnet ", "bold"), (f"netuid {netuid} on {chain} chain", "cyan"),
-        f"  block {block}  rounds {rounds}  organic {organic[1]}/{organic[0]} ok  weight sets {weight_sets}",
+        f"  {blocks}  rounds {rounds}  organic {organic[1]}/{organic[0]} ok  weight sets {weight_sets}",
         f"  {elapsed:.0f}s ({left})",
     )
     table = Table(expand=False)
     for column, justify in (("uid", "right"), ("behaviour", "left"), ("port", "right"), ("score", "right"),
-                            ("weight", "right"), ("organic", "right")):
+                            ("weight", "right"), ("synthetic", "right"), ("organic", "right")):
         table.add_column(column, justify=justify)  # type: ignore[arg-type]
     for row in sorted(rows, key=lambda r: -r.weight):
         style = "green" if row.behaviour == "honest" else "red"
         table.add_row(str(row.uid), Text(row.behaviour, style=style), str(row.port), f"{row.score:.3f}",
-                      f"{row.weight:.3f}", str(row.organic_served))
+                      f"{row.weight:.3f}", str(row.synthetic_calls), str(row.organic_served))
     return Group(header, table)

@@ -169,6 +169,12 @@ class Keys:
         """Requests of one API key in flight."""
         return f"{self.prefix}:apikey:{{k:{key_id}}}:inflight"
 
+    def gateway_traffic(self, minute: int) -> str:
+        """Hash of the gateway's answers in one minute (every gateway process adds to it): ``s:STATUS`` per
+        HTTP status, ``k:KEY_ID:STATUS`` per API key (``-`` for none). Short-lived (see the gateway's
+        ``traffic`` module); used alone, so untagged."""
+        return f"{self.prefix}:gateway:traffic:{minute}"
+
     def miner_latency(self, identity: str) -> str:
         """Recent organic-serving stats of one miner used by routing (hash)."""
         return f"{self.prefix}:routing:{{m:{identity}}}"
@@ -178,3 +184,8 @@ class Keys:
         """Liveness of one service in one process (expires when it stops beating). Tagged by process: a
         stopping process deletes all of its heartbeats in one single-slot ``DEL``."""
         return f"{self.prefix}:heartbeat:{{i:{instance}}}:{service}"
+
+    def service_beats(self) -> str:
+        """Sorted set of ``SERVICE/INSTANCE`` scored by the time of its last heartbeat: which services and
+        gateways run, and which went silent (members silent for an hour are dropped). Used alone."""
+        return f"{self.prefix}:services"

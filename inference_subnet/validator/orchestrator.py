@@ -163,6 +163,9 @@ class Orchestrator(Service):
         self.last_round: RoundReport | None = None
         self.last_round_at: float | None = None
         self.rounds_done = 0
+        self.calls: dict[str, int] = {}
+        """Synthetic calls this process made to each miner identity, for views that run in the same process
+        (``localnet``): metrics never carry identities. Only identities still in the metagraph are kept."""
         self._progress = asyncio.Condition()
 
     # -- metagraph, stakes and capacities ---------------------------------------------------------------
@@ -253,6 +256,7 @@ class Orchestrator(Service):
         scorable = [e for e in entries if e.outcome != RATE_LIMITED]
         admitted = await self.scores.admit_many([e.identity for e in scorable], task.name, "synthetic", self.rng)
         kept = [e for e, ok in zip(scorable, admitted) if ok]
+        self._count_calls(targets, by_identity)
         for e in entries:
             report.outcomes[e.outcome] = report.outcomes.get(e.outcome, 0) + 1
             metrics.miner_requests.labels(task.name, "synthetic", e.outcome).inc()
@@ -269,6 +273,12 @@ class Orchestrator(Service):
             await enqueue(self.redis, self.keys, job)
             report.job_id = job.job_id
         return self._finish(report, started, "ok")
+
+    def _count_calls(self, called: Sequence[Neuron], present: Mapping[str, Neuron]) -> None:
+        if len(self.calls) > len(present):  # miners left: their counts go (bounded by the metagraph)
+            self.calls = {i: n for i, n in self.calls.items() if i in present}
+        for neuron in called:
+            self.calls[neuron.identity] = self.calls.get(neuron.identity, 0) + 1
 
     async def _call(self, task: Task, neuron: Neuron, request: BaseModel) -> Any:
         async with self.semaphore:

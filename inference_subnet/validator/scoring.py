@@ -143,6 +143,22 @@ def task_ref(task: Task) -> str:
     return f"{cls.__module__}:{cls.__qualname__}"
 
 
+async def queue_state(redis: RedisClient, keys: Keys) -> dict[str, int]:
+    """The scoring backlog: ``depth`` jobs in the stream (new and delivered, not yet acknowledged),
+    ``pending`` of them delivered to a worker, ``dead`` set aside. Two round trips, any process can ask."""
+    stream = keys.scoring_stream()
+    async with redis.pipeline(transaction=False) as pipe:
+        pipe.xlen(stream)
+        pipe.xlen(keys.scoring_dead())
+        depth, dead = await pipe.execute()
+    try:
+        summary = await redis.xpending(stream, keys.scoring_group)
+        pending = int(summary["pending"])
+    except ResponseError:  # no group yet: no worker ever started
+        pending = 0
+    return {"depth": int(depth), "pending": pending, "dead": int(dead)}
+
+
 class ScoringWorkers(Service):
     """``workers`` consumers of the scoring group in this process, plus the queue-depth gauges."""
 
@@ -349,17 +365,7 @@ class ScoringWorkers(Service):
 
     async def queue_state(self) -> dict[str, int]:
         """Jobs in the stream (new + pending), pending, and dead."""
-        stream = self.keys.scoring_stream()
-        async with self.redis.pipeline(transaction=False) as pipe:
-            pipe.xlen(stream)
-            pipe.xlen(self.keys.scoring_dead())
-            depth, dead = await pipe.execute()
-        try:
-            summary = await self.redis.xpending(stream, self.keys.scoring_group)
-            pending = int(summary["pending"])
-        except ResponseError:
-            pending = 0
-        return {"depth": int(depth), "pending": pending, "dead": int(dead)}
+        return await queue_state(self.redis, self.keys)
 
     async def _gauges(self) -> None:
         while True:

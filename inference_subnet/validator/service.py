@@ -37,7 +37,7 @@ from inference_subnet.serving import server_config
 from inference_subnet.settings import HttpSettings
 from inference_subnet.store.keys import Keys
 from inference_subnet.store.redis import RedisClient
-from inference_subnet.validator import metrics
+from inference_subnet.validator import beats, metrics
 
 log = logging.getLogger(__name__)
 
@@ -162,6 +162,10 @@ class ServiceHost:
         with contextlib.suppress(Exception):  # best effort, and no waiting out a Redis that hangs
             async with asyncio.timeout(self.check_timeout):
                 await self.redis.delete(*(self.keys.heartbeat(s.name, self.instance) for s in self.services))
+                await beats.forget(self.redis, self.keys, self._members())
+
+    def _members(self) -> list[str]:
+        return [beats.member(s.name, self.instance) for s in self.services]
 
     def request_stop(self) -> None:
         """Ask :meth:`serve` to shut down (what SIGTERM and SIGINT do)."""
@@ -243,6 +247,7 @@ class ServiceHost:
                 async with self.redis.pipeline(transaction=False) as pipe:
                     for service in self.services:
                         pipe.set(self.keys.heartbeat(service.name, self.instance), body, ex=ttl)
+                    beats.beat(pipe, self.keys, self._members(), time.time())
                     await pipe.execute()
             except Exception as exc:  # Redis down: keep beating, it will come back
                 metrics.service_errors.labels("heartbeat", type(exc).__name__).inc()

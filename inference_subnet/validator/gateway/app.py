@@ -45,12 +45,15 @@ from inference_subnet.store.keys import Keys
 from inference_subnet.store.redis import RedisClient
 from inference_subnet.store.sql import Database
 from inference_subnet.validator import metrics
+from inference_subnet.validator.service import instance_id
 from inference_subnet.validator.gateway.apikeys import ApiKeyInfo, ApiKeyStore
 from inference_subnet.validator.gateway.bodylimit import BodyLimit
 from inference_subnet.validator.gateway.dashboard import DashboardSource, dashboard_router
+from inference_subnet.validator.gateway.docs import add_offline_docs
 from inference_subnet.validator.gateway.limits import Admission, KeyLimiter
 from inference_subnet.validator.gateway.organic import OrganicFeed
 from inference_subnet.validator.gateway.requestlog import LogEntry, RequestLogWriter
+from inference_subnet.validator.gateway.traffic import TrafficCounter, TrafficMiddleware, mark_key
 from inference_subnet.validator.gateway.routing import (
     MinerCaller,
     NoMinerAvailable,
@@ -211,7 +214,10 @@ class Gateway:
         """``/ready`` fails beyond this age; ``None`` for a fixed metagraph (a development file)."""
 
     # -- pipeline steps -----------------------------------------------------------------------------
-    async def authenticate(self, credentials: HTTPAuthorizationCredentials | None) -> ApiKeyInfo:
+    async def authenticate(
+        self, credentials: HTTPAuthorizationCredentials | None, request: Request | None = None
+    ) -> ApiKeyInfo:
+        """The verified key; with ``request``, its answer is counted under that key (``traffic``)."""
         challenge = {"WWW-Authenticate": "Bearer"}
         if credentials is None:
             raise GatewayError(
@@ -220,6 +226,8 @@ class Gateway:
         info = await self.api_keys.verify(credentials.credentials)
         if info is None:
             raise GatewayError(401, "unauthorized", "invalid or revoked API key", challenge)
+        if request is not None:
+            mark_key(request, info.id)
         return info
 
     def parse(self, task: Task, body: bytes) -> BaseModel:
@@ -530,7 +538,7 @@ async def _api_key(
     request: Request, credentials: Annotated[HTTPAuthorizationCredentials | None, Security(_bearer)]
 ) -> ApiKeyInfo:
     gateway: Gateway = request.app.state.gateway
-    return await gateway.authenticate(credentials)
+    return await gateway.authenticate(credentials, request)
 
 
 ApiKeyDep = Annotated[ApiKeyInfo, Depends(_api_key)]
@@ -648,15 +656,18 @@ def create_gateway_app(
 
     if not check_metagraph_age:
         gateway.max_metagraph_age = None
+    traffic = TrafficCounter(redis, keys, instance=instance_id())
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         await database.upgrade()
         gateway.request_log.start()
         gateway.organic.start()
+        traffic.start()
         try:
             yield
         finally:
+            await traffic.aclose()
             await gateway.organic.aclose()
             await gateway.request_log.aclose()
             if owns_db:
@@ -667,7 +678,10 @@ def create_gateway_app(
         summary="Organic requests to the subnet's miners, routed by a validator.",
         version="1",
         lifespan=lifespan,
+        docs_url=None,
+        redoc_url=None,
     )
+    add_offline_docs(app)  # Swagger UI and ReDoc from installed assets, not a CDN
     app.state.gateway = gateway
     ordered = [tasks[name] for name in sorted(tasks)]
     refs, component_schemas = _request_schemas(ordered)
@@ -785,4 +799,5 @@ def create_gateway_app(
 
     app.openapi = openapi  # type: ignore[method-assign]
     app.add_middleware(BodyLimit, max_bytes=gw.max_body_bytes)
+    app.add_middleware(TrafficMiddleware, counter=traffic)  # outermost: counts the 413s too
     return app

@@ -1,9 +1,13 @@
 """The validator dashboard: one static page and the JSON it polls, built from what the validator keeps.
 
 Everything shown is either public chain data (the metagraph, the weights this validator set) or the
-validator's own bookkeeping (scores, quota use, weight attempts), so the page needs no API key; the gateway's
-``dashboard`` setting turns it off. Nothing here is invented: a miner's behaviour is unknown to a validator,
-so the page shows only what was measured (scores, latencies, successes) and what was decided (weights).
+validator's own bookkeeping (scores, quota use, weight attempts, the gateway's answer counts by status and
+API key id, the scoring backlog, which services beat), so the page needs no API key (and shows no key names
+or prefixes: they name the operator's customers); the gateway's ``dashboard``
+setting turns it off. Nothing here is invented: a miner's behaviour is unknown to a validator, so the page
+shows only what was measured (answer quality, latencies, successes) and what was decided (weights). A
+miner's "correct" column is the mean quality the task's scorer gave its recent answers, not whether it
+answered: a miner that answers every request wrongly shows 100 % answered and 0 % correct.
 
 The page is a single HTML file with inline CSS and JS (no CDN, no build step) served with a
 Content-Security-Policy that allows exactly its own inline script and fetches to this origin. The JSON is
@@ -42,9 +46,12 @@ from inference_subnet.settings import Settings
 from inference_subnet.store.keys import Keys
 from inference_subnet.store.redis import RedisClient
 from inference_subnet.store.sql import Database, RequestLog, utcnow
+from inference_subnet.validator import beats
+from inference_subnet.validator.gateway.traffic import FLUSH_SECONDS, TrafficSummary, read_traffic
 from inference_subnet.validator.managing.quota_math import epoch_end
 from inference_subnet.validator.managing.quotas import QuotaBook, QuotaStatus
 from inference_subnet.validator.managing.score_math import Sample
+from inference_subnet.validator.scoring import queue_state
 
 log = logging.getLogger(__name__)
 
@@ -94,6 +101,10 @@ class MinerRow(BaseModel):
     weight: float | None = Field(description="Weight given to this uid in the last successful set.")
     latency_ms: float | None = Field(description="Median latency of the recent answered samples.")
     success_rate: float | None = Field(description="Share of the recent samples that were answered.")
+    quality: float | None = Field(
+        description="Mean quality the task's scorer gave the recent samples (0 for no answer): how correct "
+                    "its answers are, whatever their HTTP status."
+    )
     recent_samples: int
     organic_routed: int = Field(description="Organic requests routed to it this quota epoch.")
     organic_served: int | None = Field(description="Organic requests it served (HTTP 200) in the window.")
@@ -124,6 +135,19 @@ class LastWeights(BaseModel):
     nonzero: int
 
 
+class ScoringBacklog(BaseModel):
+    depth: int = Field(description="Jobs in the scoring stream, new and delivered, not yet acknowledged.")
+    pending: int = Field(description="Jobs delivered to a worker, not yet acknowledged.")
+    dead: int = Field(description="Jobs set aside after too many failed attempts.")
+
+
+class ServiceState(BaseModel):
+    service: str
+    instance: str = Field(description="The process: host, pid and a random suffix.")
+    state: str = Field(description="`up` while it beats, `silent` once it missed its heartbeats.")
+    seconds_since_beat: float
+
+
 class DashboardData(BaseModel):
     generated_at: float
     netuid: int
@@ -140,6 +164,11 @@ class DashboardData(BaseModel):
     last_weights: LastWeights | None
     blocks_since_weights: int | None = Field(description="Blocks since the last successful weight set.")
     attempts: list[Attempt] = Field(description="The latest weight-set attempts, newest first.")
+    traffic: TrafficSummary = Field(description="The gateway's answers per minute and per API key (by id, as "
+                                                "`gateway keys list` shows it) over the last hour, every "
+                                                "gateway process summed.")
+    scoring: ScoringBacklog
+    services: list[ServiceState] = Field(description="Every service and gateway process, by last heartbeat.")
     notes: list[str] = Field(description="What could not be read, in words.")
 
 
@@ -163,6 +192,11 @@ def median_latency_ms(samples: Sequence[Sample]) -> float | None:
 
 def success_rate(samples: Sequence[Sample]) -> float | None:
     return sum(s.ok for s in samples) / len(samples) if samples else None
+
+
+def mean_quality(samples: Sequence[Sample]) -> float | None:
+    """The scorer's verdict on the answers: a failure's score is 0 already."""
+    return sum(s.score for s in samples) / len(samples) if samples else None
 
 
 def blocks_since(current: int | None, last: int | None) -> int | None:
@@ -277,6 +311,16 @@ class DashboardSource:
         recent = await self._recent_samples(identities, tasks)
         status = {task: await self.quotas.status(identities, task) for task in tasks}
         served = await self._served_counts(notes)
+        now = self.clock()
+        traffic = await read_traffic(self.redis, self.keys, now)
+        backlog = ScoringBacklog(**await queue_state(self.redis, self.keys))
+        # three missed beats, counted at the slower of the services' heartbeat and the gateway's flush
+        stale_after = 3 * max(self.settings.validator.heartbeat_seconds, FLUSH_SECONDS)
+        services = [
+            ServiceState(service=b.service, instance=b.instance, state=beats.state(b.last_beat, now, stale_after),
+                         seconds_since_beat=max(0.0, now - b.last_beat))
+            for b in sorted(await beats.read(self.redis, self.keys), key=lambda b: (b.service, b.instance))
+        ]
 
         rows: list[MinerRow] = []
         for neuron in neurons:
@@ -298,6 +342,7 @@ class DashboardSource:
                     weight=weights.get(neuron.uid) if last is not None else None,
                     latency_ms=median_latency_ms(pooled),
                     success_rate=success_rate(pooled),
+                    quality=mean_quality(pooled),
                     recent_samples=len(pooled),
                     organic_routed=sum(q.used_organic for q in quota.values()),
                     organic_served=served.get(neuron.hotkey, 0) if served is not None else None,
@@ -311,7 +356,6 @@ class DashboardSource:
             if b is not None
         ]
         block = max(known) if known else None
-        now = self.clock()
         epoch = self.quotas.epoch(now)
         epoch_seconds = self.settings.validator.quotas.epoch_seconds
         return DashboardData(
@@ -330,6 +374,9 @@ class DashboardSource:
             last_weights=last,
             blocks_since_weights=blocks_since(block, last.block if last else None),
             attempts=attempts,
+            traffic=traffic,
+            scoring=backlog,
+            services=services,
             notes=notes,
         )
 

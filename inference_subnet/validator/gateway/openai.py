@@ -254,7 +254,7 @@ def chat_router(tasks: Sequence[Task]) -> APIRouter | None:
 
     async def authenticate(request: Request, credentials: HTTPAuthorizationCredentials | None) -> Any:
         gateway: Gateway = request.app.state.gateway
-        return gateway, await gateway.authenticate(credentials)
+        return gateway, await gateway.authenticate(credentials, request)
 
     @router.get("/v1/models", summary="The chat models (tasks) of this gateway", responses=_ERRORS)
     async def models(
