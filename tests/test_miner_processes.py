@@ -109,7 +109,7 @@ async def test_workers_share_the_parents_embedded_valkey(tmp_path: Path) -> None
 @pytest.mark.parametrize(
     ("args", "flag", "message"),
     [
-        (["--wallet-name", "nobody"], "--wallet-name", "hotkey file not found"),
+        (["--wallet-name", "nobody"], "--wallet.name", "hotkey file not found"),
         (["--task", "no-such-task"], "--task", "unknown task"),
         (["--metagraph-file", "{tmp}/missing.json"], "--metagraph-file", "metagraph file not found"),
         (["--behaviour", "evil"], "--behaviour", "expected one of"),
