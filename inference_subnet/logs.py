@@ -27,7 +27,9 @@ TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 _SECRET = re.compile(r"(?i)(secret(?:seed|phrase)?|password|api[_-]?key|authorization|signature)([\"'=:\s]+)([^\s\"',}]+)")
 _URL = re.compile(r"[A-Za-z][\w+.-]*://\S+")
 _EXTRAS = ("service", "task", "miner", "uid", "job_id", "block")
-_QUIET_LIBRARIES = ("httpx", "httpcore", "websockets", "async_substrate_interface", "uvicorn.access", "alembic")
+_QUIET_LIBRARIES = (
+    "httpx", "httpcore", "websockets", "async_substrate_interface", "uvicorn.access", "alembic"
+)
 """Libraries whose INFO lines are noise for an operator (Alembic announces its plugins at import, the HTTP
 clients every request): WARNING and above only, unless logging is at DEBUG."""
 
@@ -110,4 +112,5 @@ def setup_logging(level: str = "INFO", log_format: LogFormat = "text", *, split:
     root.handlers[:] = handlers
     root.setLevel(level.upper())
     for name in _QUIET_LIBRARIES:
-        logging.getLogger(name).setLevel(root.level if root.level <= logging.DEBUG else max(logging.WARNING, root.level))
+        quiet = root.level if root.level <= logging.DEBUG else max(logging.WARNING, root.level)
+        logging.getLogger(name).setLevel(quiet)

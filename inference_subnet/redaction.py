@@ -8,7 +8,9 @@ from __future__ import annotations
 import re
 
 MASK = "***"
-_SECRET_QUERY = re.compile(r"(?i)([?&;](?:password|passwd|pwd|secret|token|api[_-]?key|access[_-]?key)=)[^&;#\s]*")
+_SECRET_QUERY = re.compile(
+    r"(?i)([?&;](?:password|passwd|pwd|secret|token|api[_-]?key|access[_-]?key)=)[^&;#\s]*"
+)
 
 
 def redact_url(url: str) -> str:

@@ -138,7 +138,9 @@ def test_wallet_commands_keep_their_old_path_flag(loaded: Any) -> None:
     assert str(loaded(["wallet", "show", "--path", "/srv/old"]).wallet.path) == "/srv/old"
 
 
-def run_cli(*args: str, env: dict[str, str] | None = None, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+def run_cli(
+    *args: str, env: dict[str, str] | None = None, stdin: str | None = None
+) -> subprocess.CompletedProcess[str]:
     clean = {k: v for k, v in os.environ.items() if not k.startswith(("ISN_", "BT_PW_"))}
     clean.pop("REDIS_URL", None)
     clean.pop("DATABASE_URL", None)
@@ -204,7 +206,8 @@ def test_config_show_masks_every_secret() -> None:
     [
         ("redis://:pw@h:1/0", "redis://***@h:1/0"),
         ("redis+cluster://u:pw@h:1,h:2", "redis+cluster://***@h:1,h:2"),
-        ("postgresql://h/db?user=a&password=pw&sslmode=require", "postgresql://h/db?user=a&password=***&sslmode=require"),
+        ("postgresql://h/db?user=a&password=pw&sslmode=require",
+         "postgresql://h/db?user=a&password=***&sslmode=require"),
         ("redis://:a/b?c@h/0", "redis://***@h/0"),  # unencoded "/" and "?" in the password
         ("sqlite+aiosqlite:///./x.db", "sqlite+aiosqlite:///./x.db"),
         ("wss://entrypoint-finney.opentensor.ai:443", "wss://entrypoint-finney.opentensor.ai:443"),

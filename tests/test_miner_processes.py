@@ -147,6 +147,6 @@ async def test_miner_on_an_unreachable_chain_answers_503_until_it_has_a_metagrap
 def test_miner_help() -> None:
     result = CliRunner().invoke(app, ["miner", "--help"])
     assert result.exit_code == 0
-    for flag in ("--task", "--port", "--host", "--wallet-name", "--wallet-hotkey", "--wallet-path",
-                 "--metagraph-file", "--network", "--netuid", "--behaviour", "--workers"):
+    for flag in ("--task", "--port", "--host", "--wallet.name", "--wallet.hotkey", "--wallet.path",
+                 "--metagraph-file", "--subtensor.network", "--netuid", "--behaviour", "--workers", "--log-format"):
         assert flag in result.output

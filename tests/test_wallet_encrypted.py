@@ -68,7 +68,8 @@ def test_without_password_or_terminal_a_service_fails_with_one_line(wallet: bitt
     assert out.returncode == 2
     (line,) = out.stderr.strip().splitlines()
     variable = password_variable(root_of(wallet) / "op" / "hotkeys" / "hot")
-    assert variable == "BT_PW_" + str(root_of(wallet) / "op" / "hotkeys" / "hot").replace("/", "_").replace(".", "_").upper()
+    file = str(root_of(wallet) / "op" / "hotkeys" / "hot")
+    assert variable == "BT_PW_" + file.replace("/", "_").replace(".", "_").upper()
     assert line.startswith("error: --wallet.name/--wallet.hotkey/--wallet.path: hotkey file ")
     assert f"is encrypted: set {variable}" in line and "wallet password-env" in line
 

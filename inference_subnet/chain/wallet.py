@@ -144,7 +144,9 @@ def _first_line(exc: BaseException) -> str:
     return str(exc).splitlines()[0] if str(exc) else type(exc).__name__
 
 
-def load_hotkey(wallet_path: Path, name: str, hotkey: str, *, ask_password: AskPassword | None = None) -> Keypair:
+def load_hotkey(
+    wallet_path: Path, name: str, hotkey: str, *, ask_password: AskPassword | None = None
+) -> Keypair:
     """The hotkey keypair (with its secret) that signs requests and answers as a miner."""
     return _read_keyfile(hotkey_file(wallet_path, name, hotkey), "hotkey", ask_password)
 

@@ -46,7 +46,9 @@ WalletPathOpt = Annotated[
     typer.Option(*WALLET_PATH_FLAGS,
                  help="Wallets root folder; default: setting wallet.path." + _also(WALLET_PATH_FLAGS)),
 ]
-NETWORK_HELP = "finney, test, local or a ws:// / wss:// URL; default: setting chain.network." + _also(NETWORK_FLAGS)
+NETWORK_HELP = "finney, test, local or a ws:// / wss:// URL; default: setting chain.network." + _also(
+    NETWORK_FLAGS
+)
 NetworkOpt = Annotated[str | None, typer.Option(*NETWORK_FLAGS, help=NETWORK_HELP)]
 NetuidOpt = Annotated[int | None, typer.Option(*NETUID_FLAGS, help="Subnet; default: setting chain.netuid.")]
 

@@ -48,7 +48,7 @@ def _wallet(name: str | None, hotkey: str | None, path: Path | None) -> WalletSe
         try:
             check_name(value, what)
         except WalletError as exc:
-            fail(f"{flag} (wallet.{'name' if what == 'wallet' else 'hotkey'}): {exc}")
+            fail(f"{flag} ({flag.removeprefix('--')}): {exc}")
     return cfg
 
 
@@ -85,7 +85,9 @@ def create(
 
 
 @app.command("show")
-def show(wallet_name: WalletNameOpt = None, wallet_hotkey: WalletHotkeyOpt = None, wallet_path: PathOpt = None) -> None:
+def show(
+    wallet_name: WalletNameOpt = None, wallet_hotkey: WalletHotkeyOpt = None, wallet_path: PathOpt = None
+) -> None:
     """Print the wallet's public addresses and file locations (never a secret; no password needed)."""
     cfg = _wallet(wallet_name, wallet_hotkey, wallet_path)
     try:
@@ -96,7 +98,8 @@ def show(wallet_name: WalletNameOpt = None, wallet_hotkey: WalletHotkeyOpt = Non
     scheme = {v: k for k, v in CRYPTO_TYPES.items()}.get(hot.crypto_type, str(hot.crypto_type))
     typer.echo(printable(f"wallet   {cfg.name} ({cfg.path})"))
     typer.echo(f"coldkey  {coldkey}")
-    typer.echo(printable(f"hotkey   {cfg.hotkey}  {hot.ss58_address}  [{scheme}{', encrypted' if encrypted else ''}]"))
+    kind = f"{scheme}, encrypted" if encrypted else scheme
+    typer.echo(printable(f"hotkey   {cfg.hotkey}  {hot.ss58_address}  [{kind}]"))
 
 
 @app.command("password-env")
