@@ -21,7 +21,7 @@ import tomllib
 import types
 from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import Annotated, Any, Union, get_args, get_origin
+from typing import Annotated, Any, Literal, Union, get_args, get_origin
 
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import (
@@ -404,7 +404,12 @@ class Settings(BaseSettings):
         "`postgresql+asyncpg://...`.",
     )
     log_level: str = Field("INFO", description="Log level of every service.")
-    log_json: bool = Field(False, description="Structured JSON logs (one object a line).")
+    log_format: Literal["text", "json"] = Field(
+        "text",
+        description="`text` (`time level logger: message`) or `json` (one object a line: `time`, `level`, "
+        "`logger`, `message`, `exception`). Services write INFO and DEBUG to stdout, WARNING and above to "
+        "stderr; one-shot commands write every log line to stderr.",
+    )
     wallet: WalletSettings = Field(default_factory=WalletSettings)
     http: HttpSettings = Field(default_factory=HttpSettings)
     chain: ChainSettings = Field(default_factory=ChainSettings)
@@ -656,7 +661,7 @@ def _did_you_mean(key: str, candidates: list[str]) -> str:
     """`` (did you mean X?)`` for the nearest candidate, preferring ones of the same section.
 
     The ``ISN_`` every variable shares is left out of the comparison, or it alone would make ``ISN_FOO``
-    look like ``ISN_LOG_JSON``."""
+    look like ``ISN_LOG_LEVEL``."""
     prefix = ENV_PREFIX if key.startswith(ENV_PREFIX) else ""
     bare = key.removeprefix(prefix)
     pool_all = [c.removeprefix(prefix) for c in candidates]

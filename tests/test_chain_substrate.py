@@ -379,7 +379,7 @@ def test_cli_serve_axon_and_set_weights(signed_as: Flags) -> None:
 
 def test_cli_refusals_name_what_to_fix(signed_as: Flags, chain_url: str) -> None:
     code, output = invoke("set-weights", "--uids", "2", "--weights", "1", *signed_as("stranger"))
-    assert code == 2 and "--hotkey" in output and "not registered" in output, output
+    assert code == 2 and "--wallet.hotkey" in output and "not registered" in output, output
 
     code, output = invoke("set-weights", "--uids", "1", "--weights", "1", *signed_as("miner"))
     assert code == 2 and "no validator permit" in output, output
@@ -388,14 +388,14 @@ def test_cli_refusals_name_what_to_fix(signed_as: Flags, chain_url: str) -> None
     assert code == 2 and "--uids/--weights" in output
 
     code, output = invoke("set-weights", "--uids", "2", "--weights", "1", *signed_as("nobody"))
-    assert code == 2 and "--wallet-name/--hotkey" in output
+    assert code == 2 and "--wallet.name/--wallet.hotkey/--wallet.path" in output
 
     code, output = invoke("metagraph", "--network", chain_url, "--netuid", "4000")
     assert code == 2 and "--netuid 4000" in output and "does not exist" in output
 
     dead = f"ws://127.0.0.1:{free_port()}"
     code, output = invoke("metagraph", "--network", dead, "--netuid", "1")
-    assert code == 2 and f"--network {dead}: chain unreachable" in output
+    assert code == 2 and f"--subtensor.network {dead}: chain unreachable" in output
 
 
 async def test_cli_rate_limited_set_exits_3(

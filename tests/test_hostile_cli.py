@@ -323,7 +323,7 @@ def test_wallet_names_are_plain_names(tmp_path: Path, flag: str, value: str) -> 
     root = tmp_path / "sandbox" / "wallets"
     root.mkdir(parents=True)
     result = run("wallet", "create", "--path", str(root), flag, value)
-    line = one_line_error(result, flag)
+    line = one_line_error(result, {"--name": "--wallet.name", "--hotkey": "--wallet.hotkey"}[flag])
     assert "\x1b" not in result.output
     if value.startswith("[bold]"):
         assert "[bold]x/y" in line  # printed literally, not as markup

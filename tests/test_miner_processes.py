@@ -109,7 +109,7 @@ async def test_workers_share_the_parents_embedded_valkey(tmp_path: Path) -> None
 @pytest.mark.parametrize(
     ("args", "flag", "message"),
     [
-        (["--wallet-name", "nobody"], "--wallet-name", "hotkey file not found"),
+        (["--wallet-name", "nobody"], "--wallet.name", "hotkey file not found"),
         (["--task", "no-such-task"], "--task", "unknown task"),
         (["--metagraph-file", "{tmp}/missing.json"], "--metagraph-file", "metagraph file not found"),
         (["--behaviour", "evil"], "--behaviour", "expected one of"),
@@ -147,6 +147,6 @@ async def test_miner_on_an_unreachable_chain_answers_503_until_it_has_a_metagrap
 def test_miner_help() -> None:
     result = CliRunner().invoke(app, ["miner", "--help"])
     assert result.exit_code == 0
-    for flag in ("--task", "--port", "--host", "--wallet-name", "--wallet-hotkey", "--wallet-path",
-                 "--metagraph-file", "--network", "--netuid", "--behaviour", "--workers"):
+    for flag in ("--task", "--port", "--host", "--wallet.name", "--wallet.hotkey", "--wallet.path",
+                 "--metagraph-file", "--subtensor.network", "--netuid", "--behaviour", "--workers", "--log-format"):
         assert flag in result.output

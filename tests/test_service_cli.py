@@ -99,7 +99,7 @@ def test_unknown_service_names_the_argument(env: dict[str, str]) -> None:
 
 def test_missing_wallet_names_the_flags(env: dict[str, str], tmp_path: Path) -> None:
     out = run_cli(["validator", "run", "--network", "memory", "--wallet-path", str(tmp_path / "none")], env)
-    assert out.returncode == 2 and "--wallet-name/--wallet-hotkey/--wallet-path" in out.stderr
+    assert out.returncode == 2 and "--wallet.name/--wallet.hotkey/--wallet.path" in out.stderr
 
 
 def test_busy_port_names_the_flags(env: dict[str, str]) -> None:
@@ -114,4 +114,4 @@ def test_busy_port_names_the_flags(env: dict[str, str]) -> None:
 def test_unreachable_chain_names_the_flag(env: dict[str, str]) -> None:
     url = f"ws://127.0.0.1:{free_port()}"
     out = run_cli(["validator", "service", "weights", "--network", url], env | {"ISN_CHAIN__CALL_TIMEOUT": "2"})
-    assert out.returncode == 2 and f"--network: cannot reach {url}" in out.stderr
+    assert out.returncode == 2 and f"--subtensor.network: cannot reach {url}" in out.stderr

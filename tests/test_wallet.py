@@ -236,7 +236,7 @@ def test_cli_create_and_show(tmp_path: Path) -> None:
 
     again = runner.invoke(app, args)
     assert again.exit_code == 2
-    assert "already exists" in again.output and "--name/--hotkey" in again.output
+    assert "already exists" in again.output and "--wallet.name/--wallet.hotkey" in again.output
 
     shown = runner.invoke(app, ["wallet", "show", "--name", "cli", "--hotkey", "h", "--path", str(tmp_path)])
     assert shown.exit_code == 0 and hot.ss58_address in shown.output

@@ -17,7 +17,8 @@
 //   REDIS_PORT=6379                      127.0.0.1:REDIS_PORT
 //   DATABASE_URL                         the gateway's store; unset: SQLite under STATE_DIR
 //   STATE_DIR=~/.inference-subnet        local data (Valkey files, SQLite)
-//   LOG_LEVEL=INFO, ISN_BIN              the `inference-subnet` executable (default: found on PATH)
+//   LOG_LEVEL=INFO, LOG_FORMAT=text      or LOG_FORMAT=json (one JSON object a line)
+//   ISN_BIN                              the `inference-subnet` executable (default: found on PATH)
 // Every process is configured by environment variables (ISN_SECTION__FIELD, REDIS_URL, DATABASE_URL),
 // the same names as in docker-compose.yml and the Kubernetes ConfigMap.
 
@@ -59,6 +60,7 @@ const TASKS = input.TASKS || '["arithmetic"]';
 const SCORING_REPLICAS = Number.parseInt(input.SCORING_REPLICAS || "2", 10);
 const STATE_DIR = input.STATE_DIR || path.join(os.homedir(), ".inference-subnet");
 const LOG_LEVEL = input.LOG_LEVEL || "INFO";
+const LOG_FORMAT = input.LOG_FORMAT || "text";
 const REDIS_PORT = Number.parseInt(input.REDIS_PORT || "6379", 10);
 const REDIS_URL = input.REDIS_URL || `redis://127.0.0.1:${REDIS_PORT}/0`;
 const BIN = input.ISN_BIN || executable("inference-subnet");
@@ -80,13 +82,15 @@ const common = {
   exp_backoff_restart_delay: 200,
   // Services stop cleanly on SIGINT (the gateway drains requests and flushes its log): give them time.
   kill_timeout: 35000,
-  time: true,
+  // No `time: true`: every line already starts with its own timestamp (or carries "time" in JSON); pm2's
+  // would be a second one. INFO lines go to the -out.log, warnings and errors to the -error.log.
 };
 
 const chainEnv = {
   ISN_CHAIN__NETWORK: NETWORK,
   ISN_CHAIN__NETUID: NETUID,
   ISN_LOG_LEVEL: LOG_LEVEL,
+  ISN_LOG_FORMAT: LOG_FORMAT,
 };
 if (input.WALLETS_DIR) chainEnv.ISN_WALLET__PATH = input.WALLETS_DIR;
 

@@ -9,16 +9,26 @@ Layout under the wallets root (``~/.bittensor/wallets`` by default)::
 
 Reading and writing go through ``bittensor_wallet.Keyfile``/``Wallet`` so the files stay exactly what the
 rest of the ecosystem (btcli, the SDK) writes and reads. This module adds what a long-running service needs
-on top: errors that name the missing file instead of a generic Rust error, no interactive password prompt
-(a service must fail, not hang on stdin), and a refusal to overwrite any existing key file.
+on top: errors that name the missing file instead of a generic Rust error, and a refusal to overwrite any
+existing key file.
+
+Password-protected (encrypted) hotkeys are unlocked with the password the wallet library reads from its
+own environment variable (``BT_PW_`` + the key file's path, see :func:`password_variable`; its value is what
+``Keyfile.save_password_to_env`` returns, which ``inference-subnet wallet password-env`` prints), or with
+one the caller asks for (a terminal prompt). Never with the library's own prompt: it reads the terminal
+even when stdin is not one, so a supervised service would hang instead of failing.
 """
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
+import logging
 import os
 import stat
 import unicodedata
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -28,6 +38,13 @@ if TYPE_CHECKING:
     from inference_subnet.settings import Settings
 
 CRYPTO_TYPES: dict[str, int] = {"sr25519": 1, "ed25519": 0}
+
+AskPassword = Callable[[str], "str | None"]
+"""Asks for the password of the key file it is given (a prompt); ``None`` when nobody can answer."""
+
+log = logging.getLogger(__name__)
+_unlocked: dict[str, Keypair] = {}
+"""Encrypted key files this process has unlocked: one slow key derivation (seconds, ~0.5 GiB) a process."""
 
 
 class WalletError(Exception):
@@ -94,19 +111,25 @@ def _denied(path: Path) -> WalletError:
     )
 
 
-def _read_keyfile(path: Path, what: str) -> Keypair:
-    """A keypair from one key file, never prompting: encrypted files are an error for a service."""
+def password_variable(path: Path | str) -> str:
+    """The environment variable the wallet library reads the password of the key file at ``path`` from."""
+    return str(Keyfile(str(path)).env_var_name())
+
+
+def _read_keyfile(path: Path, what: str, ask_password: AskPassword | None = None) -> Keypair:
+    """A keypair from one key file; an encrypted one is unlocked as the module docstring says."""
     if not _probe(path):
         raise WalletError(
             f"{what} file not found: {path} "
-            "(create development keys with `inference-subnet wallet create --name NAME --hotkey HOTKEY`)"
+            "(create development keys with `inference-subnet wallet create --wallet.name NAME "
+            "--wallet.hotkey HOTKEY`)"
         )
     if not os.access(path, os.R_OK):
         raise _denied(path)
     try:
         keyfile = Keyfile(str(path))
         if keyfile.is_encrypted():
-            raise WalletError(f"{what} file is encrypted: {path}; a service needs an unencrypted key file")
+            return _unlock(keyfile, path, what, ask_password)
         return keyfile.keypair
     except WalletError:
         raise
@@ -114,13 +137,63 @@ def _read_keyfile(path: Path, what: str) -> Keypair:
         raise WalletError(f"cannot read {what} file {path}: {_first_line(exc)}") from None
 
 
+def _unlock(keyfile: Keyfile, path: Path, what: str, ask_password: AskPassword | None) -> Keypair:
+    key = str(path.resolve())
+    if key in _unlocked:
+        return _unlocked[key]
+    variable = str(keyfile.env_var_name())
+    password = None
+    if variable not in os.environ:
+        password = ask_password(str(path)) if ask_password is not None else None
+        if password is None:
+            raise WalletError(
+                f"{what} file {path} is encrypted: set {variable} (`inference-subnet wallet password-env` "
+                "prints it) or start on a terminal to be asked for the password"
+            )
+    source = f"the password in {variable}" if password is None else "the password given"
+    log.info("unlocking %s file %s (the key derivation takes a few seconds)", what, path)
+    try:
+        with contextlib.redirect_stdout(io.StringIO()):  # the library prints "Decrypting..." on stdout
+            keypair = keyfile.get_keypair(password=password)
+    except Exception as exc:  # noqa: BLE001  (KeyFileError is not importable by name)
+        raise WalletError(f"cannot unlock {what} file {path} with {source}: {_first_line(exc)}") from None
+    if password is not None:
+        # Worker processes started after this one (a miner's --workers) unlock it the library's way.
+        os.environ[variable] = str(keyfile.save_password_to_env(password))
+    _unlocked[key] = keypair
+    return keypair
+
+
 def _first_line(exc: BaseException) -> str:
     return str(exc).splitlines()[0] if str(exc) else type(exc).__name__
 
 
-def load_hotkey(wallet_path: Path, name: str, hotkey: str) -> Keypair:
+def load_hotkey(
+    wallet_path: Path, name: str, hotkey: str, *, ask_password: AskPassword | None = None
+) -> Keypair:
     """The hotkey keypair (with its secret) that signs requests and answers as a miner."""
-    return _read_keyfile(hotkey_file(wallet_path, name, hotkey), "hotkey")
+    return _read_keyfile(hotkey_file(wallet_path, name, hotkey), "hotkey", ask_password)
+
+
+def load_hotkey_public(wallet_path: Path, name: str, hotkey: str) -> tuple[Keypair, bool]:
+    """The hotkey's public half and whether its key file is encrypted, without unlocking anything.
+
+    ``HOTKEYpub.txt`` (written beside every hotkey by btcli and the library) holds the public key; a
+    plain key file without it (very old wallets) is read instead. An encrypted one without it is an error,
+    as the address cannot be known without the password."""
+    path = hotkey_file(wallet_path, name, hotkey)
+    if not _probe(path):
+        raise WalletError(f"hotkey file not found: {path}")
+    try:
+        encrypted = bool(Keyfile(str(path)).is_encrypted())
+    except Exception as exc:  # noqa: BLE001  (the binding's errors are not importable by name)
+        raise WalletError(f"cannot read hotkey file {path}: {_first_line(exc)}") from None
+    pub = path.with_name(path.name + "pub.txt")
+    if _probe(pub):
+        return _read_keyfile(pub, "hotkeypub"), encrypted
+    if encrypted:
+        raise WalletError(f"hotkey file {path} is encrypted and {pub} is missing: its address is unknown")
+    return _read_keyfile(path, "hotkey"), False
 
 
 def load_coldkeypub(wallet_path: Path, name: str) -> str:
@@ -221,7 +294,7 @@ def _restrict(folder: Path) -> None:
             os.chmod(Path(root) / file, 0o600)
 
 
-def keypair_from_settings(settings: Settings) -> Keypair:
+def keypair_from_settings(settings: Settings, *, ask_password: AskPassword | None = None) -> Keypair:
     """The hotkey named by ``settings.wallet``."""
     w = settings.wallet
-    return load_hotkey(w.path, w.name, w.hotkey)
+    return load_hotkey(w.path, w.name, w.hotkey, ask_password=ask_password)

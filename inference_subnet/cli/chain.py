@@ -10,7 +10,6 @@ import asyncio
 import json
 from collections.abc import Awaitable, Callable
 from dataclasses import asdict
-from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
 import typer
@@ -33,34 +32,36 @@ from inference_subnet.chain.types import (
     WeightVecTooShort,
 )
 from inference_subnet.chain.wallet import WalletError, load_hotkey
-from inference_subnet.cli.common import fail, settings
+from inference_subnet.cli.common import ask_password, fail, settings
+from inference_subnet.cli.options import (
+    WALLET_FLAGS,
+    NetuidOpt,
+    NetworkOpt,
+    WalletHotkeyOpt,
+    WalletNameOpt,
+    WalletPathOpt,
+    wallet_overrides,
+)
 from inference_subnet.settings import Settings
 
 app = typer.Typer(help="Read a subnet, serve an axon, set weights (any subtensor node).", no_args_is_help=True)
 out = Console()
 T = TypeVar("T")
 
-NetworkOpt = Annotated[
-    str | None,
-    typer.Option("--network", help="finney, test, local or a ws:// / wss:// URL; default: setting chain.network."),
-]
-NetuidOpt = Annotated[int | None, typer.Option("--netuid", help="Subnet; default: setting chain.netuid.")]
 MechidOpt = Annotated[int | None, typer.Option("--mechid", help="Mechanism (sub-subnet); default 0.")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
-WalletPathOpt = Annotated[Path | None, typer.Option("--wallet-path", help="Wallets root; default: wallet.path.")]
-WalletNameOpt = Annotated[str | None, typer.Option("--wallet-name", help="Wallet name; default: wallet.name.")]
-HotkeyOpt = Annotated[str | None, typer.Option("--hotkey", help="Hotkey name; default: wallet.hotkey.")]
 
 
-def _settings(network: str | None, netuid: int | None, mechid: int | None = None, **wallet: Any) -> Settings:
-    return settings(chain={"network": network, "netuid": netuid, "mechid": mechid}, wallet=wallet)
+def _settings(network: str | None, netuid: int | None, mechid: int | None = None,
+              wallet: dict[str, Any] | None = None) -> Settings:
+    return settings(chain={"network": network, "netuid": netuid, "mechid": mechid}, wallet=wallet or {})
 
 
 def _client(cfg: Settings) -> SubstrateChainClient:
     try:
         return SubstrateChainClient.from_settings(cfg.chain)
     except ValueError as exc:
-        fail(f"--network: {exc}")
+        fail(f"--subtensor.network: {exc}")
 
 
 def _run(cfg: Settings, work: Callable[[SubstrateChainClient], Awaitable[T]], *, hotkey: str | None = None) -> T:
@@ -71,13 +72,13 @@ def _run(cfg: Settings, work: Callable[[SubstrateChainClient], Awaitable[T]], *,
             return await work(client)
 
     netuid, endpoints = cfg.chain.netuid, cfg.chain.network
-    who = f"--hotkey ({hotkey})" if hotkey else "--hotkey"
+    who = f"--wallet.hotkey ({hotkey})" if hotkey else "--wallet.hotkey"
     try:
         return asyncio.run(main())
     except ChainUnavailable as exc:
-        fail(f"--network {endpoints}: chain unreachable ({exc})")
+        fail(f"--subtensor.network {endpoints}: chain unreachable ({exc})")
     except ChainTimeout as exc:
-        fail(f"--network {endpoints}: the node did not answer in time ({exc}); retry, use another endpoint "
+        fail(f"--subtensor.network {endpoints}: the node did not answer in time ({exc}); retry, use another endpoint "
              "or raise chain.call_timeout")
     except UnknownSubnet as exc:
         fail(f"--netuid {netuid}: {exc}")
@@ -98,9 +99,9 @@ def _run(cfg: Settings, work: Callable[[SubstrateChainClient], Awaitable[T]], *,
 
 def _keypair(cfg: Settings) -> Any:
     try:
-        return load_hotkey(cfg.wallet.path, cfg.wallet.name, cfg.wallet.hotkey)
+        return load_hotkey(cfg.wallet.path, cfg.wallet.name, cfg.wallet.hotkey, ask_password=ask_password)
     except WalletError as exc:
-        fail(f"--wallet-name/--hotkey: {exc}")
+        fail(f"{WALLET_FLAGS}: {exc}")
 
 
 def _numbers(text: str, flag: str, kind: Callable[[str], T]) -> list[T]:
@@ -156,12 +157,12 @@ def serve_axon(
     protocol: Annotated[int, typer.Option("--protocol", help="Axon protocol number stored on chain.")] = 4,
     network: NetworkOpt = None,
     netuid: NetuidOpt = None,
-    wallet_path: WalletPathOpt = None,
     wallet_name: WalletNameOpt = None,
-    hotkey: HotkeyOpt = None,
+    wallet_hotkey: WalletHotkeyOpt = None,
+    wallet_path: WalletPathOpt = None,
 ) -> None:
     """Publish this hotkey's axon (where validators reach the miner) on chain."""
-    cfg = _settings(network, netuid, path=wallet_path, name=wallet_name, hotkey=hotkey)
+    cfg = _settings(network, netuid, wallet=wallet_overrides(wallet_name, wallet_hotkey, wallet_path))
     keypair = _keypair(cfg)
     receipt = _run(cfg, lambda c: c.serve_axon(keypair, cfg.chain.netuid, ip, port, protocol),
                    hotkey=keypair.ss58_address)
@@ -183,16 +184,16 @@ def set_weights(
     network: NetworkOpt = None,
     netuid: NetuidOpt = None,
     mechid: MechidOpt = None,
-    wallet_path: WalletPathOpt = None,
     wallet_name: WalletNameOpt = None,
-    hotkey: HotkeyOpt = None,
+    wallet_hotkey: WalletHotkeyOpt = None,
+    wallet_path: WalletPathOpt = None,
 ) -> None:
     """Set (or commit) weights by the path the subnet and runtime call for; prints the recorded attempt."""
     uid_list = _numbers(uids, "--uids", int)
     weight_list = _numbers(weights, "--weights", float)
     if len(uid_list) != len(weight_list) or not uid_list:
         fail(f"--uids/--weights: {len(uid_list)} uids but {len(weight_list)} weights")
-    cfg = _settings(network, netuid, mechid, path=wallet_path, name=wallet_name, hotkey=hotkey)
+    cfg = _settings(network, netuid, mechid, wallet=wallet_overrides(wallet_name, wallet_hotkey, wallet_path))
     keypair = _keypair(cfg)
 
     async def work(client: SubstrateChainClient) -> list[WeightAttempt]:

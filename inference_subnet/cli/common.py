@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import getpass
+import sys
 import tomllib
 import unicodedata
 from dataclasses import dataclass
@@ -80,13 +82,26 @@ def bad_input_message(exc: BaseException) -> str | None:
     return None
 
 
-def settings(**overrides: Any) -> Settings:
-    """Settings from defaults < config file < environment < the given CLI flags; set up logging."""
+def ask_password(path: str) -> str | None:
+    """The password of the encrypted key file at ``path``, asked on the terminal; ``None`` when stdin is no
+    terminal (a supervisor, a pipe): a service then fails with one line instead of waiting for an answer."""
+    if not sys.stdin.isatty():
+        return None
+    return getpass.getpass(f"password of {printable(path)}: ")
+
+
+def settings(*, service: bool = False, **overrides: Any) -> Settings:
+    """Settings from defaults < config file < environment < the given CLI flags; set up logging.
+
+    ``service``: a long-running command, whose INFO lines go to stdout and warnings to stderr; a one-shot
+    command's stdout is its result, so all its log lines go to stderr. ``--debug`` also shows the INFO lines
+    of libraries kept quiet otherwise (Alembic's)."""
     try:
         loaded = load_settings(state.config_file, **overrides)
     except SettingsError as exc:
         if state.debug:
             raise
         fail(bad_input_message(exc) or str(exc))
-    setup_logging(loaded.log_level, loaded.log_json)
+    setup_logging("DEBUG" if state.debug and loaded.log_level.upper() == "INFO" else loaded.log_level,
+                  loaded.log_format, split=service)
     return loaded

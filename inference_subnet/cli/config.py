@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
-from typing import Annotated, Any, Optional
+from typing import Annotated, Any, Literal, Optional, get_origin
 
 import typer
 from pydantic import BaseModel
 
 from inference_subnet.cli.common import settings
+from inference_subnet.redaction import redact_url
 from inference_subnet.settings import OTHER_ENV_VARS, REDIS_URL_SCHEMES, RESERVED_ENV_PREFIXES, Settings
 
 app = typer.Typer(help="Inspect settings and generate docs/configuration.md.", no_args_is_help=True)
@@ -16,8 +18,19 @@ app = typer.Typer(help="Inspect settings and generate docs/configuration.md.", n
 
 @app.command("show")
 def show() -> None:
-    """Print the effective settings as JSON (secrets masked)."""
-    typer.echo(settings().model_dump_json(indent=2))
+    """Print the effective settings as JSON, secrets masked: secret settings, and the password of every URL
+    (``database_url``, ``redis_url``, an endpoint with ``user:password@``)."""
+    typer.echo(json.dumps(masked(settings().model_dump(mode="json")), indent=2))
+
+
+def masked(value: Any) -> Any:
+    """``value`` (dumped settings) with every URL's userinfo and secret query parameters masked; secret
+    settings (``SecretStr``) are already masked by the dump."""
+    if isinstance(value, dict):
+        return {key: masked(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [masked(item) for item in value]
+    return redact_url(value) if isinstance(value, str) else value
 
 
 @app.command("docs")
@@ -68,7 +81,9 @@ def _walk(model: type[BaseModel], prefix: str, lines: list[str]) -> None:
             _walk(annotation, f"{prefix}{name}.", lines)
             continue
         default = field.get_default(call_default_factory=True)
-        type_name = getattr(annotation, "__name__", None) or str(annotation).replace("typing.", "")
+        type_name = (None if get_origin(annotation) is Literal else getattr(annotation, "__name__", None)) or str(
+            annotation
+        ).replace("typing.", "")
         lines.append(
             f"| `{prefix}{name}` | `{type_name}` | `{default!r}` | {field.description or ''} |"
         )

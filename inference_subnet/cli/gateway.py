@@ -20,7 +20,16 @@ from typing import Annotated, Any, Optional
 
 import typer
 
-from inference_subnet.cli.common import fail, printable, safe, settings
+from inference_subnet.cli.common import ask_password, fail, printable, safe, settings, state
+from inference_subnet.cli.options import (
+    WALLET_FLAGS,
+    LogFormatOpt,
+    NetuidOpt,
+    WalletHotkeyOpt,
+    WalletNameOpt,
+    WalletPathOpt,
+    wallet_overrides,
+)
 from inference_subnet.settings import Settings
 from inference_subnet.store.redis import redact
 
@@ -44,9 +53,14 @@ DatabaseOpt = Annotated[
 ]
 
 
-def _migrate(cfg: Settings) -> None:
+def _migrate(cfg: Settings, *, quiet: bool = False) -> None:
+    """Bring the schema up to date. ``quiet`` (the key commands): their output is the key or the listing,
+    so the "schema migrated" line is shown only with ``--debug``."""
+    from inference_subnet.store.migrations import log as migrations_log
     from inference_subnet.store.migrations import upgrade_database
 
+    if quiet and not state.debug:
+        migrations_log.setLevel(logging.WARNING)
     try:
         asyncio.run(upgrade_database(cfg.database_url))
     except Exception as exc:
@@ -89,7 +103,7 @@ def keys_create(
     if any(unicodedata.category(ch) in ("Cc", "Cf") for ch in name):
         fail(f"--name: {name!r} contains control characters; a key's name is shown in terminals")
     cfg = settings(database_url=database_url)
-    _migrate(cfg)
+    _migrate(cfg, quiet=True)
     rate = rate_per_minute or cfg.gateway.default_rate_per_minute
     concurrent = max_concurrent or cfg.gateway.default_max_concurrent
 
@@ -118,7 +132,7 @@ def keys_list(
 ) -> None:
     """List keys (id, name, prefix, limits, created, revoked). Secrets are never shown."""
     cfg = settings(database_url=database_url)
-    _migrate(cfg)
+    _migrate(cfg, quiet=True)
 
     async def listing(store: Any) -> Any:
         return await store.list_keys(include_revoked=not active)
@@ -167,7 +181,7 @@ def keys_revoke(
 ) -> None:
     """Revoke a key: running gateways refuse it within gateway.api_key_cache_seconds."""
     cfg = settings(database_url=database_url)
-    _migrate(cfg)
+    _migrate(cfg, quiet=True)
 
     async def revoke(store: Any) -> Any:
         return await store.revoke(key_id)
@@ -193,30 +207,30 @@ def run(
             help="Read the metagraph from this JSON instead of the sidecar's copy in Redis (development).",
         ),
     ] = None,
-    wallet_name: Annotated[
-        Optional[str], typer.Option("--wallet-name", help="Validator wallet name.")
-    ] = None,
-    wallet_hotkey: Annotated[
-        Optional[str], typer.Option("--wallet-hotkey", help="Validator hotkey name.")
-    ] = None,
-    wallet_path: Annotated[Optional[Path], typer.Option("--wallet-path", help="Wallets root folder.")] = None,
+    wallet_name: WalletNameOpt = None,
+    wallet_hotkey: WalletHotkeyOpt = None,
+    wallet_path: WalletPathOpt = None,
+    netuid: NetuidOpt = None,
     database_url: DatabaseOpt = None,
+    log_format: LogFormatOpt = None,
 ) -> None:
     """Serve the organic API: API keys, per-key limits, routing to top miners with quota, the request log."""
     from inference_subnet.chain.wallet import WalletError, keypair_from_settings
     from inference_subnet.protocol.task import UnknownTask, load_task
 
     cfg = settings(
+        service=True,
+        log_format=log_format,
         database_url=database_url,
         gateway={"port": port, "host": host},
         validator={"tasks": task or None},
-        chain={"metagraph_file": metagraph_file},
-        wallet={"name": wallet_name, "hotkey": wallet_hotkey, "path": wallet_path},
+        chain={"metagraph_file": metagraph_file, "netuid": netuid},
+        wallet=wallet_overrides(wallet_name, wallet_hotkey, wallet_path),
     )
     try:
-        keypair = keypair_from_settings(cfg)
+        keypair = keypair_from_settings(cfg, ask_password=ask_password)
     except WalletError as exc:
-        fail(f"--wallet-name/--wallet-hotkey/--wallet-path: {exc}")
+        fail(f"{WALLET_FLAGS}: {exc}")
     try:
         tasks = {t.name: t for t in (load_task(name) for name in cfg.validator.tasks)}
     except UnknownTask as exc:

@@ -41,6 +41,18 @@ app = typer.Typer(
 )
 
 
+def _version(value: bool) -> None:
+    """``--version``: the installed distribution's version (package metadata), then exit."""
+    if value:
+        from importlib.metadata import PackageNotFoundError, version
+
+        try:
+            typer.echo(f"inference-subnet {version('inference-subnet')}")
+        except PackageNotFoundError:
+            fail("--version: the inference-subnet distribution is not installed (no package metadata)", code=1)
+        raise typer.Exit()
+
+
 @app.callback()
 def _root(
     config_file: Annotated[
@@ -48,7 +60,13 @@ def _root(
         typer.Option("--config", "-c", help="TOML config file (also ISN_CONFIG).", envvar="ISN_CONFIG"),
     ] = None,
     debug: Annotated[
-        bool, typer.Option("--debug", help="Show the full traceback of an error instead of one line.")
+        bool,
+        typer.Option("--debug", help="Show the full traceback of an error instead of one line, and log at DEBUG "
+                     "(with the INFO lines of libraries kept quiet otherwise)."),
+    ] = False,
+    _show_version: Annotated[
+        bool,
+        typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit."),
     ] = False,
 ) -> None:
     from inference_subnet.lifecycle import install_stop_signals

@@ -12,7 +12,17 @@ import typer
 
 from inference_subnet.chain.types import ChainError
 from inference_subnet.chain.wallet import WalletError, keypair_from_settings
-from inference_subnet.cli.common import fail, settings, state
+from inference_subnet.cli.common import ask_password, fail, settings, state
+from inference_subnet.cli.options import (
+    WALLET_FLAGS,
+    LogFormatOpt,
+    NetuidOpt,
+    NetworkOpt,
+    WalletHotkeyOpt,
+    WalletNameOpt,
+    WalletPathOpt,
+    wallet_overrides,
+)
 from inference_subnet.protocol.task import UnknownTask, load_handler, load_task
 from inference_subnet.store.redis import redact, resolve_url
 from inference_subnet.tasks.behaviours import BEHAVIOURS
@@ -26,22 +36,20 @@ def run_miner(
     ] = None,
     port: Annotated[int | None, typer.Option("--port", help="Port to listen on; default: miner.port.")] = None,
     host: Annotated[str | None, typer.Option("--host", help="Interface to listen on; default: miner.host.")] = None,
-    wallet_name: Annotated[str | None, typer.Option("--wallet-name", help="Wallet name.")] = None,
-    wallet_hotkey: Annotated[str | None, typer.Option("--wallet-hotkey", help="Hotkey name.")] = None,
-    wallet_path: Annotated[Path | None, typer.Option("--wallet-path", help="Wallets root folder.")] = None,
+    wallet_name: WalletNameOpt = None,
+    wallet_hotkey: WalletHotkeyOpt = None,
+    wallet_path: WalletPathOpt = None,
     metagraph_file: Annotated[
         Path | None,
         typer.Option("--metagraph-file", help="Metagraph JSON (Metagraph.to_json) deciding who may call."),
     ] = None,
-    network: Annotated[
-        str | None,
-        typer.Option("--network", help="Chain for the metagraph: finney, test, local or a ws(s):// URL."),
-    ] = None,
-    netuid: Annotated[int | None, typer.Option("--netuid", help="Subnet served; default: chain.netuid.")] = None,
+    network: NetworkOpt = None,
+    netuid: NetuidOpt = None,
     behaviour: Annotated[
         str, typer.Option("--behaviour", help=f"Reference handler behaviour: {', '.join(BEHAVIOURS)}.")
     ] = "honest",
     workers: Annotated[int, typer.Option("--workers", min=1, help="uvicorn worker processes.")] = 1,
+    log_format: LogFormatOpt = None,
 ) -> None:
     """Serve one or more tasks as a miner (btauth/1, metagraph blacklist, quotas)."""
     started_ns = time.time_ns()
@@ -55,16 +63,17 @@ def run_miner(
         fail(f"--behaviour: expected one of {', '.join(BEHAVIOURS)}, got {behaviour!r}")
     overrides = {
         "miner": {"tasks": task or None, "port": port, "host": host},
-        "wallet": {"name": wallet_name, "hotkey": wallet_hotkey, "path": wallet_path},
+        "wallet": wallet_overrides(wallet_name, wallet_hotkey, wallet_path),
         "chain": {"metagraph_file": metagraph_file, "network": network, "netuid": netuid},
+        "log_format": log_format,
     }
-    cfg = settings(**overrides)
+    cfg = settings(service=True, **overrides)
 
     # Fail here, with the flag named, rather than inside a worker.
     try:
-        keypair = keypair_from_settings(cfg)
+        keypair = keypair_from_settings(cfg, ask_password=ask_password)
     except WalletError as exc:
-        fail(f"--wallet-name/--wallet-hotkey/--wallet-path: {exc}")
+        fail(f"{WALLET_FLAGS}: {exc}")
     try:
         for name in cfg.miner.tasks:
             load_handler(load_task(name), {"behaviour": behaviour})

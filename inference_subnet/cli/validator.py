@@ -9,7 +9,19 @@ from typing import Annotated, Optional
 
 import typer
 
-from inference_subnet.cli.common import fail, settings
+from inference_subnet.cli.common import ask_password, fail, settings
+from inference_subnet.cli.options import (
+    NETWORK_FLAGS,
+    NETWORK_HELP,
+    WALLET_FLAGS,
+    LogFormatOpt,
+    NetuidOpt,
+    WalletHotkeyOpt,
+    WalletNameOpt,
+    WalletPathOpt,
+    wallet_overrides,
+)
+from inference_subnet.logs import LogFormat
 from inference_subnet.settings import Settings
 
 app = typer.Typer(help="Run the validator's services.", no_args_is_help=True)
@@ -20,12 +32,8 @@ SERVICE_NAMES = ("sidecar", "synthesizing", "scoring", "orchestrator", "weights"
 
 NetworkOpt = Annotated[
     Optional[str],
-    typer.Option("--network", help="`finney`, `test`, `local`, a ws:// / wss:// URL, or `memory` (demo chain)."),
+    typer.Option(*NETWORK_FLAGS, help=NETWORK_HELP.replace("URL;", "URL, or `memory` (demo chain);")),
 ]
-NetuidOpt = Annotated[Optional[int], typer.Option("--netuid", help="Subnet to validate; default: chain.netuid.")]
-WalletNameOpt = Annotated[Optional[str], typer.Option("--wallet-name", help="Validator wallet name.")]
-WalletHotkeyOpt = Annotated[Optional[str], typer.Option("--wallet-hotkey", help="Validator hotkey name.")]
-WalletPathOpt = Annotated[Optional[Path], typer.Option("--wallet-path", help="Wallets root folder.")]
 HostOpt = Annotated[Optional[str], typer.Option("--host", help="Interface of the services' HTTP API.")]
 PortOpt = Annotated[
     Optional[int],
@@ -42,10 +50,13 @@ TaskOpt = Annotated[
 
 
 def _settings(network: str | None, netuid: int | None, wallet_name: str | None, wallet_hotkey: str | None,
-              wallet_path: Path | None, ip_override: str | None, task: list[str] | None) -> Settings:
+              wallet_path: Path | None, ip_override: str | None, task: list[str] | None,
+              log_format: LogFormat | None) -> Settings:
     return settings(
+        service=True,
+        log_format=log_format,
         chain={"network": network, "netuid": netuid, "ip_override": ip_override},
-        wallet={"name": wallet_name, "hotkey": wallet_hotkey, "path": wallet_path},
+        wallet=wallet_overrides(wallet_name, wallet_hotkey, wallet_path),
         validator={"tasks": task or None},
     )
 
@@ -56,9 +67,9 @@ def _start(names: list[str], cfg: Settings, host: str | None, port: int | None) 
     from inference_subnet.validator.runner import MEMORY, NEEDS_CHAIN, run_services
 
     try:
-        keypair = keypair_from_settings(cfg)
+        keypair = keypair_from_settings(cfg, ask_password=ask_password)
     except WalletError as exc:
-        fail(f"--wallet-name/--wallet-hotkey/--wallet-path: {exc}")
+        fail(f"{WALLET_FLAGS}: {exc}")
     try:
         for name in cfg.validator.tasks:
             load_task(name)
@@ -67,7 +78,7 @@ def _start(names: list[str], cfg: Settings, host: str | None, port: int | None) 
     if NEEDS_CHAIN & set(names) and cfg.chain.network != MEMORY:
         problem = asyncio.run(_probe_chain(cfg))
         if problem:
-            fail(f"--network: cannot reach {cfg.chain.network}: {problem}")
+            fail(f"--subtensor.network: cannot reach {cfg.chain.network}: {problem}")
     try:
         asyncio.run(run_services(names, cfg, keypair, host=host, port=port))
     except OSError as exc:
@@ -103,9 +114,10 @@ def run(
     port: PortOpt = None,
     ip_override: IpOverrideOpt = None,
     task: TaskOpt = None,
+    log_format: LogFormatOpt = None,
 ) -> None:
     """Every validator service (sidecar, synthesizing, scoring, orchestrator, weights) in one process."""
-    cfg = _settings(network, netuid, wallet_name, wallet_hotkey, wallet_path, ip_override, task)
+    cfg = _settings(network, netuid, wallet_name, wallet_hotkey, wallet_path, ip_override, task, log_format)
     _start(list(SERVICE_NAMES), cfg, host, port)
 
 
@@ -121,10 +133,11 @@ def service(
     port: PortOpt = None,
     ip_override: IpOverrideOpt = None,
     task: TaskOpt = None,
+    log_format: LogFormatOpt = None,
 ) -> None:
     """One validator service in this process (the gateway has its own command: `gateway run`)."""
     if name not in SERVICE_NAMES:
         hint = " (the gateway runs with `inference-subnet gateway run`)" if name == "gateway" else ""
         fail(f"NAME: unknown service {name!r}; choose from {', '.join(SERVICE_NAMES)}{hint}")
-    cfg = _settings(network, netuid, wallet_name, wallet_hotkey, wallet_path, ip_override, task)
+    cfg = _settings(network, netuid, wallet_name, wallet_hotkey, wallet_path, ip_override, task, log_format)
     _start([name], cfg, host, port)

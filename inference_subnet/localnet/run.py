@@ -124,7 +124,8 @@ async def run_localnet(
         settings = _validator_settings(base, options, redis_url, workdir, netuid)
         env = _child_env(settings, real_chain=options.chain_url is not None)
         for plan in plans:
-            chain_args = (["--network", options.chain_url, "--netuid", str(netuid)] if options.chain_url else [])
+            chain_args = (["--subtensor.network", options.chain_url, "--netuid", str(netuid)]
+                          if options.chain_url else [])
             processes.append(MinerProcess(
                 port=plan.port, wallet_path=wallets, wallet_name=plan.hotkey_name, tasks=options.tasks,
                 behaviour=plan.behaviour, metagraph_file=None if options.chain_url else metagraph_file,
@@ -301,8 +302,8 @@ def _start_gateway(
     settings: Settings, wallets: Path, tasks: Sequence[str], env: dict[str, str], workdir: Path
 ) -> subprocess.Popen[bytes]:
     args = [sys.executable, "-m", "inference_subnet.cli.main", "gateway", "run", "--host", "127.0.0.1",
-            "--port", str(settings.gateway.port), "--wallet-path", str(wallets), "--wallet-name", "validator",
-            "--wallet-hotkey", "default"]
+            "--port", str(settings.gateway.port), "--wallet.path", str(wallets), "--wallet.name", "validator",
+            "--wallet.hotkey", "default"]
     for task in tasks:
         args += ["--task", task]
     log = open(workdir / "gateway.log", "wb")  # noqa: SIM115 - closed with the process

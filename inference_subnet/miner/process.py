@@ -51,7 +51,7 @@ class MinerProcess:
         self.host = host
         self.port = port
         args = [sys.executable, "-m", "inference_subnet.cli.main", "miner", "--port", str(port), "--host", host,
-                "--wallet-path", str(wallet_path), "--wallet-name", wallet_name, "--wallet-hotkey", wallet_hotkey,
+                "--wallet.path", str(wallet_path), "--wallet.name", wallet_name, "--wallet.hotkey", wallet_hotkey,
                 "--behaviour", behaviour, "--workers", str(workers)]
         for task in tasks:
             args += ["--task", task]

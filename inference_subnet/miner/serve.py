@@ -129,5 +129,5 @@ def app_factory() -> FastAPI:
     follow_parent_process()  # a worker (``--workers N``) stops when its supervisor dies
     spec = MinerSpec.from_env()
     settings = spec.settings()
-    setup_logging(settings.log_level, settings.log_json)
+    setup_logging(settings.log_level, settings.log_format)
     return build_app(spec)

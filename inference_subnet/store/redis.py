@@ -42,6 +42,8 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import NoScriptError
 from redis.typing import EncodableT, KeyT
 
+from inference_subnet.redaction import redact_url
+
 log = logging.getLogger(__name__)
 
 RedisClient: TypeAlias = aioredis.Redis | RedisCluster
@@ -262,10 +264,7 @@ async def flush_all(client: RedisClient) -> None:
 
 def redact(url: str) -> str:
     """The URL without its password, for logs."""
-    if "@" not in url:
-        return url
-    scheme, _, rest = url.partition("://")
-    return f"{scheme}://***@{rest.split('@', 1)[1]}"
+    return redact_url(url)
 
 
 async def evalsha_many(

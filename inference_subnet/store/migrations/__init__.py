@@ -24,9 +24,8 @@ _PG_LOCK_ID = 0x15_6A7E  # arbitrary constant: the advisory lock of this schema'
 
 log = logging.getLogger(__name__)
 # Every gateway start and key command runs an upgrade, nearly always a no-op: Alembic's own INFO lines
-# would be noise. What changed is logged below instead. An operator's explicit configuration still wins.
-if logging.getLogger("alembic").level == logging.NOTSET:
-    logging.getLogger("alembic").setLevel(logging.WARNING)
+# (seven "setup plugin" lines at its import alone) are noise, so inference_subnet.logs keeps them below
+# WARNING unless logging is at DEBUG. What changed is logged below instead.
 
 
 def alembic_config(url: str | None = None) -> Config:
