@@ -607,7 +607,8 @@ async def test_metrics_count_requests_refusals_and_upstream_calls(gateway: Gatew
         statuses = [(await http.post("/v1/tasks/arithmetic", json=ADD, headers=paced)).status_code
                     for _ in range(3)]
         assert statuses[0] == 200 and 429 in statuses
-        async with http.stream("POST", "/v1/tasks/counting", json={"n": 2, "gate": gate}, headers=single) as r:
+        held = {"n": 2, "gate": gate}
+        async with http.stream("POST", "/v1/tasks/counting", json=held, headers=single) as r:
             _, lines = await _first_line(r)
             busy = await http.post("/v1/tasks/arithmetic", json=ADD, headers=single)
             assert busy.status_code == 429
@@ -615,7 +616,8 @@ async def test_metrics_count_requests_refusals_and_upstream_calls(gateway: Gatew
             assert len([line async for line in lines]) == 1
         huge = await http.post("/v1/tasks/arithmetic", content=b"x" * 2000, headers=auth)
         assert huge.status_code == 413
-        assert (await http.post("/v1/tasks/no-such-task-" + uuid.uuid4().hex, json={}, headers=auth)).status_code == 404
+        unknown = await http.post("/v1/tasks/no-such-task-" + uuid.uuid4().hex, json={}, headers=auth)
+        assert unknown.status_code == 404
         assert (await http.get("/nothing/" + uuid.uuid4().hex)).status_code == 404
         after = await scrape(http)
 
@@ -636,9 +638,10 @@ async def test_metrics_count_requests_refusals_and_upstream_calls(gateway: Gatew
     assert moved("isn_gateway_rate_limited_total", task="arithmetic", reason="rate") == statuses.count(429)
     assert moved("isn_gateway_rate_limited_total", task="arithmetic", reason="concurrency") == 1
     # both streams tried the slow miner first (still the least used), then the honest one
-    assert moved("isn_gateway_upstream_requests_total", task="counting", uid=str(SLOW), outcome="timeout") == 2
-    assert moved("isn_gateway_upstream_requests_total", task="counting", uid=str(HONEST_A), outcome="ok") == 2
-    assert moved("isn_gateway_upstream_requests_total", task="arithmetic", uid=str(HONEST_A), outcome="ok") == 2
+    upstream = "isn_gateway_upstream_requests_total"
+    assert moved(upstream, task="counting", uid=str(SLOW), outcome="timeout") == 2
+    assert moved(upstream, task="counting", uid=str(HONEST_A), outcome="ok") == 2
+    assert moved(upstream, task="arithmetic", uid=str(HONEST_A), outcome="ok") == 2
     assert moved("isn_gateway_upstream_seconds_count", task="arithmetic", uid=str(HONEST_A)) == 2
     assert moved("isn_gateway_upstream_first_byte_seconds_count", task="counting") == 2
     assert moved("isn_http_stream_first_byte_seconds_count", route="/v1/tasks/counting") == 2

@@ -129,7 +129,8 @@ async def test_two_workers_scrape_as_one_miner(tmp_path: Path, redis_url: str) -
                 r = await client.get(proc.url + "/metrics")
             assert r.status_code == 200
             s = parse(r.text)
-            totals.append((s.value(TOTAL, route=ROUTE, status="200"), s.value(TOTAL, route=ROUTE, status="403"),
+            totals.append((s.value(TOTAL, route=ROUTE, status="200"),
+                           s.value(TOTAL, route=ROUTE, status="403"),
                            s.value("isn_miner_auth_refusals_total", reason="not_registered")))
             if len(workers_seen) > 1 and len(totals) >= 5:
                 break

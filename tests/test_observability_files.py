@@ -41,8 +41,10 @@ GRAFANA = REPO / "deploy" / "grafana"
 PROMTOOL = shutil.which("promtool")
 PROMETHEUS_OWN = frozenset({"up"})
 """Series Prometheus makes itself for every target (an alert may use them)."""
-SUFFIXES = {"counter": ("_total", "_created"), "histogram": ("_bucket", "_count", "_sum", "_created"),
-            "summary": ("", "_count", "_sum", "_created"), "gauge": ("",), "info": ("_info",), "unknown": ("",)}
+SUFFIXES = {
+    "counter": ("_total", "_created"), "histogram": ("_bucket", "_count", "_sum", "_created"),
+    "summary": ("", "_count", "_sum", "_created"), "gauge": ("",), "info": ("_info",), "unknown": ("",),
+}
 FUNCTIONS = frozenset({
     "sum", "min", "max", "avg", "count", "by", "without", "on", "ignoring", "group_left", "group_right",
     "and", "or", "unless", "rate", "irate", "increase", "histogram_quantile", "time", "abs", "bool", "topk",
@@ -217,7 +219,8 @@ def test_dashboard_queries_are_valid_promql(tmp_path: Path) -> None:
         plain = expr.replace("$__rate_interval", "5m").replace('"$job"', '".*"')
         assert "$" not in plain, expr
         rules.append({"record": f"dashboard:query_{i}", "expr": plain})
-    (tmp_path / "queries.yml").write_text(yaml.safe_dump({"groups": [{"name": "dashboards", "rules": rules}]}))
+    document = {"groups": [{"name": "dashboards", "rules": rules}]}
+    (tmp_path / "queries.yml").write_text(yaml.safe_dump(document))
     result = promtool("check", "rules", "queries.yml", cwd=tmp_path)
     assert result.returncode == 0, result.stdout + result.stderr
 
@@ -242,7 +245,8 @@ async def test_validator_metrics_over_http(host, redis, keys) -> None:
     assert (await client.get("/no/such/" + "x" * 40)).status_code == 404
     after = await scrape(client)
     total = "isn_http_requests_total"
-    assert delta(after, before, total, component="validator", route="/health", method="GET", status="200") == 1
+    assert delta(after, before, total, component="validator", route="/health", method="GET",
+                 status="200") == 1
     assert delta(after, before, total, component="validator", route="/flaky", status="200") == 1
     assert delta(after, before, total, component="validator", route="unmatched", status="404") == 1
     assert delta(after, before, total, component="validator", route="/metrics", status="200") == 1

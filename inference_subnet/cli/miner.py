@@ -127,7 +127,8 @@ def _shared_metrics() -> Iterator[None]:
     from inference_subnet.telemetry import MULTIPROC_ENV
 
     if os.environ.get(MULTIPROC_ENV):
-        log.info("%s is set: the workers' metrics go to a fresh directory of their own instead", MULTIPROC_ENV)
+        log.info("%s is set: the workers' metrics go to a fresh directory of their own instead",
+                 MULTIPROC_ENV)
     path = tempfile.mkdtemp(prefix="isn-miner-metrics-")
     os.environ[MULTIPROC_ENV] = path
     try:

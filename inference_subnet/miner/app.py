@@ -38,10 +38,9 @@ from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from inference_subnet import telemetry
-
 from inference_subnet.chain.types import ChainError, MetagraphSource
-from inference_subnet.miner.blacklist import check_caller
 from inference_subnet.miner import metrics as miner_metrics
+from inference_subnet.miner.blacklist import check_caller
 from inference_subnet.miner.health import RedisProbe
 from inference_subnet.miner.nonces import RedisNonceStore
 from inference_subnet.miner.quota import MinerQuota

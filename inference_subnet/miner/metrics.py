@@ -21,7 +21,8 @@ auth_refusals = Counter(
     "replayed_request, bad_signature), by task and reason.",
     ["task", "reason"], registry=REGISTRY)
 quota_refusals = Counter(
-    "isn_miner_quota_refusals_total", "Task requests refused with 429: the caller's stake-based quota is used up.",
+    "isn_miner_quota_refusals_total",
+    "Task requests refused with 429: the caller's stake-based quota is used up.",
     ["task"], registry=REGISTRY)
 unavailable = Counter(
     "isn_miner_unavailable_total",

@@ -36,9 +36,9 @@ from inference_subnet.chain.types import ChainClient, ChainError, MetagraphSourc
 from inference_subnet.protocol.wire import ErrorBody
 from inference_subnet.serving import server_config
 from inference_subnet.settings import HttpSettings
-from inference_subnet.telemetry import HttpInstrumentation, starlette_routes
 from inference_subnet.store.keys import Keys
 from inference_subnet.store.redis import RedisClient
+from inference_subnet.telemetry import HttpInstrumentation, starlette_routes
 from inference_subnet.validator import metrics
 
 log = logging.getLogger(__name__)

@@ -44,8 +44,8 @@ from inference_subnet.store.coalescing import Coalescer
 from inference_subnet.store.keys import Keys
 from inference_subnet.store.redis import RedisClient
 from inference_subnet.store.sql import Database
-from inference_subnet.validator import metrics
 from inference_subnet.telemetry import HttpInstrumentation, starlette_routes
+from inference_subnet.validator import metrics
 from inference_subnet.validator.gateway import metrics as gateway_metrics
 from inference_subnet.validator.gateway.apikeys import ApiKeyInfo, ApiKeyStore
 from inference_subnet.validator.gateway.bodylimit import BodyLimit
@@ -817,5 +817,6 @@ def create_gateway_app(
     app.openapi = openapi  # type: ignore[method-assign]
     app.add_middleware(BodyLimit, max_bytes=gw.max_body_bytes)
     # Outermost, so refusals of the body limit are counted too.
-    app.add_middleware(HttpInstrumentation, metrics=gateway_metrics.COMMON.http, route_of=starlette_routes(app))
+    app.add_middleware(HttpInstrumentation, metrics=gateway_metrics.COMMON.http,
+                       route_of=starlette_routes(app))
     return app
