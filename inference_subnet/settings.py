@@ -23,7 +23,16 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal, Union, get_args, get_origin
 
-from pydantic import AliasChoices, BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from pydantic import (
+    AliasChoices,
+    BaseModel,
+    ConfigDict,
+    Field,
+    IPvAnyNetwork,
+    SecretStr,
+    ValidationError,
+    field_validator,
+)
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -131,6 +140,11 @@ class MinerSettings(Section):
     )
     max_request_age: float = Field(10.0, gt=0, description="btauth/1 freshness window (seconds).")
     allowed_clock_skew: float = Field(2.0, ge=0, description="btauth/1 tolerated forward clock drift (s).")
+    metrics_allow: list[IPvAnyNetwork] = Field(
+        default_factory=lambda: ["127.0.0.0/8", "::1/128"], validate_default=True,
+        description="Networks whose peers may read /metrics (CIDR, e.g. `10.0.0.0/8`); anyone else gets a "
+        "404. Loopback only by default: a miner faces the internet. `[]` turns /metrics off.",
+    )
 
 
 class QuotaSettings(Section):

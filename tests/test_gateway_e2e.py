@@ -26,6 +26,7 @@ import redis.asyncio as aioredis
 from fastapi import FastAPI, Request
 from fastapi.responses import StreamingResponse
 from fastapi.security import HTTPAuthorizationCredentials
+from metrics_helpers import delta, scrape
 from sqlalchemy import func, select
 from test_gateway_helpers import (
     GATES_ENV,
@@ -584,3 +585,86 @@ async def test_a_route_adapter_reuses_the_pipeline(gateway: GatewayFactory) -> N
     await gw.stop()
     (row,) = await gw.log_rows()
     assert (row.status, row.key_id, row.miner_uid, row.task) == (200, key_id, HONEST_B, "counting")
+
+
+async def test_metrics_count_requests_refusals_and_upstream_calls(gateway: GatewayFactory) -> None:
+    """``/metrics`` scraped over HTTP before and after real traffic: route templates (never raw paths),
+    statuses, 401s and 429s by reason, 503s for no miner, body bytes, upstream outcome and latency by uid,
+    streaming first byte, and the organic families the gateway feeds."""
+    gw = await gateway({SLOW: ("counting",), HONEST_A: ("counting", "arithmetic")}, max_body_bytes=1024)
+    for _ in range(3):  # the slow miner is the least used: tried first, it times out before its first byte
+        assert await gw.quota.consume(gw.identity(HONEST_A), "counting", "organic")
+    _, auth = await gw.key()
+    _, paced = await gw.key(rate_per_minute=1)
+    _, single = await gw.key(max_concurrent=1)
+    gate = f"gate:{uuid.uuid4().hex}"
+    async with _http(gw.url) as http:
+        before = await scrape(http)
+        ok = await http.post("/v1/tasks/arithmetic", json=ADD, headers=auth)
+        assert ok.status_code == 200
+        streamed = await http.post("/v1/tasks/counting", json={"n": 3}, headers=auth)
+        assert streamed.status_code == 200 and streamed.headers["x-attempts"] == "2"
+        assert (await http.post("/v1/tasks/arithmetic", json=ADD)).status_code == 401
+        bad = {"Authorization": "Bearer isn_not-a-key"}
+        assert (await http.post("/v1/tasks/arithmetic", json=ADD, headers=bad)).status_code == 401
+        statuses = [(await http.post("/v1/tasks/arithmetic", json=ADD, headers=paced)).status_code
+                    for _ in range(3)]
+        assert statuses[0] == 200 and 429 in statuses
+        held = {"n": 2, "gate": gate}
+        async with http.stream("POST", "/v1/tasks/counting", json=held, headers=single) as r:
+            _, lines = await _first_line(r)
+            busy = await http.post("/v1/tasks/arithmetic", json=ADD, headers=single)
+            assert busy.status_code == 429
+            await gw.redis.set(gate, 1, ex=60)
+            assert len([line async for line in lines]) == 1
+        huge = await http.post("/v1/tasks/arithmetic", content=b"x" * 2000, headers=auth)
+        assert huge.status_code == 413
+        unknown = await http.post("/v1/tasks/no-such-task-" + uuid.uuid4().hex, json={}, headers=auth)
+        assert unknown.status_code == 404
+        assert (await http.get("/nothing/" + uuid.uuid4().hex)).status_code == 404
+        after = await scrape(http)
+
+    def moved(name: str, **labels: str) -> float:
+        return delta(after, before, name, **labels)
+
+    total = "isn_http_requests_total"
+    arith = "/v1/tasks/arithmetic"
+    assert moved(total, component="gateway", route=arith, method="POST", status="200") == 2
+    assert moved(total, route=arith, status="401") == 2
+    assert moved(total, route=arith, status="429") == statuses.count(429) + 1
+    assert moved(total, route=arith, status="413") == 1  # refused by the body limit, before routing
+    assert moved(total, route="/v1/tasks/{task}", status="404") == 1
+    assert moved(total, route="unmatched", method="GET", status="404") == 1
+    assert not [s for s in after.samples if "no-such-task" in str(s.labels) or "/nothing/" in str(s.labels)]
+    assert moved("isn_gateway_auth_refusals_total", reason="missing_key") == 1
+    assert moved("isn_gateway_auth_refusals_total", reason="invalid_key") == 1
+    assert moved("isn_gateway_rate_limited_total", task="arithmetic", reason="rate") == statuses.count(429)
+    assert moved("isn_gateway_rate_limited_total", task="arithmetic", reason="concurrency") == 1
+    # both streams tried the slow miner first (still the least used), then the honest one
+    upstream = "isn_gateway_upstream_requests_total"
+    assert moved(upstream, task="counting", uid=str(SLOW), outcome="timeout") == 2
+    assert moved(upstream, task="counting", uid=str(HONEST_A), outcome="ok") == 2
+    assert moved(upstream, task="arithmetic", uid=str(HONEST_A), outcome="ok") == 2
+    assert moved("isn_gateway_upstream_seconds_count", task="arithmetic", uid=str(HONEST_A)) == 2
+    assert moved("isn_gateway_upstream_first_byte_seconds_count", task="counting") == 2
+    assert moved("isn_http_stream_first_byte_seconds_count", route="/v1/tasks/counting") == 2
+    assert moved("isn_http_response_bytes_total", route="/v1/tasks/counting") >= len(streamed.content)
+    # bytes the app read: the five bodies it parsed at least, never the refused 2000 (413 from the header)
+    assert 5 * len(ok.request.content) <= moved("isn_http_request_bytes_total", route=arith) < 2000
+    assert moved("isn_miner_requests_total", task="arithmetic", kind="organic", outcome="ok") == 2
+    assert after.value("isn_build_info", component="gateway") == 1
+    assert after.value("isn_redis_up") == 1
+    assert 0 <= after.value("isn_metagraph_age_seconds") < 600
+    assert "isn_scoring_queue_depth" not in after.families  # a gateway never moves the services' own
+    assert "isn_blocks_since_last_weight_set" not in after.families
+
+
+async def test_metrics_count_requests_no_miner_could_serve(gateway: GatewayFactory) -> None:
+    no_quota = await gateway({})
+    _, auth = await no_quota.key()
+    async with _http(no_quota.url) as http:
+        before = await scrape(http)
+        assert (await http.post("/v1/tasks/arithmetic", json=ADD, headers=auth)).status_code == 503
+        after = await scrape(http)
+    assert delta(after, before, "isn_gateway_no_miner_total", task="arithmetic") == 1
+    assert delta(after, before, "isn_http_requests_total", route="/v1/tasks/arithmetic", status="503") == 1

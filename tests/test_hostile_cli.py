@@ -341,7 +341,7 @@ def test_unreadable_wallet_file(monkeypatch: pytest.MonkeyPatch, wallets: Path) 
 
     monkeypatch.setattr(Path, "read_text", denied)
     one_line_error(run("wallet", "show", "--path", str(wallets), "--name", "v", "--hotkey", "h"),
-                   str(pub), "Permission denied")
+                   str(pub), "permission denied")
 
 
 def test_wallet_file_that_is_not_text(wallets: Path) -> None:

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -118,7 +120,31 @@ def run_miner(
     sock = config.bind_socket()
     sock.listen(config.backlog)
     log.info("%s %s:%d", LISTENING, cfg.miner.host, cfg.miner.port)
-    _supervisor_class()(config, sockets=[sock]).run()
+    with _shared_metrics():
+        _supervisor_class()(config, sockets=[sock]).run()
+
+
+@contextlib.contextmanager
+def _shared_metrics() -> Iterator[None]:
+    """A fresh private directory for the workers' metrics (prometheus-client's multiprocess mode), named
+    to them by ``PROMETHEUS_MULTIPROC_DIR`` before they start, so whichever worker answers a scrape shows
+    every worker's counts; removed when the miner stops. Fresh each start: the files of an earlier run
+    would otherwise be summed in."""
+    import shutil
+    import tempfile
+
+    from inference_subnet.telemetry import MULTIPROC_ENV
+
+    if os.environ.get(MULTIPROC_ENV):
+        log.info("%s is set: the workers' metrics go to a fresh directory of their own instead",
+                 MULTIPROC_ENV)
+    path = tempfile.mkdtemp(prefix="isn-miner-metrics-")
+    os.environ[MULTIPROC_ENV] = path
+    try:
+        yield
+    finally:
+        os.environ.pop(MULTIPROC_ENV, None)
+        shutil.rmtree(path, ignore_errors=True)
 
 
 def _supervisor_class() -> Any:

@@ -33,11 +33,13 @@ from pydantic import BaseModel, ValidationError
 from redis.exceptions import RedisError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import Request
-from starlette.responses import JSONResponse
+from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
-from starlette.types import Receive, Scope, Send
+from starlette.types import ASGIApp, Receive, Scope, Send
 
+from inference_subnet import telemetry
 from inference_subnet.chain.types import ChainError, MetagraphSource
+from inference_subnet.miner import metrics as miner_metrics
 from inference_subnet.miner.blacklist import check_caller
 from inference_subnet.miner.health import RedisProbe
 from inference_subnet.miner.nonces import RedisNonceStore
@@ -229,18 +231,21 @@ class TaskEndpoint:
         if st.auth_enabled:
             sender = headers.get(_HOTKEY_HEADER)
             if not sender:
+                miner_metrics.auth_refusals.labels(self.task.name, "malformed_auth").inc()
                 await _send_error(send, 401, "malformed_auth", f"missing {btauth.HEADER_HOTKEY}")
                 return
             try:
                 metagraph = await st.metagraph.current()
             except ChainError:
                 log.warning("refusing a request: no metagraph snapshot available")
+                miner_metrics.unavailable.labels(self.task.name, "metagraph_unavailable").inc()
                 await _send_error(send, 503, "metagraph_unavailable", "the miner has no metagraph yet")
                 return
             refusal = check_caller(
                 metagraph, sender, require_validator_permit=st.require_permit, min_stake=st.min_stake
             )
             if refusal is not None:
+                miner_metrics.auth_refusals.labels(self.task.name, refusal.code).inc()
                 await _send_error(send, 403, refusal.code, refusal.reason)
                 return
 
@@ -267,10 +272,13 @@ class TaskEndpoint:
                     require_receiver=True,
                 )
             except btauth.AuthError as exc:
-                await _send_error(send, 401, _AUTH_CODES.get(type(exc), "unauthorized"), str(exc))
+                code = _AUTH_CODES.get(type(exc), "unauthorized")
+                miner_metrics.auth_refusals.labels(self.task.name, code).inc()
+                await _send_error(send, 401, code, str(exc))
                 return
             except RedisError:
                 log.warning("nonce store unavailable; refusing requests until Redis answers")
+                miner_metrics.unavailable.labels(self.task.name, "store_unavailable").inc()
                 await _send_error(send, 503, "store_unavailable", "replay protection is unavailable, retry later")
                 return
             if st.enforce_quota:
@@ -278,9 +286,11 @@ class TaskEndpoint:
                     decision = await st.quota.consume(metagraph, caller.hotkey_ss58, self.task.name)
                 except RedisError:
                     log.warning("quota store unavailable; refusing requests until Redis answers")
+                    miner_metrics.unavailable.labels(self.task.name, "store_unavailable").inc()
                     await _send_error(send, 503, "store_unavailable", "quota accounting is unavailable, retry later")
                     return
                 if not decision.allowed:
+                    miner_metrics.quota_refusals.labels(self.task.name).inc()
                     retry = str(max(1, math.ceil(decision.retry_after))).encode()
                     await _send_error(
                         send, 429, "rate_limited",
@@ -398,8 +408,16 @@ class MinerApp(FastAPI):
     endpoints, past the middleware stack, because they are the hot path and handle their own errors."""
 
     task_endpoints: dict[str, TaskEndpoint]
+    instrumented: ASGIApp | None = None
+    """:meth:`dispatch` under the HTTP instrumentation (set by :func:`create_miner_app`)."""
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if self.instrumented is not None and scope["type"] == "http":
+            await self.instrumented(scope, receive, send)
+        else:
+            await self.dispatch(scope, receive, send)
+
+    async def dispatch(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
             endpoint = self.task_endpoints.get(scope["path"])
             if endpoint is not None:
@@ -485,6 +503,25 @@ def create_miner_app(
             "requests": dict(state.counts),
             "redis_pipelining": {"commands": coalescer.commands, "round_trips": coalescer.round_trips},
         }, status_code=200 if redis_ok else 503)
+
+    allowed = telemetry.networks(m.metrics_allow)
+    if allowed:
+
+        @app.get("/metrics")
+        async def get_metrics(request: Request) -> Response:
+            """Prometheus metrics, for peers inside ``miner.metrics_allow`` only; anyone else gets the
+            404 of a path that does not exist."""
+            if not telemetry.may_scrape(request.scope, allowed):
+                raise StarletteHTTPException(404, "Not Found")
+            miner_metrics.COMMON.redis_up.set(1 if await redis_probe.reachable() else 0)
+            miner_metrics.COMMON.metagraph_age.set(metagraph.age_seconds)
+            body, content_type = miner_metrics.render()
+            return Response(body, media_type=content_type)
+
+    app.instrumented = telemetry.HttpInstrumentation(
+        app.dispatch, metrics=miner_metrics.COMMON.http,
+        route_of=telemetry.exact_routes([*app.task_endpoints, "/capacity", "/health", "/metrics"]),
+    )
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:

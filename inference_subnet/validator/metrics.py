@@ -7,10 +7,13 @@ outcomes, service names); miner identities never become labels, so 256 miners ca
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
-from prometheus_client.exposition import CONTENT_TYPE_LATEST
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+from inference_subnet import telemetry
 
 REGISTRY = CollectorRegistry(auto_describe=True)
+COMMON = telemetry.ComponentMetrics(REGISTRY, "validator")
+"""Build info, Redis and metagraph gauges, and the HTTP traffic of the services' own APIs."""
 
 _LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 _SCORE_BUCKETS = (0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0)
@@ -22,8 +25,6 @@ service_restarts = Counter("isn_service_restarts_total", "Service loops restarte
                            ["service"], registry=REGISTRY)
 service_errors = Counter("isn_service_errors_total", "Errors a service loop survived, by kind.",
                          ["service", "kind"], registry=REGISTRY)
-http_requests = Counter("isn_http_requests_total", "Requests to the services' own HTTP APIs.",
-                        ["path", "status"], registry=REGISTRY)
 
 # -- miner calls (orchestrator, gateway) ----------------------------------------------------------------
 miner_requests = Counter("isn_miner_requests_total", "Calls to miners by task, kind and outcome.",
@@ -87,6 +88,12 @@ weights_nonzero = Gauge("isn_weights_nonzero", "Uids given a non-zero weight in 
                         registry=REGISTRY)
 
 
+ORGANIC = ("isn_miner_requests_total", "isn_miner_request_seconds", "isn_responses_admitted_total",
+           "isn_organic_recorded_total")
+"""The families the gateway also feeds (organic calls, admissions, recordings): its ``/metrics`` shows them
+beside its own, and none of the services' other families, which a gateway never moves."""
+
+
 def render() -> tuple[bytes, str]:
     """The exposition body and its content type."""
-    return generate_latest(REGISTRY), CONTENT_TYPE_LATEST
+    return telemetry.render(REGISTRY)

@@ -16,6 +16,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import math
 import os
 import signal
 import socket
@@ -27,7 +28,7 @@ from dataclasses import asdict, dataclass
 from typing import Any, ClassVar
 
 import uvicorn
-from fastapi import APIRouter, FastAPI, Request, Response
+from fastapi import APIRouter, FastAPI, Response
 from fastapi.responses import JSONResponse
 from redis.exceptions import ConnectionError as RedisConnectionError
 
@@ -37,6 +38,7 @@ from inference_subnet.serving import server_config
 from inference_subnet.settings import HttpSettings
 from inference_subnet.store.keys import Keys
 from inference_subnet.store.redis import RedisClient
+from inference_subnet.telemetry import HttpInstrumentation, starlette_routes
 from inference_subnet.validator import beats, metrics
 
 log = logging.getLogger(__name__)
@@ -325,15 +327,6 @@ class ServiceHost:
     def app(self) -> FastAPI:
         """The process's HTTP API: /health, /ready, /metrics and every service's routes."""
         app = FastAPI(title="inference-subnet validator", docs_url=None, redoc_url=None)
-
-        @app.middleware("http")
-        async def count(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
-            response = await call_next(request)
-            route = request.scope.get("route")
-            path = getattr(route, "path", "unmatched")
-            metrics.http_requests.labels(path, str(response.status_code)).inc()
-            return response
-
         @app.get("/health")
         async def health() -> JSONResponse:
             alive = self.alive()
@@ -353,6 +346,7 @@ class ServiceHost:
 
         @app.get("/metrics")
         async def prometheus() -> Response:
+            await self.observe()
             body, content_type = metrics.render()
             return Response(body, media_type=content_type)
 
@@ -360,7 +354,26 @@ class ServiceHost:
             router = service.router()
             if router is not None:
                 app.include_router(router)
+        app.add_middleware(HttpInstrumentation, metrics=metrics.COMMON.http, route_of=starlette_routes(app))
         return app
+
+    async def observe(self) -> None:
+        """Set the gauges read at scrape time: Redis reachability and the age of the metagraph the sidecar
+        keeps in Redis (the one every service works from), each within ``check_timeout``."""
+        try:
+            async with asyncio.timeout(self.check_timeout):
+                await self._check_redis()
+                stamp = await self.redis.get(self.keys.metagraph_synced())
+        except Exception as exc:  # noqa: BLE001  (any failure means the same: Redis does not answer)
+            log.debug("redis unavailable for /metrics: %s", exc)
+            metrics.COMMON.redis_up.set(0)
+            return
+        metrics.COMMON.redis_up.set(1)
+        age = math.inf
+        if stamp is not None:
+            with contextlib.suppress(ValueError):
+                age = max(0.0, time.time() - float(stamp))
+        metrics.COMMON.metagraph_age.set(age)
 
 
 async def cancel_all(tasks: Sequence[asyncio.Task[Any]], timeout: float) -> set[asyncio.Task[Any]]:

@@ -44,8 +44,9 @@ from inference_subnet.store.coalescing import Coalescer
 from inference_subnet.store.keys import Keys
 from inference_subnet.store.redis import RedisClient
 from inference_subnet.store.sql import Database
+from inference_subnet.telemetry import HttpInstrumentation, starlette_routes
 from inference_subnet.validator import metrics
-from inference_subnet.validator.service import instance_id
+from inference_subnet.validator.gateway import metrics as gateway_metrics
 from inference_subnet.validator.gateway.apikeys import ApiKeyInfo, ApiKeyStore
 from inference_subnet.validator.gateway.bodylimit import BodyLimit
 from inference_subnet.validator.gateway.dashboard import DashboardSource, dashboard_router
@@ -53,7 +54,6 @@ from inference_subnet.validator.gateway.docs import add_offline_docs
 from inference_subnet.validator.gateway.limits import Admission, KeyLimiter
 from inference_subnet.validator.gateway.organic import OrganicFeed
 from inference_subnet.validator.gateway.requestlog import LogEntry, RequestLogWriter
-from inference_subnet.validator.gateway.traffic import TrafficCounter, TrafficMiddleware, mark_key
 from inference_subnet.validator.gateway.routing import (
     MinerCaller,
     NoMinerAvailable,
@@ -63,9 +63,11 @@ from inference_subnet.validator.gateway.routing import (
     ScoreCache,
     Served,
 )
+from inference_subnet.validator.gateway.traffic import TrafficCounter, TrafficMiddleware, mark_key
 from inference_subnet.validator.managing.breaker import Breaker
 from inference_subnet.validator.managing.sampling import quality_bar
 from inference_subnet.validator.managing.score_math import Standing
+from inference_subnet.validator.service import instance_id
 
 log = logging.getLogger(__name__)
 
@@ -212,6 +214,7 @@ class Gateway:
         self.metagraph = metagraph
         self.max_metagraph_age: float | None = settings.validator.max_metagraph_age_seconds
         """``/ready`` fails beyond this age; ``None`` for a fixed metagraph (a development file)."""
+        self._dropped_seen = 0
 
     # -- pipeline steps -----------------------------------------------------------------------------
     async def authenticate(
@@ -220,11 +223,13 @@ class Gateway:
         """The verified key; with ``request``, its answer is counted under that key (``traffic``)."""
         challenge = {"WWW-Authenticate": "Bearer"}
         if credentials is None:
+            gateway_metrics.auth_refusals.labels("missing_key").inc()
             raise GatewayError(
                 401, "unauthorized", "missing API key: send `Authorization: Bearer isn_...`", challenge
             )
         info = await self.api_keys.verify(credentials.credentials)
         if info is None:
+            gateway_metrics.auth_refusals.labels("invalid_key").inc()
             raise GatewayError(401, "unauthorized", "invalid or revoked API key", challenge)
         if request is not None:
             mark_key(request, info.id)
@@ -238,7 +243,7 @@ class Gateway:
         except ValidationError as exc:
             raise GatewayError(422, "invalid_request", _validation_reason(exc)) from None
 
-    async def admit(self, key: ApiKeyInfo) -> Admission:
+    async def admit(self, key: ApiKeyInfo, task: Task) -> Admission:
         try:
             admission = await self.limiter.acquire(
                 key.id, rate_per_minute=key.rate_per_minute, max_concurrent=key.max_concurrent
@@ -247,6 +252,7 @@ class Gateway:
             log.error("rate limiter unavailable: %s", exc)
             raise GatewayError(503, "unavailable", "rate limiter unavailable, try again shortly") from None
         if not admission.allowed:
+            gateway_metrics.rate_limited.labels(task.name, admission.reason).inc()
             what = (
                 f"{key.rate_per_minute} requests per minute"
                 if admission.reason == "rate"
@@ -303,7 +309,11 @@ class Gateway:
             )
         )
         for attempt in attempts:
+            uid = str(attempt.uid)
             metrics.miner_requests.labels(task.name, "organic", attempt.outcome).inc()
+            metrics.miner_latency.labels(task.name, "organic").observe(attempt.latency)
+            gateway_metrics.upstream_requests.labels(task.name, uid, attempt.outcome).inc()
+            gateway_metrics.upstream_seconds.labels(task.name, uid).observe(attempt.latency)
 
     # -- the organic pipeline: what every route adapter calls ---------------------------------------
     async def run(
@@ -313,7 +323,7 @@ class Gateway:
         the task Response as JSON; raises :class:`GatewayError` (429 over the key's limits, 503 when no
         miner can serve)."""
         started = time.perf_counter()
-        admission = await self.admit(key)
+        admission = await self.admit(key, task)
         try:
             served = await self.router.call(task, request)
         except NoMinerAvailable as exc:
@@ -340,6 +350,7 @@ class Gateway:
         request_bytes: int,
     ) -> GatewayError:
         """Log and feed back a request no miner could serve; the 503 for the caller to raise."""
+        gateway_metrics.no_miner.labels(task.name).inc()
         self._log(task, key, status=503, started=started, request_bytes=request_bytes, response_bytes=0,
                   attempts=exc.attempts, request=request)
         self.organic.submit(task, request, exc.attempts)
@@ -349,7 +360,7 @@ class Gateway:
         """A streaming request admitted and routed, its first chunk in hand (failover happens before it):
         the caller may now answer 200 and relay the stream in its own format (:meth:`Relay.stream`)."""
         started = time.perf_counter()
-        admission = await self.admit(key)
+        admission = await self.admit(key, task)
         try:
             opened = await self.router.open_stream(task, request)
         except NoMinerAvailable as exc:
@@ -358,6 +369,7 @@ class Gateway:
         except BaseException:
             await self.release(key, admission)
             raise
+        gateway_metrics.upstream_first_byte.labels(task.name).observe(opened.attempts[-1].latency)
         return Relay(self, task, key, admission, request, opened, started, request_bytes)
 
     # -- the task routes -------------------------------------------------------------------------------
@@ -410,6 +422,25 @@ class Gateway:
     async def _check_redis(self) -> Check:
         await self.redis.ping()
         return Check(name="redis", ok=True)
+
+    async def observe(self) -> None:
+        """Set the gauges read at scrape time: Redis reachability (one PING within
+        ``validator.ready_timeout_seconds``), the metagraph's age, the request log's backlog."""
+        common = gateway_metrics.COMMON
+        try:
+            async with asyncio.timeout(self.settings.validator.ready_timeout_seconds):
+                await self.redis.ping()
+            common.redis_up.set(1)
+        except Exception as exc:  # noqa: BLE001  (any failure means the same: Redis does not answer)
+            log.debug("redis unavailable for /metrics: %s", exc)
+            common.redis_up.set(0)
+        if self.max_metagraph_age is not None:  # a development file is as fresh as it is
+            common.metagraph_age.set(self.metagraph.age_seconds)
+        gateway_metrics.request_log_pending.set(self.request_log.pending)
+        dropped = self.request_log.stats.dropped
+        if dropped > self._dropped_seen:
+            gateway_metrics.request_log_dropped.inc(dropped - self._dropped_seen)
+            self._dropped_seen = dropped
 
     async def _check_database(self) -> Check:
         async with self.db.engine.connect() as conn:
@@ -756,6 +787,12 @@ def create_gateway_app(
         state = await gateway.readiness()
         return JSONResponse(state.model_dump(), status_code=200 if state.ready else 503)
 
+    @app.get("/metrics", tags=["service"], summary="Prometheus metrics", response_class=Response)
+    async def prometheus() -> Response:
+        await gateway.observe()
+        body, content_type = gateway_metrics.render()
+        return Response(body, media_type=content_type)
+
     from inference_subnet.validator.gateway.openai import chat_router  # it builds on this module
 
     if (chat := chat_router(ordered)) is not None:  # OpenAI-compatible routes for chat-shaped tasks
@@ -799,5 +836,8 @@ def create_gateway_app(
 
     app.openapi = openapi  # type: ignore[method-assign]
     app.add_middleware(BodyLimit, max_bytes=gw.max_body_bytes)
-    app.add_middleware(TrafficMiddleware, counter=traffic)  # outermost: counts the 413s too
+    # Outermost, so refusals of the body limit are counted too.
+    app.add_middleware(TrafficMiddleware, counter=traffic)
+    app.add_middleware(HttpInstrumentation, metrics=gateway_metrics.COMMON.http,
+                       route_of=starlette_routes(app))
     return app

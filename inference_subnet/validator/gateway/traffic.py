@@ -28,9 +28,14 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from inference_subnet.store.keys import Keys
 from inference_subnet.store.redis import RedisClient
 from inference_subnet.validator import beats
-from inference_subnet.validator.gateway.limits import minute_of
 
 log = logging.getLogger(__name__)
+
+
+def minute_of(now: float) -> int:
+    """The minute (since the epoch) a unix time falls in: the traffic counters' bucket."""
+    return int(now // 60)
+
 
 WINDOW_MINUTES = 60
 RETAIN_SECONDS = 2 * 3600
