@@ -21,7 +21,7 @@ from inference_subnet.miner.quota import (
     stake_share,
     stake_shares,
 )
-from inference_subnet.validator.managing.quota_math import split_capacity
+from inference_subnet.protocol.quota_math import split_capacity
 
 stakes_st = st.dictionaries(
     st.text("abcdefghij", min_size=1, max_size=4),
@@ -70,7 +70,7 @@ def test_share_properties(stakes: dict[str, float], min_share: float) -> None:
 @settings(max_examples=300, deadline=None)
 @given(stakes=stakes_st, min_share=min_share_st, capacity=st.integers(min_value=1, max_value=100_000))
 def test_miner_never_refuses_what_the_validator_plans(stakes, min_share, capacity) -> None:
-    """The validator apportions whole requests (``validator.managing.quota_math.split_capacity``); the miner
+    """The validator apportions whole requests (``protocol.quota_math.split_capacity``); the miner
     must allow at least that many to every validator, and never more than one extra."""
     planned = split_capacity(capacity, stakes, min_share=min_share)
     shares = stake_shares(stakes, min_share)

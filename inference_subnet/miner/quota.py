@@ -18,12 +18,12 @@ from inference_subnet.chain.types import Metagraph
 from inference_subnet.store.coalescing import Coalescer
 from inference_subnet.store.keys import Keys
 from inference_subnet.store.redis import RedisClient
-from inference_subnet.validator.managing.quota_math import stake_fractions
+from inference_subnet.protocol.quota_math import stake_fractions
 
 
 def stake_shares(stakes: Mapping[str, float], min_share: float) -> dict[str, float]:
     """Every hotkey's share of a capacity, exactly as validators compute it when they plan their calls
-    (:func:`~inference_subnet.validator.managing.quota_math.stake_fractions`): one implementation, so a
+    (:func:`~inference_subnet.protocol.quota_math.stake_fractions`): one implementation, so a
     miner never refuses a request the validator's own split entitled it to."""
     return stake_fractions(stakes, min_share=min_share)
 

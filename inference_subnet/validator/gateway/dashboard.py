@@ -42,7 +42,7 @@ from inference_subnet.settings import Settings
 from inference_subnet.store.keys import Keys
 from inference_subnet.store.redis import RedisClient
 from inference_subnet.store.sql import Database, RequestLog, utcnow
-from inference_subnet.validator.managing.quota_math import epoch_end
+from inference_subnet.protocol.quota_math import epoch_end
 from inference_subnet.validator.managing.quotas import QuotaBook, QuotaStatus
 from inference_subnet.validator.managing.score_math import Sample
 
