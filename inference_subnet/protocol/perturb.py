@@ -20,15 +20,25 @@ def perturb(model: M) -> M:
     """``model`` with every field it can change changed, still valid for its own class."""
     changed = model.model_dump()
     for name, value in model.model_dump().items():
-        attempt = {**changed, name: other_value(getattr(model, name))}
-        if attempt[name] == value:
-            continue
-        try:
-            type(model).model_validate(attempt)
-        except ValidationError:
-            continue
-        changed = attempt
+        for candidate in _candidates(getattr(model, name)):
+            attempt = {**changed, name: candidate}
+            if candidate == value:
+                continue
+            try:
+                type(model).model_validate(attempt)
+            except ValidationError:
+                continue
+            changed = attempt
+            break
     return type(model).model_validate(changed)
+
+
+def _candidates(value: Any) -> list[Any]:
+    """Other values for one field, the preferred first; a bounded integer at its limit steps back."""
+    first = other_value(value)
+    if isinstance(value, int) and not isinstance(value, bool):
+        return [first, value - 1]
+    return [first]
 
 
 def other_value(value: Any) -> Any:
