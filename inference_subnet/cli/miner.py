@@ -18,7 +18,6 @@ from inference_subnet.protocol.handlers import load_handler
 from inference_subnet.protocol.task import Task, UnknownTask, load_task
 from inference_subnet.store.redis import redact, resolve_url
 
-
 log = logging.getLogger(__name__)
 
 
