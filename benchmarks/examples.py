@@ -37,7 +37,8 @@ from rich.console import Console
 from rich.progress import Progress
 from rich.table import Table
 
-from inference_subnet.protocol.task import Task, UnknownTask, load_handler, load_task
+from inference_subnet.protocol.handlers import load_handler
+from inference_subnet.protocol.task import Task, UnknownTask, load_task
 
 RESULTS = Path(__file__).resolve().parent / "results" / "examples.json"
 EXAMPLES = ("llm", "image", "ocr", "detect", "vision")

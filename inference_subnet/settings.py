@@ -126,6 +126,11 @@ class MinerSettings(Section):
     host: str = Field("0.0.0.0", description="Interface the miner listens on.")
     port: int = Field(8091, ge=1, le=65535, description="Port the miner listens on.")
     tasks: list[str] = Field(default_factory=lambda: ["arithmetic"], description="Tasks this miner serves.")
+    handlers: dict[str, str] = Field(
+        default_factory=dict,
+        description="Handler factory per task (`module:callable`, called with the handler options, returning "
+        "the handler), e.g. a client of your own model server; unset tasks run the task's default_handler.",
+    )
     max_body_bytes: int = Field(1_048_576, gt=0, description="Largest request body accepted (413 beyond).")
     require_validator_permit: bool = Field(True, description="Refuse callers without a validator permit.")
     min_validator_stake: float = Field(0.0, ge=0, description="Refuse callers with less stake (in TAO).")

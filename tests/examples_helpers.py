@@ -22,9 +22,10 @@ from inference_subnet.chain.types import Metagraph, Neuron
 from inference_subnet.miner.app import create_miner_app
 from inference_subnet.miner.sources import StaticMetagraphSource
 from inference_subnet.protocol import btauth
-from inference_subnet.protocol.task import Handler, Task, load_handler
+from inference_subnet.protocol.handlers import load_handler
+from inference_subnet.protocol.task import Handler, Task
 from inference_subnet.settings import load_settings
-from inference_subnet.tasks.behaviours import GARBAGE
+from inference_subnet.protocol.behaviours import GARBAGE
 from inference_subnet.tasks.challenge import ChallengeKey, ChallengeTask
 
 # -- a miner app serving one example ------------------------------------------------------------------------

@@ -18,10 +18,11 @@ from inference_subnet.localnet.ports import free_port
 from inference_subnet.miner.app import create_miner_app
 from inference_subnet.miner.serve import miner_keys
 from inference_subnet.miner.sources import StaticMetagraphSource
+from inference_subnet.protocol.handlers import load_handler
 from inference_subnet.protocol.task import Handler
 from inference_subnet.settings import QuotaSettings, ScoringSettings, Settings, load_settings
 from inference_subnet.store.keys import Keys
-from inference_subnet.tasks.arithmetic import ArithmeticTask, make_handler
+from inference_subnet.tasks.arithmetic import ArithmeticTask
 from inference_subnet.validator.client import MinerClient
 from inference_subnet.validator.managing.quotas import QuotaBook
 from inference_subnet.validator.managing.scores import ScoreBook
@@ -103,7 +104,7 @@ class LocalSubnet:
         return self
 
     async def _serve(self, behaviour: str, hotkey: Keypair, port: int, metagraph: Metagraph) -> None:
-        handler: Handler = make_handler({"behaviour": behaviour, "delay": self.delay, "seed": port})
+        handler: Handler = load_handler(TASK, {"behaviour": behaviour, "delay": self.delay, "seed": port})
         if self.handler_wrapper is not None:
             handler = self.handler_wrapper(handler)
         app = create_miner_app(

@@ -27,7 +27,7 @@ from inference_subnet.builder.generate import MANIFEST
 from inference_subnet.builder.testing import run_tests
 from inference_subnet.cli.main import app
 from inference_subnet.settings import load_settings
-from inference_subnet.tasks.behaviours import GARBAGE
+from inference_subnet.protocol.behaviours import GARBAGE
 
 REPO = Path(__file__).resolve().parents[1]
 SPECS = REPO / "examples" / "specs"

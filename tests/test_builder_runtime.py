@@ -26,7 +26,7 @@ from inference_subnet.builder.synthesis import (
     TemplateSynthesizer,
     read_recorded,
 )
-from inference_subnet.tasks.behaviours import GARBAGE
+from inference_subnet.protocol.behaviours import GARBAGE, behaviour_of, with_behaviour
 
 
 def model_of(name: str, fields: dict[str, FieldSpec]) -> type[BaseModel]:
@@ -344,6 +344,11 @@ def make_task(spec_text: str, *, streaming: bool) -> SpecTask:
     return _Task()
 
 
+def behaving(task: SpecTask, answer: Any, behaviour: str) -> Any:
+    """The owner's answer as a miner with ``behaviour`` runs it: the framework applies the behaviour."""
+    return with_behaviour(task, spec_handler(task, answer), behaviour_of({"behaviour": behaviour}))
+
+
 async def collect(handler: Any, request: BaseModel) -> list[Any]:
     return [c async for c in handler(request)]
 
@@ -352,7 +357,7 @@ async def test_streaming_answers_are_split_word_by_word_and_assemble_back() -> N
     task = make_task(STREAM_SPEC, streaming=True)
     request = task.Request(text="many small words here")
     reference = task.reference(request)
-    handler = spec_handler(task, lambda r: task.hooks.solver(r), {"behaviour": "honest"})  # type: ignore[misc]
+    handler = behaving(task, lambda r: task.hooks.solver(r), "honest")
     chunks = await collect(handler, request)
     assert [c.text for c in chunks] == ["MANY ", "SMALL ", "WORDS ", "HERE"]
     assert chunks[-1].length == 21 and all(c.length is None for c in chunks[:-1])
@@ -364,9 +369,9 @@ async def test_streaming_answers_are_split_word_by_word_and_assemble_back() -> N
             yield piece
         yield {"text": "", "length": 21}
 
-    streamed = await collect(spec_handler(task, pieces, {"behaviour": "honest"}), request)
+    streamed = await collect(behaving(task, pieces, "honest"), request)
     assert task.assemble(streamed) == reference
-    wrong = task.assemble(await collect(spec_handler(task, pieces, {"behaviour": "wrong", "seed": 2}), request))
+    wrong = task.assemble(await collect(behaving(task, pieces, "wrong"), request))
     assert wrong != reference and task.score(request, [wrong], [0.01])[0] < 0.5
 
 
@@ -377,12 +382,12 @@ async def test_behaviours_wrap_an_owners_answer_like_the_examples_do() -> None:
     async def answer(r: BaseModel) -> dict[str, Any]:
         return {"text": r.text.upper(), "length": len(r.text)}
 
-    honest = await spec_handler(task, answer, {"behaviour": "honest"})(request)
+    honest = await behaving(task, answer, "honest")(request)
     assert honest == task.reference(request)
-    wrong = await spec_handler(task, answer, {"behaviour": "wrong", "seed": 1})(request)
+    wrong = await behaving(task, answer, "wrong")(request)
     assert isinstance(wrong, task.Response) and wrong.text != "ABC DEF" and wrong.length != 7
-    assert await spec_handler(task, answer, {"behaviour": "garbage"})(request) == GARBAGE
-    flaky = spec_handler(task, answer, {"behaviour": "flaky", "seed": 4})
+    assert await behaving(task, answer, "garbage")(request) == GARBAGE
+    flaky = behaving(task, answer, "flaky")
     outcomes = []
     for _ in range(20):
         try:
@@ -392,6 +397,6 @@ async def test_behaviours_wrap_an_owners_answer_like_the_examples_do() -> None:
             outcomes.append("failed")
     assert outcomes == ["ok", "failed"] * 10  # every second request fails, whatever the seed
     with pytest.raises(TimeoutError):
-        await asyncio.wait_for(spec_handler(task, answer, {"behaviour": "slow"})(request), task.timeout)
+        await asyncio.wait_for(behaving(task, answer, "slow")(request), task.timeout)
     with pytest.raises(ValueError, match="unknown behaviour"):
-        spec_handler(task, answer, {"behaviour": "lazy"})
+        behaving(task, answer, "lazy")

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 from examples_helpers import another_key_opens, answer_all, guessed_truth, mean_score, synthetic
 
+from inference_subnet.protocol.handlers import load_handler
 from inference_subnet.protocol.task import load_task
 from inference_subnet.tasks.challenge import ChallengeKey
 from inference_subnet.tasks.detect import DetectRequest, DetectResponse, DetectTask
@@ -71,10 +72,10 @@ async def test_honest_embedding_classifier_scores_high(
     assert mean_score(task, requests, honest) >= 0.7
 
 
-async def test_wrong_miner_with_random_probabilities_scores_low(
+async def test_wrong_miner_with_flipped_probabilities_scores_low(
     task: DetectTask, requests: list[DetectRequest]
 ) -> None:
-    wrong = await answer_all(make_handler({"behaviour": "wrong", "seed": 5}), requests)
+    wrong = await answer_all(load_handler(task, {"behaviour": "wrong", "train_samples": TRAIN}), requests)
     assert mean_score(task, requests, wrong) <= 0.3
 
 

@@ -18,7 +18,7 @@ import pytest
 import torch
 from examples_helpers import SignedMiner, serve_miner
 
-from inference_subnet.protocol.task import load_handler
+from inference_subnet.protocol.handlers import load_handler
 from inference_subnet.scorers import image_similarity, psnr, ssim
 from inference_subnet.tasks.image.model import (
     PIPELINES,

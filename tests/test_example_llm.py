@@ -19,7 +19,8 @@ from typing import Any
 import pytest
 from examples_helpers import SignedMiner, serve_miner
 
-from inference_subnet.protocol.task import load_handler, load_task
+from inference_subnet.protocol.handlers import load_handler
+from inference_subnet.protocol.task import load_task
 from inference_subnet.settings import ExamplesSettings
 from inference_subnet.tasks.llm.model import LANGUAGE_MODELS, TINY_LLM, build_tiny_llm, load_text_generator
 from inference_subnet.tasks.llm.task import LLMChunk, LLMRequest, LLMResponse, LLMTask, Message

@@ -19,7 +19,8 @@ from examples_helpers import (
 )
 from pydantic import ValidationError
 
-from inference_subnet.protocol.task import load_handler, load_task
+from inference_subnet.protocol.handlers import load_handler
+from inference_subnet.protocol.task import load_task
 from inference_subnet.settings import load_settings
 from inference_subnet.tasks.challenge import ChallengeKey
 from inference_subnet.tasks.imaging import encode_png

@@ -34,7 +34,7 @@ from inference_subnet.miner.app import create_miner_app
 from inference_subnet.miner.process import MinerProcess
 from inference_subnet.miner.serve import warn_if_unregistered
 from inference_subnet.miner.sources import StaticMetagraphSource
-from inference_subnet.protocol.task import load_handler
+from inference_subnet.protocol.handlers import load_handler
 from inference_subnet.serving import HttpLimits, server_config
 from inference_subnet.serving.limits import usable_connections
 from inference_subnet.settings import HttpSettings, load_settings

@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 from inference_subnet.chain.types import Metagraph, Neuron
 from inference_subnet.miner.quota import MinerQuota, eligible_stakes, epoch_of, seconds_left
 from inference_subnet.store.keys import Keys
-from inference_subnet.validator.managing.quota_math import split_capacity, stake_fractions
+from inference_subnet.protocol.quota_math import split_capacity, stake_fractions
 
 KEYS = Keys(subnet="guard", netuid=1, role="miner:m")
 
@@ -69,7 +69,7 @@ def test_share_properties(stakes: dict[str, float], min_share: float) -> None:
 @settings(max_examples=300, deadline=None)
 @given(stakes=stakes_st, min_share=min_share_st, capacity=st.integers(min_value=0, max_value=100_000))
 def test_the_guard_allows_exactly_what_validators_plan(stakes, min_share, capacity) -> None:
-    """The validator apportions whole requests (``validator.managing.quota_math.split_capacity``); the
+    """The validator apportions whole requests (``protocol.quota_math.split_capacity``); the
     miner's guard allows every validator exactly that many: never one it was not entitled to (the guard used
     to round each share up, up to 14.5% over a small miner's capacity), never one less."""
     neurons = tuple(

@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from inference_subnet.chain.types import Metagraph, Neuron
-from inference_subnet.validator.managing.quota_math import (
+from inference_subnet.protocol.quota_math import (
     apportion,
     clamp_capacity,
     epoch_end,

@@ -9,7 +9,7 @@ import pytest
 
 from inference_subnet.chain.types import Metagraph, Neuron
 from inference_subnet.settings import QuotaSettings
-from inference_subnet.validator.managing.quota_math import split_capacity, synthetic_limit
+from inference_subnet.protocol.quota_math import split_capacity, synthetic_limit
 from inference_subnet.validator.managing.quotas import QuotaBook, QuotaStatus
 from inference_subnet.validator.managing.sampling import QualityBar, rank_organic, sample_synthetic
 from inference_subnet.validator.managing.score_math import Standing

@@ -34,7 +34,7 @@ from inference_subnet.simulate.traffic import daily_load, stochastic_round
 from inference_subnet.store.coalescing import CoalescingRedis
 from inference_subnet.store.keys import Keys
 from inference_subnet.store.redis import connect
-from inference_subnet.validator.managing.quota_math import apportion, stake_fractions
+from inference_subnet.protocol.quota_math import apportion, stake_fractions
 
 SMALL = Scenario(validators=8, miners=24, epochs=4, seed=7, ticks=4, capacity=400)
 

@@ -81,9 +81,16 @@ class SpecTask(Task[BaseModel, BaseModel]):
         else:
             self._synthesize = template
         self.scorer: SpecScorer = build_scorer(spec, timeout=self.timeout, custom=self.hooks.custom)
+        self._wrong_rng = random.Random(0)
 
     def synthesize(self, rng: random.Random) -> BaseModel:
         return self._synthesize(rng)
+
+    def corrupt(self, answer: BaseModel) -> BaseModel:
+        """A ``wrong`` miner's answer: every field changed within the spec's limits."""
+        from inference_subnet.builder.handlers import wrong_answer
+
+        return wrong_answer(self, answer, self._wrong_rng)
 
     def reference(self, request: BaseModel) -> BaseModel | None:
         """What the validator compares answers with: a reference that came with the synthetic request, else

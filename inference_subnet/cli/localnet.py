@@ -13,7 +13,7 @@ from inference_subnet.chain.types import ChainError
 from inference_subnet.cli.common import console, fail, settings
 from inference_subnet.miner.process import MinerProcessError
 from inference_subnet.protocol.task import UnknownTask, load_task
-from inference_subnet.tasks.behaviours import BEHAVIOURS
+from inference_subnet.protocol.behaviours import BEHAVIOURS
 
 
 def run_localnet(

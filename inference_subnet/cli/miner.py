@@ -25,9 +25,10 @@ from inference_subnet.cli.options import (
     WalletPathOpt,
     wallet_overrides,
 )
-from inference_subnet.protocol.task import UnknownTask, load_handler, load_task
+from inference_subnet.protocol.behaviours import BEHAVIOURS
+from inference_subnet.protocol.handlers import load_handler
+from inference_subnet.protocol.task import Task, UnknownTask, load_task
 from inference_subnet.store.redis import redact, resolve_url
-from inference_subnet.tasks.behaviours import BEHAVIOURS
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +53,14 @@ def run_miner(
     ] = "honest",
     workers: Annotated[int, typer.Option("--workers", min=1, help="uvicorn worker processes.")] = 1,
     log_format: LogFormatOpt = None,
+    handler: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--handler",
+            help="[TASK=]module:factory building this miner's handler (repeat per task; TASK may be left "
+            "out when one task is served); default: miner.handlers, else the task's default_handler.",
+        ),
+    ] = None,
 ) -> None:
     """Serve one or more tasks as a miner (btauth/1, metagraph blacklist, quotas)."""
     started_ns = time.time_ns()
@@ -77,10 +86,22 @@ def run_miner(
     except WalletError as exc:
         fail(f"{WALLET_FLAGS}: {exc}")
     try:
-        for name in cfg.miner.tasks:
-            load_handler(load_task(name), {"behaviour": behaviour})
-    except (UnknownTask, LookupError, ValueError) as exc:
+        tasks = [load_task(name) for name in cfg.miner.tasks]
+    except UnknownTask as exc:
         fail(f"--task: {exc}")
+    if handler:
+        overrides["miner"]["handlers"] = {**cfg.miner.handlers, **_handler_flags(handler, tasks)}
+        cfg = settings(**overrides)
+    unknown = sorted(set(cfg.miner.handlers) - {t.name for t in tasks})
+    if unknown:
+        fail(f"--handler/miner.handlers: {', '.join(unknown)} is not a served task "
+             f"(serving {', '.join(t.name for t in tasks)})")
+    for one in tasks:
+        flag = "--handler" if one.name in cfg.miner.handlers else "--task"
+        try:
+            load_handler(one, {"behaviour": behaviour}, cfg.miner.handlers.get(one.name))
+        except (LookupError, ValueError) as exc:
+            fail(f"{flag}: {exc}")
     from inference_subnet.miner.sources import source_from_settings
 
     try:
@@ -145,6 +166,22 @@ def _shared_metrics() -> Iterator[None]:
     finally:
         os.environ.pop(MULTIPROC_ENV, None)
         shutil.rmtree(path, ignore_errors=True)
+
+
+def _handler_flags(values: list[str], tasks: list[Task]) -> dict[str, str]:
+    """``--handler`` values as task name -> factory path; a bare path is the one served task's."""
+    found: dict[str, str] = {}
+    for value in values:
+        name, sep, path = value.rpartition("=")
+        if not sep:
+            if len(tasks) != 1:
+                fail(f"--handler: {value!r} names no task and this miner serves "
+                     f"{', '.join(t.name for t in tasks)}; write TASK=module:factory")
+            name = tasks[0].name
+        if ":" not in path:
+            fail(f"--handler: {value!r} is not [TASK=]module:factory")
+        found[name] = path
+    return found
 
 
 def _supervisor_class() -> Any:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from inference_subnet.tasks.behaviours import BEHAVIOURS, HONEST
+from inference_subnet.protocol.behaviours import BEHAVIOURS, HONEST
 
 FAULTY = tuple(b for b in BEHAVIOURS if b != HONEST)
 _MIX = (HONEST, "wrong", HONEST, "slow", "flaky", "garbage")

@@ -3,7 +3,7 @@
 Each miner declares a capacity per task per epoch. A validator may use a share of it proportional to its
 stake among the validators allowed to call, with a floor so small validators can still score. The share
 math is pure and shared with validators
-(:func:`~inference_subnet.validator.managing.quota_math.split_capacity`: stake fractions with the floor, then
+(:func:`~inference_subnet.protocol.quota_math.split_capacity`: stake fractions with the floor, then
 whole requests by largest remainder), so both sides compute the very same numbers: the miner never refuses a request a validator's own split entitled it to, and never admits more
 than its declared capacity in total. Consumption is one Lua call that decides and increments: a
 check-then-increment from Python races when several workers serve the same validator.
@@ -17,10 +17,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from inference_subnet.chain.types import Metagraph
+from inference_subnet.protocol.quota_math import split_capacity
 from inference_subnet.store.coalescing import Coalescer
 from inference_subnet.store.keys import Keys
 from inference_subnet.store.redis import RedisClient
-from inference_subnet.validator.managing.quota_math import split_capacity
 
 
 def epoch_of(now: float, epoch_seconds: float) -> int:

@@ -25,7 +25,8 @@ from inference_subnet.chain.wallet import keypair_from_settings
 from inference_subnet.logs import setup_logging
 from inference_subnet.miner.app import create_miner_app
 from inference_subnet.miner.sources import source_from_settings
-from inference_subnet.protocol.task import load_handler, load_task
+from inference_subnet.protocol.handlers import load_handler
+from inference_subnet.protocol.task import load_task
 from inference_subnet.settings import Settings, load_settings
 from inference_subnet.store.keys import Keys
 from inference_subnet.store.redis import connect
@@ -71,7 +72,10 @@ def build_app(spec: MinerSpec) -> FastAPI:
     settings = spec.settings()
     keypair = keypair_from_settings(settings)
     tasks = [load_task(name) for name in settings.miner.tasks]
-    handlers = {task.name: load_handler(task, {"behaviour": spec.behaviour}) for task in tasks}
+    handlers = {
+        task.name: load_handler(task, {"behaviour": spec.behaviour}, settings.miner.handlers.get(task.name))
+        for task in tasks
+    }
     source = source_from_settings(settings)
     client = connect(settings.redis_url)
 

@@ -19,6 +19,8 @@ from typing import Any, ClassVar, Generic, TypeVar
 
 from pydantic import BaseModel
 
+from inference_subnet.protocol.perturb import perturb
+
 Req = TypeVar("Req", bound=BaseModel)
 Resp = TypeVar("Resp", bound=BaseModel)
 
@@ -53,7 +55,8 @@ class Task(ABC, Generic[Req, Resp]):
     """Largest answer a validator reads from a miner for this task (a body, or a whole stream); ``None``
     uses ``validator.max_response_bytes``. Set it for tasks whose honest answers are large (images)."""
     default_handler: ClassVar[str | None] = None
-    """``module:callable`` returning the reference miner handler (``factory(options) -> Handler``)."""
+    """``module:callable`` returning the reference miner handler (``factory(options) -> Handler``); a miner
+    may run another (``miner.handlers``, ``--handler``)."""
 
     @property
     def route(self) -> str:
@@ -71,6 +74,12 @@ class Task(ABC, Generic[Req, Resp]):
     def assemble(self, chunks: Sequence[BaseModel]) -> Resp:
         """Streaming tasks: the full Response that a sequence of chunks amounts to."""
         raise NotImplementedError(f"task {self.name} streams but does not assemble chunks")
+
+    def corrupt(self, answer: BaseModel) -> BaseModel:
+        """What a ``wrong`` miner answers instead of the honest ``answer`` (a Response, or for a streaming
+        task each Chunk): valid, so it loses on quality rather than on format. The default changes every
+        field by its type; override it when a wrong answer needs the domain (another image, random boxes)."""
+        return perturb(answer)
 
     def describe(self) -> dict[str, Any]:
         """What a validator or gateway tells clients about this task."""
@@ -95,7 +104,7 @@ class UnknownTask(LookupError):
         self.known = sorted(known)
 
 
-def _import(path: str) -> Any:
+def import_path(path: str) -> Any:
     """The object a ``module:attr`` path names; :class:`ImportError` saying which part failed and why."""
     module_name, sep, attr = path.partition(":")
     if not sep or not module_name or not attr:
@@ -127,7 +136,7 @@ def load_task(name_or_path: str) -> Task:
         raise UnknownTask(name_or_path, list(known))
     where = path if path == name_or_path else f"task {name_or_path!r} ({path})"
     try:
-        cls = _import(path)
+        cls = import_path(path)
     except ImportError as exc:
         raise UnknownTask(name_or_path, list(known), f"{where}: {exc}") from exc
     if not (isinstance(cls, type) and issubclass(cls, Task)):
@@ -138,10 +147,3 @@ def load_task(name_or_path: str) -> Task:
         raise UnknownTask(
             name_or_path, list(known), f"{where}: cannot create the task: {type(exc).__name__}: {exc}"
         ) from exc
-
-
-def load_handler(task: Task, options: dict[str, Any] | None = None) -> Handler:
-    """The task's reference miner handler, built with ``options`` (e.g. a behaviour for local subnets)."""
-    if task.default_handler is None:
-        raise LookupError(f"task {task.name!r} ships no miner handler; pass one to the miner app")
-    return _import(task.default_handler)(options or {})

@@ -67,7 +67,7 @@ from inference_subnet.simulate.summary import summarise
 from inference_subnet.simulate.traffic import DAY_SECONDS, daily_load, organic_demand
 from inference_subnet.store.coalescing import Coalescer, CoalescingRedis
 from inference_subnet.store.keys import Keys
-from inference_subnet.validator.managing.quota_math import permitted_stakes, stake_fractions
+from inference_subnet.protocol.quota_math import permitted_stakes, stake_fractions
 from inference_subnet.validator.managing.quotas import QuotaBook
 from inference_subnet.validator.managing.sampling import (
     OrganicCandidate,

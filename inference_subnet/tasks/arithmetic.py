@@ -1,5 +1,6 @@
 """The toy task: add or multiply two integers. Small enough to read in a minute, complete enough to run a
-whole subnet (synthesis, exact scoring, a reference miner with selectable faulty behaviours)."""
+whole subnet (synthesis, exact scoring, a reference miner). The framework turns the honest miner into the
+faulty ones a local subnet mixes in; a ``wrong`` one answers off by one (``Task.corrupt``'s default)."""
 
 from __future__ import annotations
 
@@ -11,7 +12,6 @@ from typing import Any, Literal
 from pydantic import BaseModel, Field
 
 from inference_subnet.protocol.task import Handler, Task
-from inference_subnet.tasks.behaviours import GARBAGE, Faults, behaviour_of
 
 LIMIT = 10**12
 
@@ -54,20 +54,12 @@ class ArithmeticTask(Task[ArithmeticRequest, ArithmeticResponse]):
 
 
 def make_handler(options: dict[str, Any]) -> Handler:
-    """The reference miner. ``behaviour`` lets a local subnet mix honest and faulty miners:
-    ``wrong`` answers off by one, ``slow`` sleeps past most timeouts, ``flaky`` fails every second request,
-    ``garbage`` returns a body that is not a valid response."""
-    behaviour = behaviour_of(options)
-    faults = Faults(behaviour, ArithmeticTask.timeout)
+    """The reference miner; ``delay`` (seconds) makes it answer later, for tests of slow but honest miners."""
     delay = float(options.get("delay", 0.0))
 
-    async def handle(request: ArithmeticRequest) -> Any:
+    async def handle(request: ArithmeticRequest) -> ArithmeticResponse:
         if delay:
             await asyncio.sleep(delay)
-        await faults()
-        if behaviour == "garbage":
-            return GARBAGE
-        result = solve(request)
-        return ArithmeticResponse(result=result + 1 if behaviour == "wrong" else result)
+        return ArithmeticResponse(result=solve(request))
 
     return handle

@@ -201,13 +201,12 @@ class Preload(Generic[T]):
         return await asyncio.wrap_future(self.start())
 
 
-def preload_model(options: Mapping[str, Any], behaviour: str, load: Callable[[str | None], T]) -> Preload[T]:
+def preload_model(options: Mapping[str, Any], load: Callable[[str | None], T]) -> Preload[T]:
     """A model-backed handler's model: ``load(options["model"])`` (``None``: the configured model), loaded
-    before the worker listens unless the miner never runs it (``garbage``)."""
+    before the worker listens, so the first request does not wait for it."""
     model: str | None = options.get("model")
     preload = Preload(lambda: load(model))
-    if behaviour != "garbage":
-        preload.ready_if_serving()
+    preload.ready_if_serving()
     return preload
 
 

@@ -18,6 +18,8 @@ from sqlalchemy import text
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from inference_subnet.store.engine import create_engine
+
 HERE = Path(__file__).resolve().parent
 VERSION_TABLE = "isn_alembic_version"
 _PG_LOCK_ID = 0x15_6A7E  # arbitrary constant: the advisory lock of this schema's migrations
@@ -81,8 +83,6 @@ async def current_revision(engine: AsyncEngine) -> str | None:
 
 async def upgrade_database(url: str, revision: str = "head") -> None:
     """Migrate the database at ``url`` to ``revision`` (the newest by default)."""
-    from inference_subnet.store.sql import create_engine
-
     engine = create_engine(url)
     try:
         await upgrade_engine(engine, revision)

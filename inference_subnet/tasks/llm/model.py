@@ -19,9 +19,8 @@ import threading
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
-from inference_subnet.tasks.llm.task import FinishReason
 from inference_subnet.tasks.tiny import (
     ModelLoader,
     ProcessCache,
@@ -31,6 +30,9 @@ from inference_subnet.tasks.tiny import (
 )
 
 log = logging.getLogger(__name__)
+
+FinishReason = Literal["stop", "length"]
+"""Why decoding stopped: the model ended its turn, or the token budget ran out (the task's answers carry it)."""
 
 TINY_LLM = "inference-subnet/tiny-llm"
 """The default model id: built locally, never downloaded."""

@@ -19,6 +19,7 @@ from pydantic import BaseModel, Field
 
 from inference_subnet.protocol.task import Task
 from inference_subnet.scorers import cosine_similarity, token_match_rate
+from inference_subnet.tasks.llm.model import FinishReason, load_embedder, load_text_generator
 from inference_subnet.tasks.tiny import speed_scaled
 
 MAX_TOKENS = 512
@@ -26,8 +27,6 @@ TOKEN_WEIGHT = 0.8
 """Share of token agreement in an answer's agreement; the rest is embedding similarity."""
 SIMILARITY_FLOOR = 0.5
 """Embedding cosine at or below which the soft signal gives nothing (unrelated texts sit around 0.2-0.4)."""
-
-FinishReason = Literal["stop", "length"]
 
 
 class Message(BaseModel):
@@ -116,8 +115,6 @@ class LLMTask(Task[LLMRequest, LLMResponse]):
     ) -> list[float]:
         if all(r is None for r in responses):
             return [0.0] * len(responses)
-        from inference_subnet.tasks.llm.model import load_embedder, load_text_generator
-
         generator = load_text_generator()
         reference = generator.chat(
             [m.model_dump() for m in request.messages],

@@ -65,7 +65,7 @@ class OcrTask(ReferencedChallengeTask[OcrRequest, OcrResponse, str]):
 
     def reference(self, request: OcrRequest) -> str:
         """What the reference engine reads in the image: the yardstick of organic requests."""
-        from inference_subnet.tasks.ocr.handler import reference_reader
+        from inference_subnet.tasks.ocr.reader import reference_reader
 
         return reference_reader().read(request.image)
 

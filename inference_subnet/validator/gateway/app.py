@@ -46,6 +46,14 @@ from inference_subnet.store.redis import RedisClient
 from inference_subnet.store.sql import Database
 from inference_subnet.telemetry import HttpInstrumentation, starlette_routes
 from inference_subnet.validator import metrics
+from inference_subnet.validator.gateway.answers import (
+    HEADER_ATTEMPTS,
+    HEADER_HOTKEY,
+    HEADER_UID,
+    GatewayError,
+)
+from inference_subnet.validator.gateway.answers import served_headers as _served_headers
+from inference_subnet.validator.gateway.answers import validation_reason as _validation_reason
 from inference_subnet.validator.gateway import metrics as gateway_metrics
 from inference_subnet.validator.gateway.apikeys import ApiKeyInfo, ApiKeyStore
 from inference_subnet.validator.gateway.bodylimit import BodyLimit
@@ -72,9 +80,6 @@ from inference_subnet.validator.service import instance_id
 log = logging.getLogger(__name__)
 
 NDJSON = "application/x-ndjson"
-HEADER_UID = "X-Miner-Uid"
-HEADER_HOTKEY = "X-Miner-Hotkey"
-HEADER_ATTEMPTS = "X-Attempts"
 STATUS_CLIENT_CLOSED = 499
 """Logged (never sent) when a streaming client went away mid-stream."""
 STATUS_STREAM_BROKEN = 502
@@ -89,17 +94,6 @@ class ScoreKeeper(Protocol):
     async def standings(
         self, identities: Sequence[str], task: str, latency_reference: float | None = None
     ) -> Mapping[str, Standing]: ...
-
-
-class GatewayError(Exception):
-    """An error answer: status, machine-readable code, a reason safe to show, optional headers."""
-
-    def __init__(self, status: int, code: str, reason: str, headers: Mapping[str, str] | None = None):
-        super().__init__(reason)
-        self.status = status
-        self.code = code
-        self.reason = reason
-        self.headers = dict(headers or {})
 
 
 class TaskInfo(BaseModel):
@@ -130,15 +124,6 @@ def _error_response(
     return JSONResponse(
         ErrorBody(error=code, reason=reason).model_dump(), status_code=status, headers=headers
     )
-
-
-def _validation_reason(exc: ValidationError) -> str:
-    parts = []
-    for err in exc.errors()[:5]:
-        where = ".".join(str(p) for p in err.get("loc", ())) or "body"
-        parts.append(f"{where}: {err.get('msg', 'invalid')}")
-    more = exc.error_count() - len(parts)
-    return "; ".join(parts) + (f"; and {more} more" if more > 0 else "")
 
 
 _ERROR_CODES = {
@@ -456,14 +441,6 @@ class Gateway:
         fresh = self.max_metagraph_age is None or age <= self.max_metagraph_age
         return Check(name="metagraph", ok=fresh,
                      detail=f"block {graph.block}, {len(graph.neurons)} neurons, {age:.0f}s old")
-
-
-def _served_headers(served: Served | OpenStream) -> dict[str, str]:
-    return {
-        HEADER_UID: str(served.neuron.uid),
-        HEADER_HOTKEY: served.neuron.hotkey,
-        HEADER_ATTEMPTS: str(len(served.attempts)),
-    }
 
 
 def _assemble(task: Task, chunks: Sequence[BaseModel]) -> BaseModel | None:
@@ -793,7 +770,7 @@ def create_gateway_app(
         body, content_type = gateway_metrics.render()
         return Response(body, media_type=content_type)
 
-    from inference_subnet.validator.gateway.openai import chat_router  # it builds on this module
+    from inference_subnet.validator.gateway.openai import chat_router  # an adapter over this pipeline
 
     if (chat := chat_router(ordered)) is not None:  # OpenAI-compatible routes for chat-shaped tasks
         app.include_router(chat)

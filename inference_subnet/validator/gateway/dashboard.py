@@ -40,6 +40,7 @@ from sqlalchemy import func, select
 from sqlalchemy.exc import SQLAlchemyError
 
 from inference_subnet.chain.types import ChainError, Metagraph, MetagraphSource
+from inference_subnet.protocol.quota_math import epoch_end
 from inference_subnet.protocol.task import Task
 from inference_subnet.protocol.wire import ErrorBody
 from inference_subnet.settings import Settings
@@ -48,7 +49,6 @@ from inference_subnet.store.redis import RedisClient
 from inference_subnet.store.sql import Database, RequestLog, utcnow
 from inference_subnet.validator import beats
 from inference_subnet.validator.gateway.traffic import FLUSH_SECONDS, TrafficSummary, read_traffic
-from inference_subnet.validator.managing.quota_math import epoch_end
 from inference_subnet.validator.managing.quotas import QuotaBook, QuotaStatus
 from inference_subnet.validator.managing.score_math import Sample
 from inference_subnet.validator.scoring import queue_state

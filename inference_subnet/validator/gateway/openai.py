@@ -21,7 +21,7 @@ import secrets
 import time
 import uuid
 from collections.abc import AsyncIterator, Mapping, Sequence
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from fastapi import APIRouter, Request, Security
 from fastapi.responses import JSONResponse, Response, StreamingResponse
@@ -29,7 +29,10 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from inference_subnet.protocol.task import Task
-from inference_subnet.validator.gateway.app import Gateway, GatewayError, _served_headers, _validation_reason
+from inference_subnet.validator.gateway.answers import GatewayError, served_headers, validation_reason
+
+if TYPE_CHECKING:  # the pipeline these routes adapt; app.py includes them, so only its type is named here
+    from inference_subnet.validator.gateway.app import Gateway
 
 SSE = "text/event-stream"
 DONE = b"data: [DONE]\n\n"
@@ -288,7 +291,7 @@ def chat_router(tasks: Sequence[Task]) -> APIRouter | None:
             try:
                 chat = ChatCompletionRequest.model_validate_json(body)
             except ValidationError as exc:
-                raise GatewayError(422, "invalid_request", _validation_reason(exc)) from None
+                raise GatewayError(422, "invalid_request", validation_reason(exc)) from None
             task = chat_tasks.get(chat.model)
             if task is None:
                 raise GatewayError(404, "model_not_found", f"unknown model {chat.model!r}; models: {names}")
@@ -315,7 +318,7 @@ def chat_router(tasks: Sequence[Task]) -> APIRouter | None:
             ],
             usage=_usage(prompt, completion),
         )
-        headers = _served_headers(served)
+        headers = served_headers(served)
         return Response(result.model_dump_json(), media_type="application/json", headers=headers)
 
     return router
@@ -336,6 +339,6 @@ async def _stream(
             yield DONE
 
     return StreamingResponse(events(), media_type=SSE, headers={
-        **_served_headers(relay.opened), "Cache-Control": "no-cache",
+        **served_headers(relay.opened), "Cache-Control": "no-cache",
     })
 

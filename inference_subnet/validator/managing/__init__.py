@@ -1,11 +1,11 @@
 """The `managing` service logic: stake-based quotas, score history with hybrid aggregation and dropout,
 miner sampling.
 
-The decisions are pure functions (:mod:`.quota_math`, :mod:`.score_math`, :mod:`.sampling`); the Redis
+The decisions are pure functions (:mod:`inference_subnet.protocol.quota_math`, shared with the miner;:mod:`.score_math`, :mod:`.sampling`); the Redis
 side (:class:`QuotaBook`, :class:`ScoreBook`) only stores, and makes each check-and-count one Lua call.
 """
 
-from inference_subnet.validator.managing.quota_math import (
+from inference_subnet.protocol.quota_math import (
     permitted_stakes,
     split_capacity,
     stake_fractions,

@@ -1,8 +1,8 @@
 """This validator's quotas on every miner, kept and consumed atomically in Redis.
 
 A miner's declared capacity per task and epoch is split among permit-holding validators by stake
-(:mod:`.quota_math`); this validator's share of each miner, and the synthetic part of it, are written to
-Redis so every process of the validator (orchestrator, gateway) consumes from the same numbers. A
+(:mod:`inference_subnet.protocol.quota_math`); this validator's share of each miner, and the synthetic part
+of it, are written to Redis so every process of the validator (orchestrator, gateway) consumes from the same numbers. A
 consumption is one Lua call that checks and increments: a check from Python followed by an increment
 races under concurrency and over-consumes.
 """
@@ -22,7 +22,7 @@ from inference_subnet.settings import QuotaSettings
 from inference_subnet.store.keys import Keys
 from inference_subnet.store.redis import RedisClient, evalsha_many
 from inference_subnet.validator.managing import state
-from inference_subnet.validator.managing.quota_math import (
+from inference_subnet.protocol.quota_math import (
     apportion,
     clamp_capacity,
     epoch_end,
