@@ -118,6 +118,11 @@ async def test_key_validation(db: Database) -> None:
             await store.create("x", **kwargs)
     with pytest.raises(ValueError):
         await store.create("   ", rate_per_minute=1, max_concurrent=1)
+    # Names reach terminals and the dashboard: escape sequences and bidi overrides never get stored.
+    for name in ("app\x1b[2J", "app\u202eevil", "tab\there"):
+        with pytest.raises(ValueError, match="control characters"):
+            await store.create(name, rate_per_minute=1, max_concurrent=1)
+    assert [k.name for k in await store.list_keys()] == []
 
 
 async def test_verify_cache_bounds_how_long_a_revocation_elsewhere_takes(db: Database) -> None:

@@ -13,7 +13,6 @@ import json
 import logging
 import signal
 import socket
-import unicodedata
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated, Any, Optional
@@ -100,8 +99,11 @@ def keys_create(
     database_url: DatabaseOpt = None,
 ) -> None:
     """Create a key and print it. The key is shown this once: only its hash is stored."""
-    if any(unicodedata.category(ch) in ("Cc", "Cf") for ch in name):
-        fail(f"--name: {name!r} contains control characters; a key's name is shown in terminals")
+    from inference_subnet.validator.gateway.apikeys import name_problem
+
+    problem = name_problem(name.strip())
+    if problem is not None:
+        fail(f"--name: {name!r}: {problem}")
     cfg = settings(database_url=database_url)
     _migrate(cfg, quiet=True)
     rate = rate_per_minute or cfg.gateway.default_rate_per_minute

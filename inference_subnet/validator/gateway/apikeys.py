@@ -19,6 +19,7 @@ import hmac
 import math
 import secrets
 import time
+import unicodedata
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -74,6 +75,16 @@ def looks_like_key(value: str) -> bool:
     return value.startswith(KEY_PREFIX) and DISPLAY_CHARS < len(value) <= MAX_KEY_LENGTH and value.isascii()
 
 
+def name_problem(name: str) -> str | None:
+    """Why ``name`` cannot name a key, or ``None``. Names are shown in terminals and on pages, so control
+    and format characters (escape sequences, bidi overrides) are refused wherever a key is made."""
+    if not name or len(name) > 128:
+        return "name must be 1 to 128 characters"
+    if any(unicodedata.category(ch) in ("Cc", "Cf") for ch in name):
+        return "name contains control characters"
+    return None
+
+
 class ApiKeyStore:
     """API keys in the SQL store."""
 
@@ -94,8 +105,9 @@ class ApiKeyStore:
     async def create(self, name: str, *, rate_per_minute: int, max_concurrent: int) -> tuple[ApiKeyInfo, str]:
         """A new key and its plain secret, which is returned this once and never stored."""
         name = name.strip()
-        if not name or len(name) > 128:
-            raise ValueError("name must be 1 to 128 characters")
+        problem = name_problem(name)
+        if problem is not None:
+            raise ValueError(problem)
         if rate_per_minute <= 0:
             raise ValueError("rate_per_minute must be positive")
         if max_concurrent <= 0:
