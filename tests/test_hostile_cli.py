@@ -273,13 +273,14 @@ def test_key_names_are_shown_literally(db: str) -> None:
     assert run("gateway", "keys", "create", "--name", "[red]x[/red]", "--database-url", db).exit_code == 0
     assert run("gateway", "keys", "create", "--name", "[bold]y", "--database-url", db).exit_code == 0
 
-    from inference_subnet.store.sql import Database
-    from inference_subnet.validator.gateway.apikeys import ApiKeyStore
+    from inference_subnet.store.sql import ApiKey, Database, utcnow
 
-    async def sneak() -> None:  # a name written by something else than the CLI, with a terminal escape
+    async def sneak() -> None:  # a row written by something else (an old version, SQL by hand): an escape
         database = Database(db)
         try:
-            await ApiKeyStore(database).create("evil\x1b[2Jname", rate_per_minute=1, max_concurrent=1)
+            async with database.sessions.begin() as session:
+                session.add(ApiKey(name="evil\x1b[2Jname", prefix="isn_sneak", secret_hash="0" * 64,
+                                   rate_per_minute=1, max_concurrent=1, created_at=utcnow()))
         finally:
             await database.aclose()
 
