@@ -17,7 +17,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from inference_subnet.localnet.plan import judge, plan_miners
+from inference_subnet.localnet.plan import judge, judge_organic, plan_miners
 
 
 def test_plan_mixes_honest_and_faulty_miners_on_the_given_ports() -> None:
@@ -44,6 +44,13 @@ def test_verdict_needs_every_honest_miner_above_every_faulty_one() -> None:
     assert not judge({"h0": 1.0}, plan_miners([1, 2], ["honest"]), {0: "h0", 1: "h1"}).ok
 
 
+def test_organic_verdict_bounds_what_faulty_miners_answer() -> None:
+    assert judge_organic({1: 96, 2: 4}, faulty_uids=[2]).ok  # 4%
+    over = judge_organic({1: 90, 2: 6, 3: 4}, faulty_uids=[2, 3])
+    assert not over.ok and "10 of 100" in over.reason
+    assert not judge_organic({}, faulty_uids=[2]).ok
+
+
 def run_localnet(tmp_path: Path, *args: str, timeout: float) -> tuple[dict, str]:
     report = tmp_path / "report.json"
     cmd = [sys.executable, "-m", "inference_subnet.cli.main", "localnet", "--no-live", "--report", str(report),
@@ -67,6 +74,12 @@ def assert_healthy_subnet(report: dict) -> None:
     assert min(by_behaviour["honest"]) > max(w for b, ws in by_behaviour.items() if b != "honest" for w in ws)
     assert report["organic_ok"] > 0 and report["organic_requests"] >= report["organic_ok"]
     assert sum(m["organic_served"] for m in report["miners"]) == report["organic_ok"]
+    # Users reach only miners the validator judged good: faulty miners answer at most 5% (the verdict says
+    # so too), and the answers users got are graded by the task's scorer, not by HTTP status.
+    faulty = sum(m["organic_served"] for m in report["miners"] if m["behaviour"] != "honest")
+    assert faulty <= 0.05 * report["organic_ok"], report["miners"]
+    bad = sum(m["organic_bad"] for m in report["miners"])
+    assert report["organic_good"] == report["organic_ok"] - bad and report["organic_good"] > 0
     assert report["rounds"] > 0
     assert all(m["synthetic_calls"] > 0 for m in report["miners"]), report["miners"]
     assert report["blocks"] == report["head_block"] - report["start_block"] > 0

@@ -78,7 +78,8 @@ def run_localnet(
         console.print(
             f"{blocks_text(outcome.head_block, outcome.start_block)} · rounds {outcome.rounds}"
             f" · synthetic calls {sum(m.synthetic_calls for m in outcome.miners)}"
-            f" · organic {outcome.organic_ok}/{outcome.organic_requests} ok · first weights after {first}",
+            f" · organic {outcome.organic_ok}/{outcome.organic_requests} ok ({outcome.organic_good} correct)"
+            f" · first weights after {first}",
             soft_wrap=True,
         )
         for line in access_lines(outcome.access):

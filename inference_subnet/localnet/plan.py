@@ -69,3 +69,22 @@ def judge(weights_by_hotkey: Mapping[str, float], miners: Sequence[MinerPlan], h
     if low > high:
         return Verdict(True, f"every honest miner ({low:.3f}+) outweighs every faulty one (<= {high:.3f})", low, high)
     return Verdict(False, f"an honest miner ({low:.3f}) does not outweigh a faulty one ({high:.3f})", low, high)
+
+
+MAX_FAULTY_ORGANIC = 0.05
+"""Share of organic answers faulty miners may give before the verdict fails: users are routed by quality."""
+
+
+def judge_organic(served_by_uid: Mapping[int, int], faulty_uids: Sequence[int]) -> Verdict:
+    """At most :data:`MAX_FAULTY_ORGANIC` of the organic answers may come from faulty miners."""
+    total = sum(served_by_uid.values())
+    faulty = sum(served_by_uid.get(uid, 0) for uid in faulty_uids)
+    if total == 0:
+        return Verdict(False, "no organic request was answered", None, None)
+    share = faulty / total
+    if share <= MAX_FAULTY_ORGANIC:
+        return Verdict(True, f"faulty miners answered {faulty} of {total} organic requests", None, None)
+    return Verdict(
+        False, f"faulty miners answered {faulty} of {total} organic requests ({share:.0%}, over "
+        f"{MAX_FAULTY_ORGANIC:.0%})", None, None,
+    )

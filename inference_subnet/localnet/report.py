@@ -15,6 +15,7 @@ class MinerRow(BaseModel):
     weight: float = Field(description="Weight read back from the chain at the end.")
     synthetic_calls: int = Field(0, description="Synthetic requests the orchestrator sent it during the run.")
     organic_served: int = Field(0, description="Organic requests through the gateway it answered (HTTP 200).")
+    organic_bad: int = Field(0, description="Of those, answers the task's scorer graded under 0.5.")
 
 
 class WeightSet(BaseModel):
@@ -47,7 +48,8 @@ class LocalnetReport(BaseModel):
                                     "(the block clock's, and on the in-memory chain one per extrinsic).")
     rounds: int
     organic_requests: int
-    organic_ok: int
+    organic_ok: int = Field(description="Organic requests answered (HTTP 200).")
+    organic_good: int = Field(description="Of those, answers the task's scorer graded 0.5 or more.")
     seconds_to_first_weights: float | None = Field(description="From the command's start to the first weights set.")
     weights_on_chain: dict[str, float] = Field(description="hotkey -> weight, read back from chain storage.")
     weight_sets: list[WeightSet]

@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
+from pydantic import BaseModel
 from rich.console import Console
 from rich.live import Live
 
@@ -31,7 +32,7 @@ from inference_subnet import lifecycle
 from inference_subnet.chain.types import ChainError, Metagraph
 from inference_subnet.chain.wallet import create_wallet
 from inference_subnet.localnet.chain import LocalChain, MemoryChain, Neurons, SubstrateChain
-from inference_subnet.localnet.plan import MinerPlan, judge, plan_miners
+from inference_subnet.localnet.plan import MinerPlan, Verdict, judge, judge_organic, plan_miners
 from inference_subnet.localnet.ports import free_port
 from inference_subnet.localnet.report import Access, LocalnetReport, MinerRow, WeightSet, access_lines, blocks_text
 from inference_subnet.localnet.view import render
@@ -84,7 +85,10 @@ class _Progress:
     """Head block now."""
     organic_sent: int = 0
     organic_ok: int = 0
+    organic_good: int = 0
+    """Answered organic requests whose answer the task's scorer grades at least :data:`GOOD_ANSWER`."""
     served_by_uid: dict[int, int] = field(default_factory=dict)
+    bad_by_uid: dict[int, int] = field(default_factory=dict)
     first_weights_at: float | None = None
 
 
@@ -188,6 +192,10 @@ async def run_localnet(
         on_chain = await chain.weights_of(netuid, metagraph.by_hotkey[validator.ss58_address].uid)
         weights_by_hotkey = {metagraph.by_uid[uid].hotkey: w for uid, w in on_chain.items() if uid in metagraph.by_uid}
         verdict = judge(weights_by_hotkey, plans, {p.index: k.ss58_address for p, k in zip(plans, miner_keys)})
+        faulty = [metagraph.by_hotkey[k.ss58_address].uid for p, k in zip(plans, miner_keys) if not p.honest]
+        routing = judge_organic(progress.served_by_uid, faulty)
+        verdict = Verdict(verdict.ok and routing.ok, f"{verdict.reason}; {routing.reason}",
+                          verdict.lowest_honest, verdict.highest_faulty)
         report = LocalnetReport(
             chain=chain.kind, chain_url=chain.url, netuid=netuid, validator_hotkey=validator.ss58_address,
             access=access, setup_seconds=round(progress.started - progress.launched, 1),
@@ -195,7 +203,7 @@ async def run_localnet(
             start_block=progress.start_block, head_block=progress.block,
             blocks=progress.block - progress.start_block,
             rounds=_counter_total(metrics.rounds), organic_requests=progress.organic_sent,
-            organic_ok=progress.organic_ok,
+            organic_ok=progress.organic_ok, organic_good=progress.organic_good,
             seconds_to_first_weights=None if progress.first_weights_at is None
             else round(progress.first_weights_at, 1),
             weights_on_chain=weights_by_hotkey,
@@ -375,6 +383,23 @@ async def _block_clock(
             await asyncio.wait_for(stop.wait(), options.block_time)
 
 
+GOOD_ANSWER = 0.5
+"""Quality from which an organic answer counts as correct (the task's own scorer decides, not HTTP 200)."""
+
+
+def grade(task: Task, request: BaseModel, response: httpx.Response) -> float:
+    """The task's quality of what one user got: the answer, or the chunks of a streamed one assembled."""
+    try:
+        if task.streaming and task.Chunk is not None and "ndjson" in response.headers.get("content-type", ""):
+            lines = [line for line in response.content.splitlines() if line.strip()]
+            answer = task.assemble([task.Chunk.model_validate_json(line) for line in lines])
+        else:
+            answer = task.Response.model_validate_json(response.content)
+        return float(task.score(request, [answer], [0.0])[0])
+    except Exception:  # noqa: BLE001 - anything the user could not use is a wrong answer
+        return 0.0
+
+
 async def _organic_load(
     gateway_url: str, api_key: str, tasks: Sequence[Task], options: LocalnetOptions, progress: _Progress,
     stop: asyncio.Event,
@@ -386,14 +411,18 @@ async def _organic_load(
         while not stop.is_set():
             task = rng.choice(list(tasks))
             progress.organic_sent += 1
+            request = task.synthesize(rng)
             with contextlib.suppress(httpx.HTTPError):
-                response = await client.post(f"/v1/tasks/{task.name}",
-                                             content=task.synthesize(rng).model_dump_json())
+                response = await client.post(f"/v1/tasks/{task.name}", content=request.model_dump_json())
                 if response.status_code == 200:
                     progress.organic_ok += 1
+                    good = await asyncio.to_thread(grade, task, request, response) >= GOOD_ANSWER
+                    progress.organic_good += good
                     uid = response.headers.get("x-miner-uid")
                     if uid is not None and uid.isdigit():
                         progress.served_by_uid[int(uid)] = progress.served_by_uid.get(int(uid), 0) + 1
+                        if not good:
+                            progress.bad_by_uid[int(uid)] = progress.bad_by_uid.get(int(uid), 0) + 1
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(stop.wait(), options.organic_interval)
 
@@ -428,7 +457,8 @@ class _View:
             MinerRow(uid=n.uid, hotkey=n.hotkey, behaviour=p.behaviour, port=p.port,
                      score=round(aggregates.get(n.identity, 0.0), 4), weight=round(weights.get(n.uid, 0.0), 4),
                      synthetic_calls=calls.get(n.identity, 0),
-                     organic_served=self.progress.served_by_uid.get(n.uid, 0))
+                     organic_served=self.progress.served_by_uid.get(n.uid, 0),
+                     organic_bad=self.progress.bad_by_uid.get(n.uid, 0))
             for p, n in zip(self.plans, neurons)
         ]
 
@@ -437,7 +467,7 @@ class _View:
             chain=self.chain.kind, netuid=self.netuid, blocks=blocks_text(self.progress.block, self.progress.start_block),
             elapsed=time.monotonic() - self.progress.started, duration=None if self.kept else self.options.duration,
             rounds=_counter_total(metrics.rounds),
-            organic=(self.progress.organic_sent, self.progress.organic_ok),
+            organic=(self.progress.organic_sent, self.progress.organic_ok, self.progress.organic_good),
             weight_sets=sum(a.outcome == "success" for a in self.chain.client.weight_attempts()),
             rows=await self.rows(),
         )
@@ -458,7 +488,7 @@ class _View:
                     last_line = time.monotonic()
                     p = self.progress
                     console.print(f"  {blocks_text(p.block, p.start_block)}, rounds {_counter_total(metrics.rounds)}, "
-                                  f"organic {p.organic_ok}/{p.organic_sent} ok, "
+                                  f"organic {p.organic_ok}/{p.organic_sent} ok ({p.organic_good} correct), "
                                   f"weights {'set' if p.first_weights_at else 'not yet set'}", soft_wrap=True)
 
 

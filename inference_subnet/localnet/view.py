@@ -19,7 +19,7 @@ def render(
     elapsed: float,
     duration: float | None,
     rounds: int,
-    organic: tuple[int, int],
+    organic: tuple[int, int, int],
     weight_sets: int,
     rows: Sequence[MinerRow],
 ) -> Group:
@@ -27,15 +27,17 @@ def render(
     left = "until Ctrl-C" if duration is None else f"{max(0.0, duration - elapsed):.0f}s left"
     header = Text.assemble(
         ("local subnet ", "bold"), (f"netuid {netuid} on {chain} chain", "cyan"),
-        f"  {blocks}  rounds {rounds}  organic {organic[1]}/{organic[0]} ok  weight sets {weight_sets}",
+        f"  {blocks}  rounds {rounds}  organic {organic[1]}/{organic[0]} ok ({organic[2]} correct)  weight sets {weight_sets}",
         f"  {elapsed:.0f}s ({left})",
     )
     table = Table(expand=False)
     for column, justify in (("uid", "right"), ("behaviour", "left"), ("port", "right"), ("score", "right"),
-                            ("weight", "right"), ("synthetic", "right"), ("organic", "right")):
+                            ("weight", "right"), ("synthetic", "right"), ("organic", "right"),
+                            ("wrong", "right")):
         table.add_column(column, justify=justify)  # type: ignore[arg-type]
     for row in sorted(rows, key=lambda r: -r.weight):
         style = "green" if row.behaviour == "honest" else "red"
         table.add_row(str(row.uid), Text(row.behaviour, style=style), str(row.port), f"{row.score:.3f}",
-                      f"{row.weight:.3f}", str(row.synthetic_calls), str(row.organic_served))
+                      f"{row.weight:.3f}", str(row.synthetic_calls), str(row.organic_served),
+                      str(row.organic_bad))
     return Group(header, table)
