@@ -89,6 +89,9 @@ def run_localnet(
             if row.first_error:
                 console.print(f"{row.name} ({row.behaviour}) first error: {row.first_error}"
                               f" (log: {row.log_file})", markup=False, highlight=False, soft_wrap=True)
+        if outcome.scoring_error:
+            console.print(f"scoring failed, first: {outcome.scoring_error}", markup=False, highlight=False,
+                          soft_wrap=True)
         if outcome.verdict_ok:
             console.print(f"[bold green]OK[/]: {escape(outcome.verdict)}")
         else:

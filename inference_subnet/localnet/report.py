@@ -61,6 +61,8 @@ class LocalnetReport(BaseModel):
     verdict_ok: bool
     verdict: str
     crashed: list[str] = Field(description="Processes or services that died during the run.")
+    scoring_error: str | None = Field(
+        None, description="The first scoring failure (`task: Exception: reason`: the task's scorer raised).")
 
 
 def blocks_text(head_block: int, start_block: int) -> str:

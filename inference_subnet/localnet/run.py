@@ -47,6 +47,7 @@ from inference_subnet.validator.gateway.apikeys import ApiKeyStore
 from inference_subnet.validator.managing import ScoreBook
 from inference_subnet.validator.orchestrator import Orchestrator
 from inference_subnet.validator.runner import SERVICES, run_services, validator_keys
+from inference_subnet.validator.scoring import ScoringWorkers
 from inference_subnet.validator.service import ServiceHost
 from inference_subnet.validator.sidecar import RedisMetagraphSource
 
@@ -196,8 +197,10 @@ async def run_localnet(
         routing = judge_organic(progress.served_by_uid, faulty)
         verdict = Verdict(verdict.ok and routing.ok, f"{verdict.reason}; {routing.reason}",
                           verdict.lowest_honest, verdict.highest_faulty)
+        scoring_error = phase.scoring_failure()
         if not verdict.ok:
-            verdict = Verdict(False, verdict.reason + _honest_errors(plans, rows), verdict.lowest_honest,
+            scored = f"; scoring failed ({scoring_error})" if scoring_error else ""
+            verdict = Verdict(False, verdict.reason + _honest_errors(plans, rows) + scored, verdict.lowest_honest,
                               verdict.highest_faulty)
         report = LocalnetReport(
             chain=chain.kind, chain_url=chain.url, netuid=netuid, validator_hotkey=validator.ss58_address,
@@ -214,7 +217,7 @@ async def run_localnet(
                          for a in chain.client.weight_attempts()],
             miners=rows, verdict_ok=verdict.ok and not crashed,
             verdict=verdict.reason if not crashed else f"{verdict.reason}; crashed: {', '.join(crashed)}",
-            crashed=crashed,
+            crashed=crashed, scoring_error=scoring_error,
         )
         if on_report is not None:
             on_report(report)
@@ -259,6 +262,14 @@ class _Phase:
         for host in self.hosts:
             host.request_stop()
         await asyncio.gather(self.services, return_exceptions=True)
+
+    def scoring_failure(self) -> str | None:
+        """The first failure of this phase's scoring workers (a task's scorer that raised), if any."""
+        for host in self.hosts:
+            for service in host.services:
+                if isinstance(service, ScoringWorkers) and service.first_failure:
+                    return service.first_failure
+        return None
 
     def synthetic_calls(self) -> dict[str, int]:
         """identity -> synthetic calls the orchestrators of this phase made."""
