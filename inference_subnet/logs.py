@@ -114,3 +114,54 @@ def setup_logging(level: str = "INFO", log_format: LogFormat = "text", *, split:
     for name in _QUIET_LIBRARIES:
         quiet = root.level if root.level <= logging.DEBUG else max(logging.WARNING, root.level)
         logging.getLogger(name).setLevel(quiet)
+
+
+_TEXT_RECORD = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} (?P<level>[A-Z]+) (?P<logger>\S+): (?P<message>.*)$")
+_ERROR_LEVELS = ("ERROR", "CRITICAL")
+
+
+class FirstError:
+    """The first ERROR (or CRITICAL) record in a process's log, read back line by line, in either format.
+
+    A handler that raises is logged once, with its traceback after the message; an author wants the message
+    and the traceback's last line (the exception) on one line, not the 200 lines around it."""
+
+    def __init__(self) -> None:
+        self._message: str | None = None
+        self._exception: str | None = None
+        self._done = False
+
+    @property
+    def line(self) -> str | None:
+        """``message: ExceptionType: reason`` (or the message alone), once an error was seen."""
+        if self._message is None:
+            return None
+        return f"{self._message}: {self._exception}" if self._exception else self._message
+
+    def feed(self, line: str) -> None:
+        if self._done:
+            return
+        line = line.rstrip()
+        record = _TEXT_RECORD.match(line)
+        if record is None and line.startswith("{"):
+            self._feed_json(line)
+            return
+        if self._message is None:
+            if record is not None and record["level"] in _ERROR_LEVELS:
+                self._message = record["message"]
+        elif record is not None:
+            self._done = True  # the next record: the traceback, if any, is complete
+        elif line.strip():
+            self._exception = line.strip()  # the last traceback line so far is the exception
+
+    def _feed_json(self, line: str) -> None:
+        try:
+            data = json.loads(line)
+        except ValueError:
+            return
+        if not isinstance(data, dict) or data.get("level") not in _ERROR_LEVELS:
+            return
+        self._message = str(data.get("message", ""))
+        exception = str(data.get("exception") or "").strip()
+        self._exception = exception.splitlines()[-1].strip() if exception else None
+        self._done = True

@@ -267,6 +267,13 @@ class ValidatorSettings(Section):
     max_error_body_bytes: int = Field(
         8192, gt=0, description="Bytes of a miner's error answer read for its reason; the rest is discarded."
     )
+    challenge_secret: SecretStr | None = Field(
+        None,
+        description="Key of the challenge ids of tasks that hide their requests' truth (`ChallengeTask`: the "
+        "`ocr`, `detect` and `vision` examples): it lets the validator recompute the ground truth of its "
+        "synthetic requests, which miners cannot. Unset: the validator's services draw one at first start and "
+        "share it through Redis.",
+    )
     quotas: QuotaSettings = Field(default_factory=QuotaSettings)
     scoring: ScoringSettings = Field(default_factory=ScoringSettings)
 
@@ -352,12 +359,6 @@ class ExamplesSettings(Section):
         "cores). 1 suits several model processes on one machine (torch's spinning threads collapse when "
         "oversubscribed) and keeps a validator's recomputed references equal to the miners'; raise it for "
         "one large model per machine.",
-    )
-    challenge_secret: SecretStr | None = Field(
-        None,
-        description="Key of the challenge ids of the `ocr`, `detect` and `vision` examples: it lets the "
-        "validator recompute the ground truth of its synthetic requests, which miners cannot. Unset: the "
-        "validator's services draw one at first start and share it through Redis.",
     )
     ocr_tesseract_cmd: str = Field("tesseract", description="The tesseract binary of the `ocr` example.")
     ocr_languages: str = Field(
@@ -676,11 +677,20 @@ def _setting_paths(sep: str = "") -> list[str]:
     return out
 
 
+MOVED = {"examples.challenge_secret": "validator.challenge_secret"}
+"""Settings that moved to another section: an old key is still refused, but named with its new place."""
+
+
 def _did_you_mean(key: str, candidates: list[str]) -> str:
-    """`` (did you mean X?)`` for the nearest candidate, preferring ones of the same section.
+    """`` (did you mean X?)`` for the nearest candidate, preferring ones of the same section; for a setting
+    that moved (:data:`MOVED`), its new name.
 
     The ``ISN_`` every variable shares is left out of the comparison, or it alone would make ``ISN_FOO``
     look like ``ISN_LOG_LEVEL``."""
+    for old, new in MOVED.items():
+        if key in (old, ENV_PREFIX + old.replace(".", "__").upper()):
+            spelled = new if "." in key else ENV_PREFIX + new.replace(".", "__").upper()
+            return f" (it moved: {spelled})"
     prefix = ENV_PREFIX if key.startswith(ENV_PREFIX) else ""
     bare = key.removeprefix(prefix)
     pool_all = [c.removeprefix(prefix) for c in candidates]

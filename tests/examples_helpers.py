@@ -26,7 +26,7 @@ from inference_subnet.protocol.handlers import load_handler
 from inference_subnet.protocol.task import Handler, Task
 from inference_subnet.settings import load_settings
 from inference_subnet.protocol.behaviours import GARBAGE
-from inference_subnet.tasks.challenge import ChallengeKey, ChallengeTask
+from inference_subnet.protocol.challenge import ChallengeKey, ChallengeTask
 
 # -- a miner app serving one example ------------------------------------------------------------------------
 

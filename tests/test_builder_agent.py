@@ -131,7 +131,7 @@ def test_an_invalid_draft_and_failing_tests_are_repaired_round_by_round(tmp_path
 
     # Each round is reported as it ends.
     assert "round 1/4: invalid spec - 2 problem(s):" in flat
-    assert "draft.toml:6: tasks[0].tmeout: unknown key (a typo?)" in flat
+    assert "draft.toml:6: tasks[0].tmeout: unknown key (did you mean timeout?)" in flat
     assert "draft.toml:21: tasks[0].score[0].scorer: unknown scorer 'levenshtein'" in flat
     assert "round 2/4: tests failed" in flat
     assert "round 3/4: tests passed - 6 passed" in flat

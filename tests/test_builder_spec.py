@@ -3,6 +3,7 @@ and the line it is on (found by the key scanner, since ``tomllib`` gives no posi
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -159,10 +160,35 @@ def test_a_wrong_type_names_the_field_and_line() -> None:
     assert one_problem(text)[:2] == ("tasks[0].timeout", line(text, "timeout ="))
 
 
-def test_an_unknown_key_is_called_a_typo() -> None:
+def test_an_unknown_key_suggests_the_key_it_misspells() -> None:
     text = BASE.replace("timeout = 2.0", "tmeout = 2.0")
-    where, at, message = one_problem(text)
-    assert (where, at) == ("tasks[0].tmeout", line(text, "tmeout")) and "unknown key" in message
+    assert one_problem(text) == ("tasks[0].tmeout", line(text, "tmeout"), "unknown key (did you mean timeout?)")
+
+
+@pytest.mark.parametrize(("typo", "where", "meant"), [
+    ('[tasks.reference]\nkind', "tasks[0].synthesise", "synthesize"),  # a table of its own
+    ('kind = "solver"', "tasks[0].reference.kidn", "kind"),  # inside a table
+    ('field = "total"', "tasks[0].score[0].feild", "field"),  # inside a score term (a tagged union)
+    ("[tasks.request]\na = { type", "tasks[0].request.a.tpye", "type"),  # a field of a table of fields
+])
+def test_a_misspelled_key_anywhere_suggests_the_valid_one(typo: str, where: str, meant: str) -> None:
+    text = {
+        "synthesize": BASE.replace("[tasks.reference]\nkind", "[tasks.synthesise]\n\n[tasks.reference]\nkind"),
+        "kind": BASE.replace('kind = "solver"', 'kind = "solver"\nkidn = "model"'),
+        "field": BASE.replace('field = "total"', 'feild = "total"\nfield = "total"'),
+        "type": BASE.replace('a = { type = "int", ge', 'a = { type = "int", tpye = "str", ge'),
+    }[meant]
+    found = [(w, m) for w, _, m in problems(text)]
+    assert (where, f"unknown key (did you mean {meant}?)") in found, found
+
+
+def test_a_key_near_nothing_is_still_called_a_typo_and_a_validator_setting_is_suggested() -> None:
+    text = BASE.replace("timeout = 2.0", "colour = 2.0")
+    assert one_problem(text)[2] == "unknown key (a typo?)"
+    text = BASE + "\n[validator]\nround_interval_secs = 3\n"
+    assert one_problem(text)[::2] == (
+        "validator.round_interval_secs",
+        "unknown validator setting (did you mean round_interval_seconds? see docs/configuration.md)")
 
 
 def test_an_unknown_scorer_lists_the_scorers() -> None:
@@ -294,6 +320,40 @@ def test_check_validates_without_generating(tmp_path: Path) -> None:
     assert done.returncode == 0, done.stderr
     assert "valid spec (2 task(s): caesar, stats)" in " ".join(done.stderr.split())
     assert list(tmp_path.iterdir()) == []
+
+
+def test_check_runs_the_specs_code_and_names_a_typo_in_it_on_one_line(tmp_path: Path) -> None:
+    """``request.bb`` compiles: only running the solver on a synthesized request finds it."""
+    spec = tmp_path / "typo.toml"
+    spec.write_text(BASE.replace("request.a + request.b", "request.a + request.bb"))
+    done = subprocess.run([sys.executable, "-m", "inference_subnet.cli.main", "new", "--check", str(spec)],
+                          capture_output=True, text=True, cwd=tmp_path, timeout=60)
+    assert done.returncode == 2, done.stdout + done.stderr
+    lines = [x for x in (done.stdout + done.stderr).splitlines() if x.strip()]
+    assert lines == [f"error: {spec}: task add: handler: AttributeError: 'AddRequest' object has no attribute "
+                     "'bb' (3 of 3 request(s))"], lines
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["typo.toml"]
+
+
+def test_check_names_a_scorer_that_raises(tmp_path: Path) -> None:
+    """The solver runs, and a custom scorer that raises fails the scoring step, named with its cause."""
+    spec = tmp_path / "scorer.toml"
+    spec.write_text(BASE + '\n[[tasks.score]]\nscorer = "custom"\ncode = "return 1 / 0"\nweight = 0.1\n')
+    done = subprocess.run([sys.executable, "-m", "inference_subnet.cli.main", "new", "--check", str(spec)],
+                          capture_output=True, text=True, cwd=tmp_path, timeout=60)
+    out = " ".join((done.stdout + done.stderr).split())
+    assert done.returncode == 2, out
+    assert "task add: score in range: ZeroDivisionError: division by zero (3 of 3 request(s))" in out
+
+
+def test_the_cli_escapes_markup_in_what_it_prints(tmp_path: Path) -> None:
+    """A message quoting ``list[str]`` prints it whole: Rich would read ``[str]`` as a style tag."""
+    spec = tmp_path / "bad.toml"
+    spec.write_text(BASE.replace('total = { type = "int" }', 'total = { type = "int", item_max_length = 3 }'))
+    result = CliRunner().invoke(app, ["new", "--check", str(spec)])
+    assert result.exit_code == 2
+    cells = re.sub(r"[\s│]+", " ", result.output)  # the table's cells, read across their wrapped lines
+    assert "item_max_length applies to list[str] fields" in cells, result.output
 
 
 def test_the_cli_wants_exactly_one_source(tmp_path: Path) -> None:

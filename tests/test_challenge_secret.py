@@ -11,8 +11,8 @@ import sys
 import pytest
 from pydantic import SecretStr
 
-from inference_subnet.settings import load_settings
-from inference_subnet.tasks.challenge import SECRET_ENV, configured_key, share_secret
+from inference_subnet.protocol.challenge import SECRET_ENV, configured_key, share_secret
+from inference_subnet.settings import SettingsError, load_settings
 
 
 @pytest.fixture
@@ -38,7 +38,7 @@ async def test_processes_agree_on_one_secret_through_redis(redis, keys, clean_en
     assert opened is not None and opened.random() == truth.random()
 
     # A child process (a scoring worker) inherits the secret and opens the same challenge.
-    code = ("import sys; from inference_subnet.tasks.challenge import configured_key; "
+    code = ("import sys; from inference_subnet.protocol.challenge import configured_key; "
             f"sys.exit(0 if configured_key().open('ocr', {challenge!r}) else 3)")
     assert subprocess.run([sys.executable, "-c", code], timeout=60).returncode == 0
 
@@ -57,7 +57,21 @@ async def test_another_validator_cannot_open_the_challenges(redis, keys, clean_e
 
 async def test_a_configured_secret_wins_and_is_not_stored(redis, keys, clean_env) -> None:  # noqa: ANN001
     settings = load_settings()
-    settings.examples.challenge_secret = SecretStr("s" * 32)
+    settings.validator.challenge_secret = SecretStr("s" * 32)
     await share_secret(redis, keys, settings)
     assert os.environ[SECRET_ENV] == "s" * 32
     assert await redis.get(keys.challenge_secret()) is None
+
+
+def test_the_secret_is_a_validator_setting_and_the_old_key_names_the_new_one(
+    clean_env, monkeypatch: pytest.MonkeyPatch  # noqa: ANN001
+) -> None:
+    monkeypatch.setenv("ISN_VALIDATOR__CHALLENGE_SECRET", "v" * 32)
+    assert SECRET_ENV == "ISN_VALIDATOR__CHALLENGE_SECRET"
+    assert load_settings().validator.challenge_secret.get_secret_value() == "v" * 32
+    assert configured_key().open("ocr", configured_key().issue("ocr", random.Random(2))[0]) is not None
+    monkeypatch.delenv("ISN_VALIDATOR__CHALLENGE_SECRET")
+    monkeypatch.setenv("ISN_EXAMPLES__CHALLENGE_SECRET", "v" * 32)
+    moved = r"ISN_EXAMPLES__CHALLENGE_SECRET \(it moved: ISN_VALIDATOR__CHALLENGE_SECRET\)"
+    with pytest.raises(SettingsError, match=moved):
+        load_settings()

@@ -186,7 +186,7 @@ def test_config_show_masks_every_secret() -> None:
         "ISN_BUILDER__API_KEY": "sk-live-123",
         "ISN_CHAIN__NETWORK": "wss://op:node-pass@node.internal:443",
         "ISN_CHAIN__FALLBACK_ENDPOINTS": '["wss://op:node-pass@backup.internal:443"]',
-        "ISN_EXAMPLES__CHALLENGE_SECRET": "chal-secret-0123456789abcdef012345",
+        "ISN_VALIDATOR__CHALLENGE_SECRET": "chal-secret-0123456789abcdef012345",
     }
     out = run_cli("config", "show", env=env)
     assert out.returncode == 0, out.stderr
@@ -198,7 +198,7 @@ def test_config_show_masks_every_secret() -> None:
     assert shown["builder"]["base_url"] == "https://***@llm.internal/v1"
     assert shown["chain"]["network"] == "wss://***@node.internal:443"
     assert shown["chain"]["fallback_endpoints"] == ["wss://***@backup.internal:443"]
-    assert shown["builder"]["api_key"] == shown["examples"]["challenge_secret"] == "**********"
+    assert shown["builder"]["api_key"] == shown["validator"]["challenge_secret"] == "**********"
 
 
 @pytest.mark.parametrize(

@@ -12,7 +12,7 @@ from examples_helpers import another_key_opens, answer_all, guessed_truth, mean_
 
 from inference_subnet.protocol.handlers import load_handler
 from inference_subnet.protocol.task import load_task
-from inference_subnet.tasks.challenge import ChallengeKey
+from inference_subnet.protocol.challenge import ChallengeKey
 from inference_subnet.tasks.detect import DetectRequest, DetectResponse, DetectTask
 from inference_subnet.tasks.detect import embedder as embedder_module
 from inference_subnet.tasks.detect.embedder import EmbedderUnavailable, load_embedder

@@ -24,7 +24,7 @@ from pydantic import ValidationError
 from inference_subnet.protocol.handlers import load_handler
 from inference_subnet.protocol.task import load_task
 from inference_subnet.settings import load_settings
-from inference_subnet.tasks.challenge import ChallengeKey, random_id
+from inference_subnet.protocol.challenge import ChallengeKey, random_id
 from inference_subnet.tasks.imaging import encode_png
 from inference_subnet.tasks.ocr import OcrRequest, OcrResponse, OcrTask
 from inference_subnet.tasks.ocr.handler import make_handler

@@ -22,7 +22,7 @@ from pydantic import ValidationError
 from inference_subnet.protocol.handlers import load_handler
 from inference_subnet.protocol.task import load_task
 from inference_subnet.settings import load_settings
-from inference_subnet.tasks.challenge import ChallengeKey
+from inference_subnet.protocol.challenge import ChallengeKey
 from inference_subnet.tasks.imaging import encode_png
 from inference_subnet.tasks.vision import Detection, VisionRequest, VisionResponse, VisionTask
 from inference_subnet.tasks.vision.detector import Detector, DetectorUnavailable

@@ -211,3 +211,59 @@ def test_tasks_flag_takes_a_comma_separated_list_and_names_unknown_tasks() -> No
     )
     assert done.returncode == 2
     assert "--task: unknown task 'nope'" in done.stdout + done.stderr
+
+
+def importable_from(folder: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Modules in ``folder`` importable by the child processes localnet starts."""
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(p for p in (str(folder), os.environ.get("PYTHONPATH")) if p))
+
+
+CRASHING_BACKEND = '''
+def make(options):
+    async def handle(request):
+        raise ZeroDivisionError("the model server returned nothing")
+
+    return handle
+'''
+
+
+def test_a_handler_that_raises_is_named_in_the_report_with_its_first_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every miner runs an operator's handler that raises: the run fails, and the report and summary say why
+    (each miner's first logged error), with each miner's whole log in the workdir."""
+    (tmp_path / "crashing_backend.py").write_text(CRASHING_BACKEND)
+    importable_from(tmp_path, monkeypatch)
+    monkeypatch.setenv("ISN_MINER__HANDLERS", json.dumps({"arithmetic": "crashing_backend:make"}))
+    report, output = run_localnet(tmp_path, "--miners", "2", "--duration", "4", timeout=240)
+    assert not report["verdict_ok"]
+    error = "handler of task arithmetic failed: ZeroDivisionError: the model server returned nothing"
+    honest = [m for m in report["miners"] if m["behaviour"] == "honest"]
+    assert honest and all(m["first_error"] == error for m in honest), report["miners"]
+    assert f"honest miners logged errors (miner-0: {error}" in report["verdict"]
+    for miner in report["miners"]:
+        log_file = tmp_path / "work" / "miners" / f"{miner['name']}.log"
+        assert miner["log_file"] == str(log_file)
+        assert "Traceback (most recent call last)" in log_file.read_text()
+    assert f"miner-0 (honest) first error: {error} (log: {tmp_path / 'work' / 'miners' / 'miner-0.log'})" in output
+
+
+BROKEN_SCORER = '''
+from inference_subnet.tasks.arithmetic import ArithmeticTask
+
+
+class BrokenScorerTask(ArithmeticTask):
+    def score(self, request, responses, timings):
+        raise KeyError("reference table")
+'''
+
+
+def test_a_scorer_that_raises_is_named_in_the_report(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    (tmp_path / "broken_scorer.py").write_text(BROKEN_SCORER)
+    importable_from(tmp_path, monkeypatch)
+    report, output = run_localnet(tmp_path, "--task", "broken_scorer:BrokenScorerTask", "--miners", "2",
+                                  "--duration", "4", timeout=240)
+    assert not report["verdict_ok"]
+    assert report["scoring_error"] == "arithmetic: KeyError: 'reference table'"
+    assert "scoring failed (arithmetic: KeyError: 'reference table')" in report["verdict"]
+    assert "scoring failed, first: arithmetic: KeyError: 'reference table'" in output

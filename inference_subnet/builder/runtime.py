@@ -55,6 +55,14 @@ def package_spec(package: str) -> Spec:
 _CACHES: dict[str, ReferenceCache] = {}
 
 
+def forget_package(package: str) -> None:
+    """Drop what this process cached for ``package`` (its spec, its references): for a package that is
+    imported, changed and imported again in one process (``new --check``)."""
+    package_spec.cache_clear()
+    for key in [k for k in _CACHES if k.startswith(f"{package}:")]:
+        del _CACHES[key]
+
+
 class SpecTask(Task[BaseModel, BaseModel]):
     """A task defined by a spec entry. Subclasses set ``name``, ``Request``, ``Response`` (``Chunk`` when
     streaming), ``definition``, ``package`` and ``hooks``."""

@@ -9,15 +9,17 @@ slots have words, a reference exists where a scorer needs one, code compiles). B
 
 from __future__ import annotations
 
+import difflib
 import keyword
 import re
+import types
 import string
 import sys
 import tomllib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, Union, get_args, get_origin
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -316,7 +318,11 @@ def parse_spec(text: str, *, source: str = "spec", base: Path | None = None) -> 
             path = _toml_path(data, err["loc"])
             if err["type"] == "union_tag_invalid":
                 path += ("scorer",)  # the value at fault, not the whole term
-            problems.append(Problem(path, _message(err), line_of(lines, path)))
+            message = _message(err)
+            if err["type"] == "extra_forbidden":
+                near = nearest(str(err["loc"][-1]), _keys_at(Spec, err["loc"][:-1]))
+                message = f"unknown key (did you mean {near}?)" if near else message
+            problems.append(Problem(path, message, line_of(lines, path)))
         raise SpecError(sorted(problems, key=_by_line), source) from None
     found = check(spec, base=base)
     if found:
@@ -347,6 +353,55 @@ def _message(err: Mapping[str, Any]) -> str:
     if err["type"] == "literal_error":
         return f"{err['msg']}, got {err.get('input')!r}"
     return str(err["msg"])
+
+
+def nearest(key: str, valid: Sequence[str]) -> str | None:
+    """The valid key a misspelled one most likely meant, if one is near."""
+    match = difflib.get_close_matches(key, list(valid), n=1, cutoff=0.6)
+    return match[0] if match else None
+
+
+def _keys_at(model: type[BaseModel], loc: Sequence[str | int]) -> list[str]:
+    """The keys valid at a pydantic error location (through lists, tables and tagged unions): the
+    candidates a misspelled key is compared with."""
+    node: Any = model
+    for part in loc:
+        node = _step(node, part)
+        if node is None:
+            return []
+    node = _bare(node)
+    return list(node.model_fields) if isinstance(node, type) and issubclass(node, BaseModel) else []
+
+
+def _bare(tp: Any) -> Any:
+    """``X`` from ``Annotated[X, ...]`` and ``X | None``."""
+    while get_origin(tp) is Annotated:
+        tp = get_args(tp)[0]
+    if get_origin(tp) in (Union, types.UnionType):
+        members = [a for a in get_args(tp) if a is not type(None)]
+        if len(members) == 1:
+            return _bare(members[0])
+    return tp
+
+
+def _step(tp: Any, part: str | int) -> Any:
+    tp = _bare(tp)
+    origin = get_origin(tp)
+    if isinstance(tp, type) and issubclass(tp, BaseModel):
+        info = tp.model_fields.get(str(part))
+        return info.annotation if info is not None else None
+    if origin in (list, tuple, Sequence) and isinstance(part, int):
+        return get_args(tp)[0]
+    if origin in (dict, Mapping):
+        return get_args(tp)[1]
+    if origin in (Union, types.UnionType):  # a tagged union: the part is the tag of the member it chose
+        for member in get_args(tp):
+            if isinstance(member, type) and issubclass(member, BaseModel) and any(
+                get_origin(f.annotation) is Literal and part in get_args(f.annotation)
+                for f in member.model_fields.values()
+            ):
+                return member
+    return None
 
 
 def _toml_path(data: Any, loc: Sequence[str | int]) -> tuple[str | int, ...]:
@@ -427,7 +482,9 @@ def check(spec: Spec, *, base: Path | None = None) -> list[tuple[tuple[str | int
 
         for path in _unknown_keys(spec.validator, ValidatorSettings, ("validator",)):
             if path != ("validator", "tasks"):
-                add(list(path), "unknown validator setting (see docs/configuration.md)")
+                near = nearest(str(path[-1]), _keys_at(ValidatorSettings, path[1:-1]))
+                add(list(path), f"unknown validator setting ({f'did you mean {near}? ' if near else ''}"
+                    "see docs/configuration.md)")
         try:
             ValidatorSettings.model_validate(spec.validator)
         except ValidationError as exc:

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.markup import escape
 
 from inference_subnet.chain.types import ChainError
 from inference_subnet.cli.common import console, fail, settings
@@ -84,10 +85,17 @@ def run_localnet(
         )
         for line in access_lines(outcome.access):
             console.print(line, highlight=False, soft_wrap=True)
+        for row in outcome.miners:
+            if row.first_error:
+                console.print(f"{row.name} ({row.behaviour}) first error: {row.first_error}"
+                              f" (log: {row.log_file})", markup=False, highlight=False, soft_wrap=True)
+        if outcome.scoring_error:
+            console.print(f"scoring failed, first: {outcome.scoring_error}", markup=False, highlight=False,
+                          soft_wrap=True)
         if outcome.verdict_ok:
-            console.print(f"[bold green]OK[/]: {outcome.verdict}")
+            console.print(f"[bold green]OK[/]: {escape(outcome.verdict)}")
         else:
-            console.print(f"[bold red]FAILED[/]: {outcome.verdict}")
+            console.print(f"[bold red]FAILED[/]: {escape(outcome.verdict)}")
 
     try:
         outcome = asyncio.run(run(options, console, summarize))

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from rich.markup import escape
 from rich.syntax import Syntax
 from rich.table import Table
 from rich.tree import Tree
@@ -33,7 +34,11 @@ def run_new(
     max_rounds: Annotated[
         int | None, typer.Option("--max-rounds", min=1, max=20, help="--idea: draft and repair rounds.")
     ] = None,
-    check: Annotated[bool, typer.Option("--check", help="Only validate SPEC; generate nothing.")] = False,
+    check: Annotated[
+        bool,
+        typer.Option("--check", help="Only validate SPEC and run its code on a few synthesized requests; "
+                     "generate nothing."),
+    ] = False,
     list_examples: Annotated[bool, typer.Option("--list", help="List the shipped examples and exit.")] = False,
 ) -> None:
     """Generate a complete subnet project (tasks, miner, validator config, tests, deploy files) that uses
@@ -42,7 +47,7 @@ def run_new(
 
     if list_examples:
         for example in examples.shipped():
-            console.print(example)
+            console.print(escape(example), highlight=False)
         return
     chosen = [flag for flag, given in (("SPEC", spec), ("--from-example", from_example), ("--idea", idea)) if given]
     if len(chosen) != 1:
@@ -69,8 +74,10 @@ def _from_spec(path: Path, out: Path | None, *, force: bool, check: bool, starte
     except SpecError as exc:
         _spec_problems(exc)
     if check:
-        console.print(f"[bold green]OK[/]: {path} is a valid spec ({len(parsed.tasks)} task(s): "
-                      f"{', '.join(t.name for t in parsed.tasks)})")
+        _check_code(parsed, path)
+        console.print(f"[bold green]OK[/]: {escape(str(path))} is a valid spec ({len(parsed.tasks)} task(s): "
+                      f"{escape(', '.join(t.name for t in parsed.tasks))}); its code ran on "
+                      "synthesized requests")
         return
     target = out or Path(parsed.name)
     try:
@@ -79,6 +86,18 @@ def _from_spec(path: Path, out: Path | None, *, force: bool, check: bool, starte
     except OutputExists as exc:
         fail(f"--out: {exc}")
     _done(generated, started)
+
+
+def _check_code(parsed: Any, path: Path) -> None:
+    """The spec's code (solver, generator, miner, scorers) run on synthesized requests: a typo in it fails
+    here, one line per broken step, not later in the generated project's tests."""
+    from inference_subnet.builder.trial import trial_spec
+
+    problems = trial_spec(parsed, spec_text=path.read_text(encoding="utf-8"), spec_dir=path.parent)
+    for problem in problems[:-1]:
+        console.print(f"{escape(str(path))}: {escape(problem)}", highlight=False, soft_wrap=True)
+    if problems:
+        fail(f"{path}: {problems[-1]}")
 
 
 def _from_example(example: str, out: Path | None, *, name: str | None, force: bool, started: float) -> None:
@@ -121,21 +140,22 @@ def _from_idea(idea: str, out: Path | None, *, force: bool, yes: bool, max_round
     def report(r: Round) -> None:
         colour = {"tests_passed": "green", "declined": "yellow"}.get(r.outcome, "red")
         label = r.outcome.replace("_", " ")
-        console.print(f"[bold]round {r.number}/{rounds}[/]: [{colour}]{label}[/] - {r.detail.splitlines()[0]}")
+        first = r.detail.splitlines()[0] if r.detail else ""
+        console.print(f"[bold]round {r.number}/{rounds}[/]: [{colour}]{label}[/] - {escape(first)}")
         for line in r.detail.splitlines()[1:12]:
-            console.print(f"    {line}", highlight=False)
+            console.print(f"    {escape(line)}", highlight=False)
 
-    console.print(f"drafting a spec with {cfg.model} at {cfg.base_url} (at most {rounds} rounds) ...")
+    console.print(f"drafting a spec with {escape(cfg.model)} at {escape(cfg.base_url)} (at most {rounds} rounds) ...")
     started = time.monotonic()
     with ChatClient(cfg.base_url, model=cfg.model, api_key=cfg.api_key, timeout=cfg.request_timeout,
                     temperature=cfg.temperature) as client:
 
         def complete(messages: Any) -> str:
-            with console.status(f"waiting for {cfg.model} ..."):
+            with console.status(f"waiting for {escape(cfg.model)} ..."):
                 return client.complete(messages)
 
         def tests(project: Path) -> Any:
-            with console.status(f"running the generated tests in {project} ..."):
+            with console.status(f"running the generated tests in {escape(str(project))} ..."):
                 return run_tests(project, timeout=cfg.test_timeout)
 
         agent = Agent(complete=complete, run_tests=tests, confirm=confirm, report=report, max_rounds=rounds)
@@ -147,8 +167,8 @@ def _from_idea(idea: str, out: Path | None, *, force: bool, yes: bool, max_round
         target = out or Path(result.spec.name if result.spec else "subnet")
         draft = target.with_name(f"{target.name}.draft.toml")
         draft.write_text(result.spec_text, encoding="utf-8")
-        console.print(f"the last draft is in {draft}: fix it, then `inference-subnet new {draft} --out {target} "
-                      "--force`")
+        console.print(escape(f"the last draft is in {draft}: fix it, then `inference-subnet new {draft} "
+                             f"--out {target} --force`"))
     last = result.rounds[-1].outcome if result.rounds else "no round ran"
     fail(f"no passing project after {len(result.rounds)} round(s) (last: {last.replace('_', ' ')})", code=1)
 
@@ -157,12 +177,13 @@ def _spec_problems(exc: Exception) -> None:
     from inference_subnet.builder.spec import SpecError
 
     assert isinstance(exc, SpecError)
-    table = Table(title=f"{exc.source}: {len(exc.problems)} problem(s)", show_lines=False, title_justify="left")
+    table = Table(title=escape(f"{exc.source}: {len(exc.problems)} problem(s)"), show_lines=False,
+                  title_justify="left")
     table.add_column("line", justify="right")
     table.add_column("field")
     table.add_column("problem")
     for p in exc.problems:
-        table.add_row(str(p.line) if p.line is not None else "-", p.where, p.message)
+        table.add_row(str(p.line) if p.line is not None else "-", escape(p.where), escape(p.message))
     console.print(table)
     fail(f"{exc.source} is not a valid spec")
 
@@ -172,22 +193,22 @@ def _done(generated: object, started: float, *, tested: str | None = None) -> No
 
     assert isinstance(generated, Generated)
     root = generated.root
-    tree = Tree(f"[bold]{root}[/]")
+    tree = Tree(f"[bold]{escape(str(root))}[/]")
     nodes: dict[Path, Tree] = {Path("."): tree}
     for path in sorted(p.relative_to(root) for p in generated.files):
         parent = Path(".")
         for part in path.parts[:-1]:
             child = parent / part
             if child not in nodes:
-                nodes[child] = nodes[parent].add(f"{part}/")
+                nodes[child] = nodes[parent].add(escape(f"{part}/"))
             parent = child
-        nodes[parent].add(path.name)
+        nodes[parent].add(escape(path.name))
     console.print(tree)
     for warning in generated.warnings:
-        console.print(f"[yellow]warning[/]: {warning}")
+        console.print(f"[yellow]warning[/]: {escape(warning)}")
     if tested:
-        console.print(f"generated tests: {tested}")
+        console.print(f"generated tests: {escape(tested)}")
     console.print(
-        f"[bold green]generated[/] {len(generated.files)} files for task(s) {', '.join(generated.tasks)} "
-        f"in {time.monotonic() - started:.1f}s. Next:\n  cd {root}\n  make test\n  make localnet"
+        f"[bold green]generated[/] {len(generated.files)} files for task(s) {escape(', '.join(generated.tasks))} "
+        f"in {time.monotonic() - started:.1f}s. Next:\n  cd {escape(str(root))}\n  make test\n  make localnet"
     )

@@ -7,6 +7,7 @@ from pydantic import BaseModel, Field
 
 
 class MinerRow(BaseModel):
+    name: str = Field(description="`miner-N`: its wallet, and its log file in the workdir.")
     uid: int
     hotkey: str
     behaviour: str
@@ -16,6 +17,9 @@ class MinerRow(BaseModel):
     synthetic_calls: int = Field(0, description="Synthetic requests the orchestrator sent it during the run.")
     organic_served: int = Field(0, description="Organic requests through the gateway it answered (HTTP 200).")
     organic_bad: int = Field(0, description="Of those, answers the task's scorer graded under 0.5.")
+    log_file: str | None = Field(None, description="Its whole output (rotated at 5 MB, one previous file kept).")
+    first_error: str | None = Field(
+        None, description="The first error it logged, message and exception on one line (a handler that raised).")
 
 
 class WeightSet(BaseModel):
@@ -57,6 +61,8 @@ class LocalnetReport(BaseModel):
     verdict_ok: bool
     verdict: str
     crashed: list[str] = Field(description="Processes or services that died during the run.")
+    scoring_error: str | None = Field(
+        None, description="The first scoring failure (`task: Exception: reason`: the task's scorer raised).")
 
 
 def blocks_text(head_block: int, start_block: int) -> str:

@@ -47,6 +47,7 @@ from inference_subnet.validator.gateway.apikeys import ApiKeyStore
 from inference_subnet.validator.managing import ScoreBook
 from inference_subnet.validator.orchestrator import Orchestrator
 from inference_subnet.validator.runner import SERVICES, run_services, validator_keys
+from inference_subnet.validator.scoring import ScoringWorkers
 from inference_subnet.validator.service import ServiceHost
 from inference_subnet.validator.sidecar import RedisMetagraphSource
 
@@ -133,7 +134,7 @@ async def run_localnet(
             processes.append(MinerProcess(
                 port=plan.port, wallet_path=wallets, wallet_name=plan.hotkey_name, tasks=options.tasks,
                 behaviour=plan.behaviour, metagraph_file=None if options.chain_url else metagraph_file,
-                env=env, extra_args=chain_args,
+                env=env, extra_args=chain_args, log_file=workdir / "miners" / f"miner-{plan.index}.log",
             ).start())
         await asyncio.gather(*(p.wait_ready_async(60) for p in processes))
         console.print(f"{len(processes)} miners serving; starting the validator services and the gateway ...")
@@ -166,7 +167,7 @@ async def run_localnet(
         progress.started = time.monotonic()
         phase = start_phase()
         keys = validator_keys(settings, validator.ss58_address)
-        view = _View(chain, netuid, plans, miner_keys, validator.ss58_address,
+        view = _View(chain, netuid, plans, miner_keys, processes, validator.ss58_address,
                      ScoreBook(redis, keys, settings.validator.scoring), RedisMetagraphSource(redis, keys),
                      tasks, options, progress)
         deadline = None if options.duration is None else progress.started + options.duration
@@ -196,6 +197,11 @@ async def run_localnet(
         routing = judge_organic(progress.served_by_uid, faulty)
         verdict = Verdict(verdict.ok and routing.ok, f"{verdict.reason}; {routing.reason}",
                           verdict.lowest_honest, verdict.highest_faulty)
+        scoring_error = phase.scoring_failure()
+        if not verdict.ok:
+            scored = f"; scoring failed ({scoring_error})" if scoring_error else ""
+            verdict = Verdict(False, verdict.reason + _honest_errors(plans, rows) + scored, verdict.lowest_honest,
+                              verdict.highest_faulty)
         report = LocalnetReport(
             chain=chain.kind, chain_url=chain.url, netuid=netuid, validator_hotkey=validator.ss58_address,
             access=access, setup_seconds=round(progress.started - progress.launched, 1),
@@ -211,7 +217,7 @@ async def run_localnet(
                          for a in chain.client.weight_attempts()],
             miners=rows, verdict_ok=verdict.ok and not crashed,
             verdict=verdict.reason if not crashed else f"{verdict.reason}; crashed: {', '.join(crashed)}",
-            crashed=crashed,
+            crashed=crashed, scoring_error=scoring_error,
         )
         if on_report is not None:
             on_report(report)
@@ -256,6 +262,14 @@ class _Phase:
         for host in self.hosts:
             host.request_stop()
         await asyncio.gather(self.services, return_exceptions=True)
+
+    def scoring_failure(self) -> str | None:
+        """The first failure of this phase's scoring workers (a task's scorer that raised), if any."""
+        for host in self.hosts:
+            for service in host.services:
+                if isinstance(service, ScoringWorkers) and service.first_failure:
+                    return service.first_failure
+        return None
 
     def synthetic_calls(self) -> dict[str, int]:
         """identity -> synthetic calls the orchestrators of this phase made."""
@@ -433,6 +447,7 @@ class _View:
     netuid: int
     plans: Sequence[MinerPlan]
     miner_keys: Sequence[object]
+    processes: Sequence[MinerProcess]
     validator_hotkey: str
     scores: ScoreBook
     metagraph: RedisMetagraphSource
@@ -454,12 +469,13 @@ class _View:
                                                   {t.name: t.timeout for t in self.tasks})
         calls = self.calls()
         return [
-            MinerRow(uid=n.uid, hotkey=n.hotkey, behaviour=p.behaviour, port=p.port,
+            MinerRow(name=p.hotkey_name, uid=n.uid, hotkey=n.hotkey, behaviour=p.behaviour, port=p.port,
                      score=round(aggregates.get(n.identity, 0.0), 4), weight=round(weights.get(n.uid, 0.0), 4),
                      synthetic_calls=calls.get(n.identity, 0),
                      organic_served=self.progress.served_by_uid.get(n.uid, 0),
-                     organic_bad=self.progress.bad_by_uid.get(n.uid, 0))
-            for p, n in zip(self.plans, neurons)
+                     organic_bad=self.progress.bad_by_uid.get(n.uid, 0),
+                     log_file=str(proc.log_file) if proc.log_file else None, first_error=proc.first_error)
+            for p, n, proc in zip(self.plans, neurons, self.processes)
         ]
 
     async def frame(self):  # noqa: ANN201 - a rich renderable
@@ -490,6 +506,12 @@ class _View:
                     console.print(f"  {blocks_text(p.block, p.start_block)}, rounds {_counter_total(metrics.rounds)}, "
                                   f"organic {p.organic_ok}/{p.organic_sent} ok ({p.organic_good} correct), "
                                   f"weights {'set' if p.first_weights_at else 'not yet set'}", soft_wrap=True)
+
+
+def _honest_errors(plans: Sequence[MinerPlan], rows: Sequence[MinerRow]) -> str:
+    """Why a failed verdict may have failed: what honest miners logged first (a handler that raised)."""
+    errors = [f"{r.name}: {r.first_error}" for p, r in zip(plans, rows) if p.honest and r.first_error]
+    return f"; honest miners logged errors ({'; '.join(errors)})" if errors else ""
 
 
 def _summed(before: Mapping[str, int], now: Callable[[], Mapping[str, int]]) -> Callable[[], dict[str, int]]:

@@ -2,13 +2,17 @@
 benchmarks and end-to-end tests.
 
 Readiness is an event, not a guess: the child's log is drained by a thread that fires when uvicorn
-announces it is listening (or when the child dies, with its last log lines in the error).
+announces it is listening (or when the child dies, with its last log lines in the error). The same thread
+keeps the first error the child logs and, given a file, writes the whole log there, rotated at a size so a
+chatty handler cannot fill the disk.
 """
 
 from __future__ import annotations
 
 import asyncio
 import collections
+import logging
+import logging.handlers
 import os
 import signal
 import subprocess
@@ -19,11 +23,14 @@ from pathlib import Path
 from typing import Self
 
 from inference_subnet import lifecycle
+from inference_subnet.logs import FirstError
 
 LISTENING = "miner accepting connections on"
 """What the CLI logs once its socket listens when it runs several workers."""
 READY_MARKERS = {False: "Uvicorn running on", True: LISTENING}
 """The log line after which the socket listens: one worker (uvicorn's own line), several (the CLI's)."""
+LOG_FILE_MAX_BYTES = 5 * 1024 * 1024
+"""A log file rotates at this size, keeping one previous file: at most twice this on disk per miner."""
 
 
 class MinerProcessError(RuntimeError):
@@ -47,6 +54,8 @@ class MinerProcess:
         host: str = "127.0.0.1",
         env: Mapping[str, str] | None = None,
         extra_args: Sequence[str] = (),
+        log_file: Path | None = None,
+        log_file_max_bytes: int = LOG_FILE_MAX_BYTES,
     ) -> None:
         self.host = host
         self.port = port
@@ -65,6 +74,14 @@ class MinerProcess:
         self._ready = threading.Event()
         self._exited = threading.Event()
         self.log: collections.deque[str] = collections.deque(maxlen=200)
+        self.log_file = log_file
+        self._log_file_max_bytes = log_file_max_bytes
+        self._first_error = FirstError()
+
+    @property
+    def first_error(self) -> str | None:
+        """The first error the child logged (message and exception on one line), if any yet."""
+        return self._first_error.line
 
     @property
     def url(self) -> str:
@@ -90,12 +107,30 @@ class MinerProcess:
 
     def _drain(self) -> None:
         assert self._proc is not None and self._proc.stdout is not None
-        for line in self._proc.stdout:
-            self.log.append(line.rstrip())
-            if self._marker in line:
-                self._ready.set()
-        self._exited.set()
-        self._ready.set()  # wake waiters; they check whether the process is still alive
+        out = self._open_log_file()
+        try:
+            for line in self._proc.stdout:
+                self.log.append(line.rstrip())
+                self._first_error.feed(line)
+                if out is not None:
+                    out.handle(logging.makeLogRecord({"msg": line.rstrip("\n")}))
+                if self._marker in line:
+                    self._ready.set()
+        finally:
+            if out is not None:
+                out.close()
+            self._exited.set()
+            self._ready.set()  # wake waiters; they check whether the process is still alive
+
+    def _open_log_file(self) -> logging.handlers.RotatingFileHandler | None:
+        """The child's lines verbatim (they carry their own timestamps), rotated to ``<name>.1`` at the cap."""
+        if self.log_file is None:
+            return None
+        self.log_file.parent.mkdir(parents=True, exist_ok=True)
+        out = logging.handlers.RotatingFileHandler(
+            self.log_file, maxBytes=self._log_file_max_bytes, backupCount=1, encoding="utf-8")
+        out.setFormatter(logging.Formatter("%(message)s"))
+        return out
 
     def wait_ready(self, timeout: float = 30.0) -> None:
         if not self._ready.wait(timeout):

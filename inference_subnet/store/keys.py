@@ -148,7 +148,7 @@ class Keys:
 
     def challenge_secret(self) -> str:
         """The key every process of this validator issues and opens challenge ids under (see
-        :mod:`inference_subnet.tasks.challenge`), drawn once by whichever process starts first."""
+        :mod:`inference_subnet.protocol.challenge`), drawn once by whichever process starts first."""
         return f"{self.prefix}:challenge:secret"
 
     # -- weights -------------------------------------------------------------------------------------

@@ -24,7 +24,7 @@ from inference_subnet.protocol.task import Task, load_task
 from inference_subnet.settings import Settings
 from inference_subnet.store.keys import Keys
 from inference_subnet.store.redis import RedisClient, connect, redact, resolve_url
-from inference_subnet.tasks.challenge import share_secret
+from inference_subnet.protocol.challenge import share_secret
 from inference_subnet.validator.client import MinerClient
 from inference_subnet.validator.managing import QuotaBook, ScoreBook
 from inference_subnet.validator.orchestrator import Orchestrator

@@ -191,6 +191,9 @@ class ScoringWorkers(Service):
         self.block_ms = max(1, int(block_seconds * 1000))
         self.executor = executor
         self.processed = 0
+        self.first_failure: str | None = None
+        """The first scoring failure of this process (``task: Exception: reason``), for views that run in the
+        same process (``localnet`` names a scorer that raised)."""
         """Jobs whose result was applied (or found already applied) and acknowledged by this process."""
         self._progress = asyncio.Condition()
 
@@ -314,6 +317,9 @@ class ScoringWorkers(Service):
             raise  # Redis trouble is not the job's fault: the worker loop backs off, the job stays pending
         except Exception as exc:
             metrics.scoring_jobs.labels("failed").inc()
+            if self.first_failure is None:
+                reason = str(exc).strip().splitlines()
+                self.first_failure = f"{job.task}: {type(exc).__name__}" + (f": {reason[0]}" if reason else "")
             log.warning("scoring job %s failed (delivery %d of %d): %s: %s", job.job_id, delivered,
                         self.max_attempts, type(exc).__name__, exc, extra={"job_id": job.job_id})
             if delivered >= self.max_attempts:

@@ -6,7 +6,7 @@ trained on that documentation, and the ``llm`` example's model continuing a huma
 answers one probability per text that a machine wrote it.
 
 Ground truth and what a miner can see: the request carries the texts and a challenge id
-(:mod:`inference_subnet.tasks.challenge`), never the labels. Which positions are machine-written is drawn
+(:mod:`inference_subnet.protocol.challenge`), never the labels. Which positions are machine-written is drawn
 from a generator seeded by an HMAC of the id's nonce under the validator's secret, so the validator
 recomputes the labels at scoring time and a miner cannot.
 
@@ -29,7 +29,7 @@ from typing import Annotated
 from pydantic import BaseModel, Field
 
 from inference_subnet.scorers import accuracy, roc_auc
-from inference_subnet.tasks.challenge import ChallengeId, ChallengeTask
+from inference_subnet.protocol.challenge import ChallengeId, ChallengeTask
 from inference_subnet.tasks.detect.samples import draw_labels, load_sources
 
 SAMPLES = 8

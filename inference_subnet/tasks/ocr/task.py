@@ -1,7 +1,7 @@
 """OCR: read the text in an image the validator rendered from text it chose.
 
 Ground truth and what a miner can see: the request carries the image and a challenge id
-(:mod:`inference_subnet.tasks.challenge`), never the text. The text is drawn from a generator seeded by an
+(:mod:`inference_subnet.protocol.challenge`), never the text. The text is drawn from a generator seeded by an
 HMAC of the id's nonce under the validator's secret, so the validator recomputes it at scoring time and a
 miner cannot. Re-rendering from a guessed seed gives other words (the "wrong seed" miner of the tests).
 
@@ -19,7 +19,7 @@ import random
 from pydantic import BaseModel, Field
 
 from inference_subnet.scorers import char_error_rate
-from inference_subnet.tasks.challenge import ChallengeId, ReferencedChallengeTask
+from inference_subnet.protocol.challenge import ChallengeId, ReferencedChallengeTask
 from inference_subnet.tasks.imaging import PngBase64, encode_png
 from inference_subnet.tasks.ocr.render import compose, render, write
 

@@ -1,7 +1,7 @@
 """Object recognition: find and label the objects in a scene the validator composed.
 
 Ground truth and what a miner can see: the request carries the picture and a challenge id
-(:mod:`inference_subnet.tasks.challenge`), never the labels or boxes. The layout is drawn from a generator
+(:mod:`inference_subnet.protocol.challenge`), never the labels or boxes. The layout is drawn from a generator
 seeded by an HMAC of the id's nonce under the validator's secret, so the validator recomputes the boxes at
 scoring time and a miner cannot; composing a scene from a guessed seed puts the objects elsewhere.
 
@@ -19,7 +19,7 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, Field
 
 from inference_subnet.scorers import Box, matched_f1
-from inference_subnet.tasks.challenge import ChallengeId, ReferencedChallengeTask
+from inference_subnet.protocol.challenge import ChallengeId, ReferencedChallengeTask
 from inference_subnet.tasks.imaging import PngBase64, encode_png
 from inference_subnet.tasks.vision.scene import boxes, layout, render
 

@@ -3,22 +3,23 @@
 A validator scores from the request alone (``Task.score(request, responses, timings)``), so the truth of a
 synthetic request (the words rendered into an image, which texts are machine-written, where the objects
 are) must be recoverable from it. A miner sees that same request, so the truth must not be *readable* from
-it. The OCR, detection and vision examples square this with an ``id`` of 32 hex digits on every request:
+it. A task squares this with an ``id`` of 32 hex digits on every request (:data:`ChallengeId`), as the OCR,
+detection and vision examples do:
 
 - a synthetic request's id is a 16-digit nonce plus a 16-digit HMAC-SHA256 tag of it under the validator's
-  secret (``examples.challenge_secret``); the content is drawn from a generator seeded by another HMAC of
+  secret (``validator.challenge_secret``); the content is drawn from a generator seeded by another HMAC of
   the nonce, so only a holder of the secret can recompute the truth from the id;
 - an organic request (a user's) gets a random id of the same shape when it has none, so a miner cannot
   tell synthetic from organic traffic by the id. The validator can: a random id's tag fails to verify
   (one chance in 2**64), and the task scores it against its own reference instead.
 
-The secret is ``examples.challenge_secret`` when configured. Otherwise the validator's services agree on
+The secret is ``validator.challenge_secret`` when configured. Otherwise the validator's services agree on
 one through Redis at start-up (:func:`share_secret`: the first process draws it, every other one reads
 it), so synthetic requests made in one process are opened in another. A process that never shared one
 (a bare script, a test) falls back to a random key of its own, with a warning.
 
-:class:`ChallengeTask` holds the key plumbing those three tasks share, and :class:`ReferencedChallengeTask`
-the scoring rule of the two that can fall back on a reference of their own (OCR and vision).
+:class:`ChallengeTask` holds the key plumbing such tasks share, and :class:`ReferencedChallengeTask` the
+scoring rule of those that can fall back on a reference of their own for organic requests.
 """
 
 from __future__ import annotations
@@ -45,7 +46,7 @@ if TYPE_CHECKING:
 
 ID_PATTERN = r"^[0-9a-f]{32}$"
 """The shape of every challenge id, synthetic or organic."""
-SECRET_ENV = "ISN_EXAMPLES__CHALLENGE_SECRET"
+SECRET_ENV = "ISN_VALIDATOR__CHALLENGE_SECRET"
 """Where :func:`share_secret` leaves the agreed secret: child processes (scoring workers) inherit it."""
 
 _PROCESS_SECRET = secrets.token_bytes(32)
@@ -54,7 +55,7 @@ log = logging.getLogger(__name__)
 
 
 def random_id() -> str:
-    """An id for a request that is not a challenge (the default of every example request's ``id``)."""
+    """An id for a request that is not a challenge (the default of every challenge task request's ``id``)."""
     return secrets.token_hex(16)
 
 
@@ -103,14 +104,14 @@ class ChallengeKey:
 
 @lru_cache(maxsize=1)
 def configured_key() -> ChallengeKey:
-    """The key from ``examples.challenge_secret``, or this process's random one (with a warning)."""
+    """The key from ``validator.challenge_secret``, or this process's random one (with a warning)."""
     from inference_subnet.settings import load_settings
 
-    secret = load_settings().examples.challenge_secret
+    secret = load_settings().validator.challenge_secret
     if secret is None:
         log.warning(
-            "no challenge key configured or shared (examples.challenge_secret): synthetic ocr/detect/vision "
-            "challenges use a per-process key that other processes cannot open"
+            "no challenge key configured or shared (validator.challenge_secret): synthetic challenges use a "
+            "per-process key that other processes cannot open"
         )
         return ChallengeKey(_PROCESS_SECRET)
     return ChallengeKey(secret.get_secret_value().encode())
@@ -120,7 +121,7 @@ async def share_secret(redis: RedisClient, keys: Keys, settings: Settings) -> No
     """Make every process of one validator use one challenge key: the configured secret, or one drawn once
     and kept in Redis (``SET NX``: concurrent starts agree). It is left in this process's environment, so
     the settings every task reads, and every child process, see it."""
-    configured = settings.examples.challenge_secret
+    configured = settings.validator.challenge_secret
     if configured is not None:
         value = configured.get_secret_value()
     else:
