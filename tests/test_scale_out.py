@@ -27,7 +27,7 @@ from pathlib import Path
 
 import pytest
 from conftest import free_port
-from test_gateway_helpers import LocalSubnet, fresh_database, sqlite_url, wait_until_serving
+from test_gateway_helpers import LocalSubnet, fresh_database, seed_evidence, sqlite_url, wait_until_serving
 
 from inference_subnet.settings import QuotaSettings, ScoringSettings
 from inference_subnet.store.keys import Keys
@@ -43,6 +43,8 @@ SURVIVORS = 2
 """Scoring-worker processes that outlive the one killed mid-batch (three worker processes in all)."""
 CAPACITY = 30
 """This validator's share of each miner per epoch: the load asks for far more than 3 x 30."""
+SEEDED = 5
+"""Synthetic samples each miner has before the run: organic routing needs evidence."""
 REQUESTS = 240
 CONCURRENCY = 24
 LOAD_SECONDS = 90.0
@@ -218,6 +220,9 @@ async def scale_out(backend: str, url: str, root: Path) -> Figures:
             "patient_arithmetic": CAPACITY
         }
     epoch = book.epoch()
+    # The scoring service's earlier evidence, without which the gateways send users to no miner.
+    await seed_evidence(ScoreBook(redis, keys, ScoringSettings(history_size=10_000)), list(identities.values()),
+                        ["patient_arithmetic"], n=SEEDED)
 
     processes: list[subprocess.Popen[bytes]] = []
     started = time.monotonic()
@@ -319,6 +324,8 @@ async def scale_out(backend: str, url: str, root: Path) -> Figures:
     scores = ScoreBook(redis, keys, ScoringSettings(history_size=10_000))
     applied = sum([len(await scores.history(i, "patient_arithmetic")) for i in identities.values()])
     markers = [k async for k in redis.scan_iter(match=f"{keys.prefix}:applied:*", count=1000)]
+    applied -= SEEDED * len(identities)  # the seeded evidence, with its markers
+    markers = markers[SEEDED * len(identities):]
     outcomes = {k.decode(): int(v) for k, v in (await redis.hgetall(outcomes_key(keys))).items()}
     await redis.aclose()
 
