@@ -20,9 +20,16 @@ if "$BIN/python" -c "import redis,sys; redis.Redis(host='127.0.0.1',port=6379,so
     echo "   with PostgreSQL: $pg"
   fi
   if [ -n "$pg" ]; then export DATABASE_URL=$pg; fi
-  # The examples' models and the subnet builder keep no state in Redis or SQL: once is enough.
+  # The examples' models, the subnet builder, and the files below keep no state in Redis or SQL that
+  # another backend could change (CLI, wallets, logs, deployment files, docs, the import layout, the
+  # simulator's figures): once is enough.
+  ONCE=(test_wallet_encrypted.py test_deploy.py test_writing_a_subnet.py test_task_check.py test_layout.py
+        test_observability_files.py test_gateway_docs.py test_cli_operators.py test_log_streams.py
+        test_miner_handler.py test_behaviours.py test_hostile_signals.py test_hostile_cli.py
+        test_miner_logs.py test_simulate.py)
   REDIS_URL=redis://127.0.0.1:6379/0 "$BIN/pytest" -q -p no:cacheprovider -m "not chain" \
-    --ignore-glob='tests/test_example_*.py' --ignore-glob='tests/test_builder_*.py' "$@"
+    --ignore-glob='tests/test_example_*.py' --ignore-glob='tests/test_builder_*.py' \
+    "${ONCE[@]/#/--ignore=tests/}" "$@"
 else
   echo "== no Redis at 127.0.0.1:6379: the embedded-Valkey run above is the Redis run"
 fi
