@@ -83,6 +83,24 @@ def test_a_spec_becomes_a_complete_project(textops: Path) -> None:
     assert handlers.count("# OWNER: your miner's work for task") == 2
 
 
+def test_setup_installs_into_an_existing_environment(textops: Path, tmp_path: Path) -> None:
+    """`make setup VENV=... FRAMEWORK=` uses an environment as it is: no new venv, no pip upgrade, no framework
+    fetched; only the project itself is installed. With FRAMEWORK set, that is what pip installs first."""
+    existing = tmp_path / "env"
+    (existing / "bin").mkdir(parents=True)
+    (existing / "bin" / "python").write_text("#!/bin/sh\n")
+    (existing / "bin" / "python").chmod(0o755)
+    plan = subprocess.run(["make", "-n", "setup", f"VENV={existing}", "FRAMEWORK="], cwd=textops,
+                          capture_output=True, text=True, check=True).stdout
+    commands = [line for line in plan.splitlines() if "pip install" in line]
+    assert commands == [f'{existing}/bin/pip install -q -e ".[test]"'], plan
+    assert "--upgrade pip" not in plan
+    wheel = tmp_path / "inference_subnet-0.1.0-py3-none-any.whl"
+    plan = subprocess.run(["make", "-n", "setup", f"VENV={existing}", f"FRAMEWORK={wheel}"], cwd=textops,
+                          capture_output=True, text=True, check=True).stdout
+    assert [line for line in plan.splitlines() if "pip install" in line][0] == f"{existing}/bin/pip install -q {wheel}"
+
+
 def test_a_garbage_chunk_is_not_an_empty_piece(textops: Path) -> None:
     """Every field of a generated chunk has a default (the last chunk carries what is not streamed), so only
     refusing unknown keys keeps a garbage object from passing as an empty piece of an answer."""
