@@ -134,7 +134,11 @@ async def proxy(chain_url: str) -> AsyncIterator[FreezableProxy]:
 
 
 @pytest.mark.chain
-async def test_half_open_socket_times_out_and_the_client_recovers(proxy: FreezableProxy) -> None:
+async def test_half_open_socket_times_out_and_the_client_recovers(proxy: FreezableProxy, chain_url: str) -> None:
+    # A node that has just started answers its first call slowly (it compiles the runtime): warm it up
+    # first, so the 2 s deadlines below measure the frozen socket, not a cold node.
+    async with SubstrateChainClient(chain_url, call_timeout=120.0) as warm:
+        await warm.block()
     url = await proxy.start()
     async with SubstrateChainClient(url, call_timeout=2.0, backoff_initial=0.1) as chain:
         first = await chain.block()
