@@ -76,7 +76,7 @@ from inference_subnet.validator.managing.sampling import (
     rank_organic,
     sample_synthetic,
 )
-from inference_subnet.validator.managing.score_math import Sample, Standing
+from inference_subnet.validator.managing.score_math import UNJUDGED, Sample, Standing
 from inference_subnet.validator.managing.scores import ScoreBook
 from inference_subnet.validator.weights import scores_to_weights
 
@@ -487,7 +487,6 @@ class Simulation:
         contenders = self.quota_settings.organic_contenders
         keep = self.settings.gateway.max_attempts + contenders
         bar = quality_bar(self.quota_settings)
-        unknown = Standing(0.0, 0.0, 0)
         requests: list[_Organic] = []
         left = demand
         while left > 0:
@@ -497,7 +496,7 @@ class Simulation:
                     score=v.routing[i],
                     total_left=v.share[i] - v.used[i],
                     used=v.used_org[i],
-                    quality=(known := v.standings.get(identity, unknown)).quality,
+                    quality=(known := v.standings.get(identity, UNJUDGED)).quality,
                     evidence=known.evidence,
                 )
                 for i, identity in enumerate(self.identities)

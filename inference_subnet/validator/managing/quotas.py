@@ -32,7 +32,7 @@ from inference_subnet.protocol.quota_math import (
     synthetic_limit,
 )
 from inference_subnet.validator.managing.sampling import OrganicCandidate, SyntheticCandidate
-from inference_subnet.validator.managing.score_math import Standing
+from inference_subnet.validator.managing.score_math import UNJUDGED, Standing
 
 log = logging.getLogger(__name__)
 
@@ -264,10 +264,9 @@ class QuotaBook:
         self, identities: Sequence[str], task: str, standings: Mapping[str, Standing]
     ) -> list[OrganicCandidate]:
         """The input of :func:`.sampling.rank_organic`; a miner without a standing has no evidence."""
-        unknown = Standing(0.0, 0.0, 0)
         out = []
         for i, s in (await self.status(identities, task)).items():
-            known = standings.get(i, unknown)
+            known = standings.get(i, UNJUDGED)
             out.append(
                 OrganicCandidate(
                     identity=i,

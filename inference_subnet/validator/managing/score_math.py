@@ -158,6 +158,10 @@ class Standing:
     evidence: int
 
 
+UNJUDGED = Standing(0.0, 0.0, 0)
+"""The standing of a miner the validator holds no samples of: no evidence, so never past the quality bar."""
+
+
 def standing(samples: Sequence[Sample], score: float, *, window: int) -> Standing:
     """``samples`` newest first, as the history keeps them."""
     recent = samples[: max(1, window)]
