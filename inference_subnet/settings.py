@@ -300,7 +300,10 @@ class GatewaySettings(Section):
         8, gt=0, le=2**31 - 1, description="Per-key concurrent requests (new keys)."
     )
     rate_burst: int = Field(
-        10, gt=0, description="Requests a key may send at once before its per-minute rate paces it (GCRA)."
+        10,
+        gt=0,
+        description="Requests a key may send at once before its per-minute rate paces it (GCRA); a key "
+        "always gets at least one second of its rate and at most its whole minute.",
     )
     log_payloads: bool = Field(False, description="Store request payloads in the request log.")
     reuse_organic: bool = Field(

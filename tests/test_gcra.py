@@ -67,6 +67,8 @@ def test_a_fresh_key_gets_its_burst_then_its_rate(pace: Pace) -> None:
 def test_burst_never_exceeds_the_rate() -> None:
     assert Pace.per_minute(3, 10) == Pace(20.0, 3)
     assert Pace.per_minute(600, 10) == Pace(0.1, 10)
+    assert Pace.per_minute(60_000, 10) == Pace(0.001, 1000)  # one second of a fast key's rate
+    assert Pace.per_minute(61, 1) == Pace(60 / 61, 2)
     with pytest.raises(ValueError):
         Pace.per_minute(0, 10)
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+import socket
 import time
 from collections import Counter
 from collections.abc import AsyncIterator, Iterator
@@ -126,11 +127,11 @@ async def test_without_the_retry_policy_a_restart_costs_the_command_that_draws_a
 
 
 def test_every_client_gets_the_retry_policy(server: RestartableValkey) -> None:
-    """Plain and cluster, async and sync: connection errors retried a few times, timeouts never."""
+    """Plain and cluster, async and sync: connection errors and connect timeouts retried a few times, a
+    command's read timeout never (the command may have run)."""
     policy = retry_policy()
     assert policy.get_retries() == 3
     assert RedisConnectionError in policy._supported_errors
-    assert not any(issubclass(e, redis_sync.TimeoutError) for e in policy._supported_errors)
     plain = connect(server.url)
     sync = connect_sync(server.url)
     try:
@@ -138,6 +139,78 @@ def test_every_client_gets_the_retry_policy(server: RestartableValkey) -> None:
         assert sync.connection_pool.connection_kwargs["retry"].get_retries() == 3
     finally:
         sync.close()
+
+
+class SlowToAccept:
+    """A port whose accept queue is full for ``stalled`` seconds, so connects to it time out (the kernel
+    drops their SYNs), then a proxy to ``server``: a Redis too busy to accept, and then not."""
+
+    def __init__(self, server: RestartableValkey, stalled: float) -> None:
+        self.listener = socket.socket()
+        self.listener.bind(("127.0.0.1", 0))
+        self.listener.listen(0)
+        self.url = f"redis://127.0.0.1:{self.listener.getsockname()[1]}/0"
+        self.fillers = []
+        for _ in range(2):  # a backlog of 0 queues one connection: the first fills it, the second waits
+            filler = socket.socket()
+            filler.setblocking(False)
+            filler.connect_ex(self.listener.getsockname())
+            self.fillers.append(filler)
+        self.server, self.stalled = server, stalled
+
+    async def serve(self) -> asyncio.Server:
+        await asyncio.sleep(self.stalled)
+        self.listener.setblocking(False)
+        return await asyncio.start_server(self._pipe, sock=self.listener)
+
+    async def _pipe(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        upstream_reader, upstream_writer = await asyncio.open_connection("127.0.0.1", self.server.port)
+
+        async def copy(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
+            while data := await src.read(65536):
+                dst.write(data)
+                await dst.drain()
+            dst.close()
+
+        await asyncio.gather(copy(reader, upstream_writer), copy(upstream_reader, writer), return_exceptions=True)
+
+    def close(self) -> None:
+        for filler in self.fillers:
+            filler.close()
+        self.listener.close()
+
+
+async def test_a_command_that_times_out_is_not_retried(server: RestartableValkey) -> None:
+    """A read timeout is raised after one socket deadline: the command reached the server (here it blocks
+    for longer than the deadline), and a second attempt would run it again."""
+    redis = connect(server.url, RedisOptions(socket_timeout=0.3, retries=3))
+    try:
+        started = time.monotonic()
+        with pytest.raises(redis_sync.TimeoutError):
+            await redis.blpop(["never-pushed"], 2)
+        assert time.monotonic() - started < 0.6
+    finally:
+        await redis.aclose()
+
+
+@pytest.mark.parametrize("retries", [0, 6])
+async def test_a_connect_that_times_out_is_retried(server: RestartableValkey, retries: int) -> None:
+    """Without retries the first connect to a server that is slow to accept fails; with them the command
+    waits for the server and runs."""
+    port = SlowToAccept(server, stalled=0.8)
+    proxy = asyncio.create_task(port.serve())
+    redis = connect(port.url, RedisOptions(socket_connect_timeout=0.3, retries=retries, retry_cap=0.2))
+    try:
+        if retries:
+            assert await redis.set("slow-accept", b"v")
+            assert await redis.get("slow-accept") == b"v"
+        else:
+            with pytest.raises(redis_sync.TimeoutError):
+                await redis.ping()
+    finally:
+        await redis.aclose()
+        (await proxy).close()
+        port.close()
 
 
 # -- (a) a miner serving signed requests across a restart ----------------------------------------------

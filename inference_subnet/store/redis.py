@@ -13,8 +13,9 @@ takes a :data:`RedisClient` and never needs to know which kind it got.
 
 Every client retries a command (and a pipeline, and the reconnect under it) a few times, with a short
 exponential backoff, when the connection fails: a Redis restart closes every pooled connection, and without
-a retry each of them costs the request that draws it. Only connection errors are retried, never a timeout:
-a hung Redis would otherwise hold every caller for several socket deadlines instead of one. A command
+a retry each of them costs the request that draws it. Only connection errors and connect timeouts are
+retried, never a command's timeout: a hung Redis would otherwise hold every caller for several socket
+deadlines instead of one. A command
 re-sent this way may have been applied once already when the connection broke after the server read it;
 the framework's commands are written so that this is harmless (the replay store's ``SET NX`` recognises
 its own write, see :mod:`inference_subnet.miner.nonces`).
@@ -25,7 +26,7 @@ from __future__ import annotations
 import atexit
 import logging
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeAlias
 from urllib.parse import unquote
@@ -40,6 +41,7 @@ from redis.backoff import ExponentialBackoff
 from redis.commands.core import AsyncScript
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import NoScriptError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 from redis.typing import EncodableT, KeyT
 
 from inference_subnet.redaction import redact_url
@@ -214,22 +216,44 @@ def connect_sync(url: str | None, options: RedisOptions = RedisOptions()) -> Syn
 def retry_policy(options: RedisOptions = RedisOptions()) -> redis.asyncio.retry.Retry:
     """What an asyncio client does when its connection fails: ``options.retries`` more attempts, each on a
     fresh connection, after an exponential backoff (``retry_base`` doubled per attempt, at most
-    ``retry_cap``). Connection errors only: a timeout is raised at once.
+    ``retry_cap``). Connection errors and connects that timed out only: a command's timeout is raised at once.
 
     A plain client applies it to every command, pipeline and reconnect. A cluster client applies the
     count to its own loop, which also re-reads the slot map; that loop retries timeouts too (redis-py's
     rule, so that a primary that failed over is found), but at most ``retries`` times.
     """
-    return redis.asyncio.retry.Retry(_backoff(options), options.retries, supported_errors=_RETRIED)
+    return _AsyncRetry(_backoff(options), options.retries, supported_errors=_RETRIED)
 
 
 def retry_policy_sync(options: RedisOptions = RedisOptions()) -> redis.retry.Retry:
     """:func:`retry_policy` for the synchronous clients."""
-    return redis.retry.Retry(_backoff(options), options.retries, supported_errors=_RETRIED)
+    return _SyncRetry(_backoff(options), options.retries, supported_errors=_RETRIED)
 
 
-_RETRIED = (RedisConnectionError,)
-"""What a retry follows: a closed or refused connection (also LOADING, which redis-py counts as one)."""
+_RETRIED = (RedisConnectionError, RedisTimeoutError)
+_CONNECT_TIMEOUT = "Timeout connecting"
+"""How redis-py words the timeout of a connect, the one timeout that is retried: nothing was sent yet, and a
+server slow to accept (a busy one, or a full accept queue that drops SYNs) usually accepts the next attempt.
+A command's read timeout is raised at once: the command may have run, and a hung server would otherwise
+hold every caller for several socket deadlines instead of one."""
+
+
+def _retryable(error: Exception) -> bool:
+    return not isinstance(error, RedisTimeoutError) or str(error).startswith(_CONNECT_TIMEOUT)
+
+
+class _AsyncRetry(redis.asyncio.retry.Retry):
+    async def call_with_retry(self, do: Any, fail: Any, is_retryable: Any = None, **kwargs: Any) -> Any:
+        return await super().call_with_retry(do, fail, _both(_retryable, is_retryable), **kwargs)
+
+
+class _SyncRetry(redis.retry.Retry):
+    def call_with_retry(self, do: Any, fail: Any, is_retryable: Any = None, **kwargs: Any) -> Any:
+        return super().call_with_retry(do, fail, _both(_retryable, is_retryable), **kwargs)
+
+
+def _both(ours: Callable[[Exception], bool], theirs: Callable[[Exception], bool] | None) -> Callable[[Exception], bool]:
+    return ours if theirs is None else lambda error: ours(error) and theirs(error)
 
 
 def _backoff(options: RedisOptions) -> ExponentialBackoff:

@@ -31,11 +31,13 @@ class Pace:
 
     @classmethod
     def per_minute(cls, rate_per_minute: int, burst: int) -> Pace:
-        """A burst never exceeds the key's per-minute rate: a key allowed 3 requests a minute may not send 10
-        at once because the gateway-wide burst is 10."""
+        """The burst is at least one second of the key's rate and at most its whole minute: a key allowed
+        3 requests a minute may not send 10 at once because the gateway-wide burst is 10, and a key allowed
+        60 000 a minute may send 1 000 at once (the concurrency limit bounds what is in flight)."""
         if rate_per_minute <= 0 or burst <= 0:
             raise ValueError("rate and burst must be positive")
-        return cls(60.0 / rate_per_minute, min(burst, rate_per_minute))
+        one_second = -(-rate_per_minute // 60)
+        return cls(60.0 / rate_per_minute, min(max(burst, one_second), rate_per_minute))
 
 
 @dataclass(frozen=True, slots=True)
