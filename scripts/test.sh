@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # The whole test suite: once against an embedded Valkey (no Redis needed), once more against the machine's
 # Redis and PostgreSQL when they answer on their standard ports, and the Redis-backed validator, gateway
-# and miner tests once more against a local 3-primary Redis Cluster.
+# and miner tests once more against a local 3-primary Redis Cluster. The later passes run only the tests that
+# reach Redis or SQL through the fixtures (ISN_TEST_BACKEND_PASS=1, see tests/conftest.py): the others would
+# run unchanged.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BIN=${VENV:-.venv}/bin
@@ -27,7 +29,7 @@ if "$BIN/python" -c "import redis,sys; redis.Redis(host='127.0.0.1',port=6379,so
         test_observability_files.py test_gateway_docs.py test_cli_operators.py test_log_streams.py
         test_miner_handler.py test_behaviours.py test_hostile_signals.py test_hostile_cli.py
         test_miner_logs.py test_simulate.py)
-  REDIS_URL=redis://127.0.0.1:6379/0 "$BIN/pytest" -q -p no:cacheprovider -m "not chain" \
+  REDIS_URL=redis://127.0.0.1:6379/0 ISN_TEST_BACKEND_PASS=1 "$BIN/pytest" -q -p no:cacheprovider -m "not chain" \
     --ignore-glob='tests/test_example_*.py' --ignore-glob='tests/test_builder_*.py' \
     "${ONCE[@]/#/--ignore=tests/}" "$@"
 else
@@ -61,6 +63,6 @@ done
 if [[ $cluster_url != redis+cluster://* ]]; then echo "the local cluster did not start"; cat "$cluster_log"; exit 1; fi
 echo "   $cluster_url"
 started=$SECONDS
-env -u DATABASE_URL REDIS_URL="$cluster_url" "$BIN/pytest" -q -p no:cacheprovider -m "not chain" \
+env -u DATABASE_URL REDIS_URL="$cluster_url" ISN_TEST_BACKEND_PASS=1 "$BIN/pytest" -q -p no:cacheprovider -m "not chain" \
   "${CLUSTER_FILES[@]}" "$@"
 echo "   cluster pass: $((SECONDS - started)) s"

@@ -96,3 +96,18 @@ def chain_url() -> Iterator[str]:
         yield out.stdout.strip().splitlines()[-1]
     finally:
         subprocess.run(["bash", str(SHARED_CHAIN / "stop.sh"), str(port)], timeout=60)
+
+
+BACKEND_FIXTURES = frozenset({"redis_url", "postgres_database", "db_url"})
+"""Fixtures through which a test reaches Redis or SQL: what a pass against other backends needs to rerun."""
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Under ``ISN_TEST_BACKEND_PASS=1`` (the suite's later passes against the machine's Redis and Postgres,
+    or a cluster) keep only the tests that touch a backend: the rest would run unchanged a second time."""
+    if os.environ.get("ISN_TEST_BACKEND_PASS", "") in ("", "0"):
+        return
+    kept = [item for item in items if BACKEND_FIXTURES & set(getattr(item, "fixturenames", ()))]
+    if deselected := [item for item in items if item not in kept]:
+        config.hook.pytest_deselected(items=deselected)
+        items[:] = kept
