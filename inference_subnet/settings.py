@@ -165,7 +165,9 @@ class QuotaSettings(Section):
     max_capacity: int = Field(100_000, gt=0, description="Declared capacities are clamped to this.")
     min_capacity: int = Field(1, ge=0, description="Declared capacities below this are raised to it.")
     organic_contenders: int = Field(
-        3, gt=0, description="Organic routing: best-scored miners that share load, least-used first."
+        5,
+        gt=0,
+        description="Organic routing: best-scored miners that share load, drawn by score x quota left.",
     )
     organic_min_quality: float = Field(
         0.5, ge=0, le=1, description="Organic routing: a miner's recent answer quality must reach this."

@@ -3,6 +3,8 @@ scripted miner answers), the score cache, the organic feed, the OpenAPI schema."
 
 from __future__ import annotations
 
+from collections import Counter
+
 import asyncio
 import json
 import random
@@ -422,17 +424,17 @@ async def test_usage_snapshot_counts_own_use_and_refreshes_for_others(
     clock = Clock(0.0)
     client = ScriptedClient({})
     router = _router(graph, client, quota, {}, usage_ttl=10.0, clock=clock)
-    # Its own requests alternate (least used first) without re-reading Redis.
-    served = [(await router.call(TASK, REQUEST)).neuron.uid for _ in range(4)]
-    assert sorted(served) == [1, 1, 2, 2] and served[0] != served[1]
-    # Another gateway replica uses miner 1 a lot: unseen until the snapshot expires...
+    # Equal scores and quota: the draw spreads its own requests over both.
+    served = Counter([(await router.call(TASK, REQUEST)).neuron.uid for _ in range(40)])
+    assert served[1] >= 10 and served[2] >= 10
+    # Another gateway replica spends most of miner 1's quota: unseen until the snapshot expires...
     identity = graph.by_uid[1].identity
-    for _ in range(10):
+    status = (await quota.status([identity], TASK.name))[identity]
+    for _ in range(status.total_left - 2):
         assert await quota.consume(identity, TASK.name, "organic")
-    first = (await router.call(TASK, REQUEST)).neuron.uid
-    clock.now = 11.0  # ...then miner 2, the less used, comes first every time until they are level again
-    after = [(await router.call(TASK, REQUEST)).neuron.uid for _ in range(5)]
-    assert first in (1, 2) and after == [2] * 5
+    clock.now = 11.0  # ...then miner 2, with far more left, is drawn first nearly always
+    after = Counter([(await router.call(TASK, REQUEST)).neuron.uid for _ in range(40)])
+    assert after[1] <= 2 and after[2] >= 38
 
 
 async def test_a_new_metagraph_snapshot_is_routed_at_once(redis: aioredis.Redis, keys: Keys) -> None:
@@ -455,8 +457,8 @@ async def test_a_new_metagraph_snapshot_is_routed_at_once(redis: aioredis.Redis,
     assert (await router.call(TASK, REQUEST)).neuron.uid == 1
     bigger = _metagraph(2)
     await quota.set_capacity(bigger.by_uid[2].identity, {TASK.name: 100})
-    for _ in range(3):
-        assert await quota.consume(bigger.by_uid[1].identity, TASK.name, "organic")
+    while await quota.consume(bigger.by_uid[1].identity, TASK.name, "organic"):
+        pass  # another replica spends miner 1's quota: the young usage read still thinks it has plenty
     source.replace(bigger)  # a new snapshot, however young the usage read is
     assert (await router.call(TASK, REQUEST)).neuron.uid == 2
 

@@ -6,6 +6,7 @@ import math
 import random
 from collections import Counter
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -73,7 +74,6 @@ organic_pools = st.lists(
         identity=st.text(alphabet="abcdef0123456789", min_size=1, max_size=6),
         score=st.floats(min_value=0, max_value=1),
         total_left=st.integers(min_value=-1, max_value=20),
-        used=st.integers(min_value=0, max_value=100),
         quality=st.floats(min_value=0, max_value=1),
         evidence=st.integers(min_value=0, max_value=10),
     ),
@@ -96,7 +96,7 @@ bars = st.builds(
     contenders=st.integers(min_value=1, max_value=10),
     seed=st.one_of(st.none(), st.integers(0, 99)),
 )
-def test_organic_ranking_tries_the_top_contenders_least_used_first(pool, bar, contenders, seed):
+def test_organic_ranking_puts_the_best_contenders_first_then_the_rest_by_score(pool, bar, contenders, seed):
     rng = random.Random(seed) if seed is not None else None
     ranked = rank_organic(pool, bar=bar, contenders=contenders, rng=rng)
     by_id = {c.identity: c for c in pool}
@@ -108,34 +108,41 @@ def test_organic_ranking_tries_the_top_contenders_least_used_first(pool, bar, co
     # The head holds the best scores; nobody in the tail beats anyone in the head.
     if head and tail:
         assert min(by_id[i].score for i in head) >= max(by_id[i].score for i in tail)
-    # Least-used first within the head; the tail by score.
-    assert [by_id[i].used for i in head] == sorted(by_id[i].used for i in head)
+    # The tail by score; without a random source, the head by score x quota left.
     assert [by_id[i].score for i in tail] == sorted((by_id[i].score for i in tail), reverse=True)
+    if rng is None:
+        weights = [max(by_id[i].score, 1e-6) * by_id[i].total_left for i in head]
+        assert weights == sorted(weights, reverse=True)
 
 
-def test_organic_ranking_spreads_load_over_the_best_few():
+def test_contenders_come_first_in_proportion_to_score_and_quota_left():
     pool = [
-        OrganicCandidate("best", 0.99, total_left=5, used=40, quality=1.0, evidence=9),
-        OrganicCandidate("second", 0.95, total_left=5, used=2, quality=1.0, evidence=9),
-        OrganicCandidate("third", 0.90, total_left=5, used=10, quality=1.0, evidence=9),
-        OrganicCandidate("weak", 0.20, total_left=5, used=0, quality=1.0, evidence=9),
-        OrganicCandidate("full", 1.00, total_left=0, used=0, quality=1.0, evidence=9),
+        OrganicCandidate("big", 0.9, total_left=30, quality=1.0, evidence=9),  # weight 27
+        OrganicCandidate("good", 0.9, total_left=10, quality=1.0, evidence=9),  # weight 9
+        OrganicCandidate("fast-but-small", 0.9, total_left=5, quality=1.0, evidence=9),  # weight 4.5
+        OrganicCandidate("weak", 0.2, total_left=50, quality=1.0, evidence=9),  # not a contender
     ]
-    assert rank_organic(pool, bar=OPEN, contenders=3) == ["second", "third", "best", "weak"]
+    rng = random.Random(3)
+    firsts = Counter(rank_organic(pool, bar=OPEN, contenders=3, rng=rng)[0] for _ in range(6000))
+    assert set(firsts) == {"big", "good", "fast-but-small"}
+    assert firsts["big"] / 6000 == pytest.approx(27 / 40.5, abs=0.03)
+    assert firsts["good"] / 6000 == pytest.approx(9 / 40.5, abs=0.03)
+    # Failover follows the same draw: every order holds the three contenders, then the rest by score.
+    assert all(r[3:] == ["weak"] for r in (rank_organic(pool, bar=OPEN, contenders=3, rng=rng) for _ in range(50)))
 
 
 def test_users_are_never_sent_to_wrong_unknown_or_much_worse_miners():
     bar = QualityBar(min_quality=0.5, relative=0.8, min_evidence=3)
     pool = [
-        OrganicCandidate("good", 0.9, total_left=5, used=0, quality=0.95, evidence=20),
-        OrganicCandidate("fine", 0.8, total_left=5, used=0, quality=0.80, evidence=20),
-        OrganicCandidate("mediocre", 0.7, total_left=5, used=0, quality=0.60, evidence=20),  # < 0.8 * 0.95
-        OrganicCandidate("wrong", 0.3, total_left=5, used=0, quality=0.0, evidence=50),
-        OrganicCandidate("new", 0.0, total_left=5, used=0, quality=1.0, evidence=2),  # not yet judged
+        OrganicCandidate("good", 0.9, total_left=5, quality=0.95, evidence=20),
+        OrganicCandidate("fine", 0.8, total_left=5, quality=0.80, evidence=20),
+        OrganicCandidate("mediocre", 0.7, total_left=5, quality=0.60, evidence=20),  # < 0.8 * 0.95
+        OrganicCandidate("wrong", 0.3, total_left=5, quality=0.0, evidence=50),
+        OrganicCandidate("new", 0.0, total_left=5, quality=1.0, evidence=2),  # not yet judged
     ]
     assert rank_organic(pool, bar=bar, contenders=3) == ["good", "fine"]
     # When the best miners' quota is spent, the next are judged against each other, not against them.
-    spent = [c if c.identity not in ("good", "fine") else OrganicCandidate(c.identity, c.score, 0, 0, 1.0, 20)
+    spent = [c if c.identity not in ("good", "fine") else OrganicCandidate(c.identity, c.score, 0, 1.0, 20)
              for c in pool]
     assert rank_organic(spent, bar=bar, contenders=3) == ["mediocre"]
     # Fewer good miners than contenders: the wrong one still gets nothing (top-N alone would send it users).

@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import math
 import random
 import time
@@ -72,6 +73,7 @@ from inference_subnet.validator.managing.quotas import QuotaBook
 from inference_subnet.validator.managing.sampling import (
     OrganicCandidate,
     SyntheticCandidate,
+    contender_order,
     quality_bar,
     rank_organic,
     sample_synthetic,
@@ -91,6 +93,8 @@ APPLIED_TTL = 60.0
 """Seconds (wall clock) an applied marker is kept in the simulation."""
 CONCURRENCY = 128
 """Redis calls in flight at once (the client's pool holds 256 connections)."""
+BAD_ANSWER = 0.5
+"""An organic answer scoring under this is a bad one for the user, whatever the transport said."""
 START_DAY = 19_723
 """Simulated time counts from midnight of this day (days since 1970): a whole number of epochs of the default
 length, so quota epochs and simulated days line up."""
@@ -157,6 +161,8 @@ class _Validator:
     organic_ok: int = 0
     demand: int = 0
     unplaced: int = 0
+    unplaced_at_step: int = 0
+    """``unplaced`` when the current step began."""
     scored: int = 0
     unscored: int = 0
     """Responses not scored: organic ones left out by sampling, and any turned away by the dropout cap."""
@@ -252,6 +258,9 @@ class Simulation:
         self._backend_max: dict[str, float] = {}
         self._overloaded: dict[str, int] = {}
         self._lua_refused = 0
+        self._idle_while_refused = 0.0
+        self._organic_answered = 0
+        self._organic_bad = 0
         self._miner_refused = 0
         self._validator_side_mismatch = 0
         self._epoch_rows: list[EpochRow] = []
@@ -402,6 +411,7 @@ class Simulation:
             / self.scenario.ticks
         )
         for v in self.validators:
+            v.unplaced_at_step = v.unplaced
             synthetic.append(self._plan_synthetic(v, epoch, step))
             demand = organic_demand(
                 self.now - self.midnight,
@@ -414,7 +424,7 @@ class Simulation:
             demand_total += demand
             organic.append(self._plan_organic(v, demand, epoch, step))
         load_before = list(self._load)
-        unplaced_before = sum(v.unplaced for v in self.validators)
+        unplaced_before = sum(v.unplaced_at_step for v in self.validators)
         # First attempts of everything, then retries of the organic requests that failed.
         await self._deliver([[*syn, *(r.calls[0] for r in org)] for syn, org in zip(synthetic, organic)])
         for _ in range(1, self.settings.gateway.max_attempts):
@@ -430,6 +440,13 @@ class Simulation:
             step_load = self._load[i] - load_before[i]
             even = m.declared / self.scenario.ticks
             self._max_burst[i] = max(self._max_burst[i], step_load / even if even > 0 else 0.0)
+        self._idle_while_refused += self._idle_servable(load_before, unplaced_before)
+        for org in organic:
+            for request in org:
+                answer = next((c.answer for c in request.calls if c.answer is not None and c.answer.ok), None)
+                if answer is not None:
+                    self._organic_answered += 1
+                    self._organic_bad += answer.score < BAD_ANSWER
         scored, unscored = await self._score(synthetic, organic)
         stats = {
             "demand": demand_total,
@@ -453,6 +470,29 @@ class Simulation:
         stats["unplaced"] = sum(v.unplaced for v in self.validators) - unplaced_before
         return stats
 
+    def _idle_servable(self, load_before: Sequence[int], unplaced_before: int) -> float:
+        """Capacity left idle this step, if some validator had organic demand it could place nowhere: the
+        even per-step capacity of every miner that a refusing validator's quality bar lets serve users, minus
+        what the miner served. Idle capacity of miners no validator may send users to is not counted: leaving
+        it idle is the quality bar doing its job."""
+        if sum(v.unplaced for v in self.validators) == unplaced_before:
+            return 0.0
+        bar = quality_bar(self.quota_settings)
+        servable: set[str] = set()
+        for v in self.validators:
+            if v.unplaced == v.unplaced_at_step:
+                continue
+            judged = [
+                OrganicCandidate(identity, 0.0, 1, (k := v.standings.get(identity, UNJUDGED)).quality, k.evidence)
+                for identity in self.identities
+            ]
+            servable.update(c.identity for c in bar.passing(judged))
+        idle = 0.0
+        for i, m in enumerate(self.miners):
+            if self.identities[i] in servable:
+                idle += max(0.0, m.declared / self.scenario.ticks - (self._load[i] - load_before[i]))
+        return idle
+
     def _plan_synthetic(self, v: _Validator, epoch: int, step: int) -> list[_Call]:
         """The orchestrator's rounds in this step: least-challenged miners with synthetic quota left."""
         rounds = max(1, int(self.step_seconds / self.settings.validator.round_interval_seconds))
@@ -475,62 +515,49 @@ class Simulation:
         return calls
 
     def _plan_organic(self, v: _Validator, demand: int, epoch: int, step: int) -> list[_Organic]:
-        """The gateway's first choices for ``demand`` requests (:func:`rank_organic`: among miners with quota
-        that pass the quality bar, the best-scored least-used first, then the rest by score for retries).
+        """The gateway's choices for ``demand`` requests, one request at a time as the gateway makes them
+        (:func:`rank_organic`: among miners with quota that pass the quality bar, the best-scored contenders
+        in an order drawn by score x quota left, then the rest by score for retries).
 
-        The ranking only changes when a top contender runs out of quota (the scores the gateway routes by
-        do not move within a step), so one ranking places requests one by one on the least-used top contender
-        until one of them runs out. Where scores tie across the top contenders' boundary (before any score
-        exists, every miner ties), the router draws the contenders among the tied miners anew for every
-        request, which spreads requests evenly over them: one ranking then places one request on each tied
-        miner, in the ranking's (random) order."""
+        The scores the gateway routes by do not move within a step, so the contenders change only when one
+        of them runs out of quota: the ranking is made again then, and each request draws the contenders'
+        order anew (:func:`contender_order`) with the quota they have left."""
         contenders = self.quota_settings.organic_contenders
         keep = self.settings.gateway.max_attempts + contenders
         bar = quality_bar(self.quota_settings)
         requests: list[_Organic] = []
-        left = demand
-        while left > 0:
-            candidates = [
-                OrganicCandidate(
-                    identity=identity,
-                    score=v.routing[i],
-                    total_left=v.share[i] - v.used[i],
-                    used=v.used_org[i],
-                    quality=(known := v.standings.get(identity, UNJUDGED)).quality,
-                    evidence=known.evidence,
-                )
-                for i, identity in enumerate(self.identities)
-                if v.share[i] > v.used[i]
-            ]
-            ranked = rank_organic(candidates, bar=bar, contenders=contenders, rng=v.rng)
-            if not ranked:
-                v.unplaced += left
-                break
-            order = [self.index[x] for x in ranked]
-            top = order[:contenders]
-            rest = order[contenders:]
-            tied = bool(rest) and max(v.routing[i] for i in rest) >= min(v.routing[i] for i in top)
-            position = {i: n for n, i in enumerate(top)}
-
-            def place(i: int, order: list[int] = order) -> None:
-                v.used[i] += 1
-                v.used_org[i] += 1
-                job = f"org-{epoch}-{step}-{len(requests)}"
-                fallbacks = [x for x in order[: keep + 1] if x != i]
-                requests.append(_Organic(job, fallbacks, [_Call(v.spec.index, i, "organic", job)]))
-
-            if tied:
-                boundary = min(v.routing[i] for i in top)
-                for i in [*top, *(x for x in rest if v.routing[x] >= boundary)][:left]:
-                    place(i)
-                    left -= 1
-                continue
-            while left > 0:
-                i = min(top, key=lambda x: (v.used_org[x], -v.routing[x], position[x]))
-                place(i)
-                left -= 1
-                if v.used[i] >= v.share[i]:
+        top: list[OrganicCandidate] = []
+        rest: list[int] = []
+        for _ in range(demand):
+            if not top:
+                candidates = [
+                    OrganicCandidate(
+                        identity=identity,
+                        score=v.routing[i],
+                        total_left=v.share[i] - v.used[i],
+                        quality=(known := v.standings.get(identity, UNJUDGED)).quality,
+                        evidence=known.evidence,
+                    )
+                    for i, identity in enumerate(self.identities)
+                    if v.share[i] > v.used[i]
+                ]
+                ranked = rank_organic(candidates, bar=bar, contenders=contenders, rng=v.rng)
+                if not ranked:
+                    v.unplaced += demand - len(requests)
                     break
+                by_identity = {c.identity: c for c in candidates}
+                top = [by_identity[x] for x in ranked[:contenders]]
+                rest = [self.index[x] for x in ranked[contenders:keep]]
+            order = [self.index[c.identity] for c in contender_order(top, v.rng)]
+            i = order[0]
+            v.used[i] += 1
+            v.used_org[i] += 1
+            job = f"org-{epoch}-{step}-{len(requests)}"
+            requests.append(_Organic(job, [*order[1:], *rest], [_Call(v.spec.index, i, "organic", job)]))
+            left = v.share[i] - v.used[i]
+            top = [dataclasses.replace(c, total_left=left) if self.index[c.identity] == i else c for c in top]
+            if left <= 0:
+                top = []  # a contender ran out: rank again among the miners with quota left
         return requests
 
     def _retry(self, v: _Validator, request: _Organic) -> _Call | None:
@@ -929,6 +956,9 @@ class Simulation:
             miners=miners,
             sybil_backends=backends,
             lua_refusals=self._lua_refused,
+            idle_while_refused=round(self._idle_while_refused, 3),
+            organic_answered=self._organic_answered,
+            organic_bad_answers=self._organic_bad,
             miner_refusals=self._miner_refused,
             validator_side_mismatches=self._validator_side_mismatch,
         )

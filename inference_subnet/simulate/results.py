@@ -103,4 +103,11 @@ class SimulationResult(BaseModel):
     validator_side_mismatches: int = Field(
         description="Per-epoch use read back from Redis unlike the plan's."
     )
+    idle_while_refused: float = Field(
+        0.0,
+        description="Requests of capacity left idle in steps where a validator could place organic demand "
+        "nowhere (only miners its quality bar lets serve users count).",
+    )
+    organic_answered: int = Field(0, description="Organic requests that got an answer.")
+    organic_bad_answers: int = Field(0, description="Of those, answers scoring under 0.5.")
     summary: dict[str, Any] = Field(default_factory=dict)

@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from inference_subnet.simulate.metrics import epochs_until_stable, jain_index, kendall_tau
-from inference_subnet.simulate.results import MinerRow, SimulationResult
+from inference_subnet.simulate.results import MinerRow, SimulationResult, ValidatorRow
 
 TOP_VALIDATORS = 5
 
@@ -40,6 +40,10 @@ def summarise(result: SimulationResult, *, stable_tau: float, classes: Sequence[
             "jain_delivered_vs_entitled": jain_index(
                 [v.delivered_share / v.entitled_share for v in validators]
             ),
+            # Delivered against what each validator could fairly claim: its demand, up to its entitlement.
+            "jain_delivered_vs_fair": jain_index(
+                [(v.synthetic + v.organic_ok) / fair for v in validators if (fair := _fair(v)) > 0]
+            ),
             "validators_at_floor": len(pinned),
             "floor_stake_share": math.fsum(v.stake_share for v in pinned),
             "floor_entitled_share": math.fsum(v.entitled_share for v in pinned),
@@ -66,6 +70,7 @@ def summarise(result: SimulationResult, *, stable_tau: float, classes: Sequence[
                 sum(e.synthetic_delivered + e.organic_delivered for e in result.epochs),
                 sum(e.capacity for e in result.epochs),
             ),
+            "idle_while_refused": _ratio(result.idle_while_refused, sum(e.capacity for e in result.epochs)),
             "max_step_burst": max((m.max_step_burst for m in miners), default=0.0),
             "median_step_burst": statistics.median(m.max_step_burst for m in miners),
             "guard_slack_max": max(((m.guard_allows - m.declared) / m.declared for m in miners), default=0.0),
@@ -104,9 +109,15 @@ def summarise(result: SimulationResult, *, stable_tau: float, classes: Sequence[
             # What copycats earn against the miners they copy (final epoch).
             "copycat_vs_source": _copycat_vs_source(miners),
         },
+        "organic": {
+            "answered": result.organic_answered,
+            # Answers a user got that were wrong (quality under 0.5), of all the answers users got.
+            "bad_answer_share": _ratio(result.organic_bad_answers, result.organic_answered),
+        },
         "cost": {
             "scored_per_hour_mean": statistics.fmean(scored_hours),
             "scored_per_hour_max": max(scored_hours),
+            "scored_per_hour_median": statistics.median(scored_hours),
             "scored_per_hour_min": min(scored_hours),
             "scored_per_hour_all": math.fsum(scored_hours),
             "scored_share": _ratio(
@@ -119,6 +130,15 @@ def summarise(result: SimulationResult, *, stable_tau: float, classes: Sequence[
             ),
         },
     }
+
+
+def _fair(v: ValidatorRow) -> float:
+    """What a validator could fairly have been served: what it asked for (its synthetic traffic and its organic
+    demand), but no more than its entitlement (requests delivered / share of the entitlement used). Set against
+    the synthetic requests and organic requests answered, a validator whose demand was met scores 1."""
+    delivered = v.synthetic + v.organic
+    entitlement = delivered / v.entitlement_used if v.entitlement_used else 0.0
+    return min(v.synthetic + v.organic_demand, entitlement)
 
 
 def _copycat_vs_source(miners: Sequence[MinerRow]) -> float | None:

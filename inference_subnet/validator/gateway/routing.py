@@ -1,7 +1,7 @@
 """Organic routing: which miner serves a request, and the next one when it fails.
 
 The order comes from ``managing`` (among miners with quota left that pass the quality bar, the top-scored
-least-used first, then the rest by score), minus miners the circuit breaker benched after failures in a
+contenders in an order drawn by score x quota left, then the rest by score), minus miners the circuit breaker benched after failures in a
 row; each candidate's organic quota is taken atomically just before it is called, so concurrent
 gateways never overrun a miner's share. A timeout, an error or an invalid answer moves on to the next
 candidate, within ``max_attempts`` and one total deadline for the whole request.
@@ -12,8 +12,8 @@ before it returns, and the caller relays the rest chunk by chunk.
 
 Reading every miner's quota use costs a pipelined Redis read that grows with the subnet (two commands per
 miner), so the router keeps a per-task snapshot of it for ``usage_ttl`` seconds and counts its own
-consumptions into the snapshot meanwhile: least-used-first rotation stays exact within one gateway, other
-replicas' use shows up at the next refresh, and the atomic consume remains the only authority on quota.
+consumptions into the snapshot meanwhile: the quota left that weighs the draw stays exact within one
+gateway, other replicas' use shows up at the next refresh, and the atomic consume remains the only authority on quota.
 
 The router knows nothing of HTTP, keys or logs: the task routes and an OpenAI-compatible adapter call the
 same two methods.
@@ -201,9 +201,7 @@ class _Usage:
     def took(self, identity: str) -> None:
         c = self.candidates.get(identity)
         if c is not None:
-            self.candidates[identity] = dataclasses.replace(
-                c, used=c.used + 1, total_left=max(0, c.total_left - 1)
-            )
+            self.candidates[identity] = dataclasses.replace(c, total_left=max(0, c.total_left - 1))
 
     def exhausted(self, identity: str) -> None:
         c = self.candidates.get(identity)

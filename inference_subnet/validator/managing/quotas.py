@@ -272,7 +272,6 @@ class QuotaBook:
                     identity=i,
                     score=known.score,
                     total_left=s.total_left,
-                    used=s.used_organic,
                     quality=known.quality,
                     evidence=known.evidence,
                 )

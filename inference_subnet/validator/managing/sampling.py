@@ -3,7 +3,7 @@
 Synthetic rounds must cover every miner evenly over an epoch (an unchallenged miner has no score, a miner
 challenged ten times more than another is scored on more evidence), and must not burn the quota of miners
 that have little of it. Organic routing wants the best answer now: the top-scored miners with quota left,
-spreading load over the few best rather than hammering the single best one, and never a miner the validator
+spreading load over the best few in proportion to score and quota left rather than hammering the best one, and never a miner the validator
 knows answers wrongly, nor one it has not yet seen enough of to judge: "top N by score" alone sends users to
 wrong miners whenever fewer than N good ones exist.
 """
@@ -38,8 +38,6 @@ class OrganicCandidate:
     score: float
     total_left: int
     """Requests (of any kind) this validator may still send it this epoch."""
-    used: int
-    """Organic requests already routed to it this epoch (or in flight): the load to spread."""
     quality: float
     """Mean answer quality of its newest samples (failures as 0)."""
     evidence: int
@@ -110,17 +108,35 @@ def rank_organic(
     """Every miner with quota left that passes ``bar``, in the order to try them for one organic request.
 
     The bar is applied among miners with quota left: when the best miner's quota is spent, the next best
-    are judged against each other. The ``contenders`` best-scored miners come first, least-used first among
-    them (ties: higher score); then the others by score, for retries. Equal scores are ordered at random
-    when ``rng`` is given (so load spreads over equals), else by identity.
+    are judged against each other. The ``contenders`` best-scored miners come first, in an order drawn at
+    random with weight ``score x quota left`` (:func:`contender_order`), so load spreads over all of them in
+    proportion to how good they are and how much they can still take, and a failed attempt fails over in
+    the same order; then the others by score, for retries. Without ``rng`` the order is the weights'
+    (largest first) and equal scores are ordered by identity.
     """
     eligible = bar.passing([c for c in candidates if c.total_left > 0])
     tie = {c.identity: (rng.random() if rng is not None else 0.0) for c in eligible}
     by_score = sorted(eligible, key=lambda c: (-c.score, tie[c.identity], c.identity))
     top = by_score[: max(0, contenders)]
     rest = by_score[max(0, contenders) :]
-    top.sort(key=lambda c: (c.used, -c.score, tie[c.identity], c.identity))
-    return [c.identity for c in top + rest]
+    return [c.identity for c in contender_order(top, rng)] + [c.identity for c in rest]
+
+
+def contender_order(top: Sequence[OrganicCandidate], rng: random.Random | None) -> list[OrganicCandidate]:
+    """The contenders in the order to try them: a draw without replacement with probability proportional to
+    ``score x total_left`` (Efraimidis-Spirakis), so a miner twice as good or with twice the quota left is
+    first twice as often; by that weight, largest first, without ``rng``."""
+
+    def weight(c: OrganicCandidate) -> float:
+        return max(c.score, _MIN_WEIGHT) * c.total_left
+
+    if rng is None:
+        return sorted(top, key=lambda c: (-weight(c), c.identity))
+    return sorted(top, key=lambda c: math.log(1.0 - rng.random()) / weight(c), reverse=True)
+
+
+_MIN_WEIGHT = 1e-6
+"""Floor of a contender's score in its weight: one that passed the bar with a score of 0 is still drawn."""
 
 
 def _weighted_without_replacement(
