@@ -198,8 +198,21 @@ class ScoringSettings(Section):
     organic_weight: float = Field(
         0.5, ge=0, le=1, description="Share of organic evidence in the aggregate when both kinds exist."
     )
-    prior_score: float = Field(0.0, ge=0, le=1, description="Score a miner is assumed to have with no data.")
+    prior: Literal["population", "fixed"] = Field(
+        "population",
+        description="What a miner with few samples is shrunk towards: the mean of every miner's evidence for "
+        "the task (empirical Bayes), or the fixed prior_score.",
+    )
+    prior_score: float = Field(
+        0.0, ge=0, le=1, description="The fixed prior, and the population prior before any miner has samples."
+    )
     prior_strength: float = Field(2.0, ge=0, description="How many pseudo-samples the prior counts as.")
+    ramp_samples: int = Field(
+        3,
+        ge=0,
+        description="A miner's score ramps in over its first N samples (N/ramp of it), so a new uid earns "
+        "nothing before it has answered; 0: no ramp.",
+    )
     quality_window: int = Field(
         20, gt=0, description="Newest samples whose mean quality decides if a miner may serve users."
     )

@@ -52,8 +52,10 @@ def settings() -> ScoringSettings:
         max_scored_per_period=20,
         dropout_period_seconds=600,
         organic_sample_rate=1.0,
+        prior="fixed",
         prior_score=0.0,
         prior_strength=2.0,
+        ramp_samples=0,
         applied_ttl_seconds=3600,
     )
 
@@ -162,6 +164,30 @@ async def test_aggregates_average_tasks_equally_with_the_prior_for_missing_evide
     assert scores["new@9"] == 0.0
     assert scores["a@1"] > scores["c@1"] > scores["b@1"]
     assert await book.aggregates([], ["arithmetic"]) == {}
+
+
+async def test_the_population_prior_shrinks_towards_what_miners_are_worth_and_new_uids_ramp_in(
+    redis, keys, settings
+):
+    book = ScoreBook(redis, keys, settings.model_copy(update={"prior": "population", "ramp_samples": 3}))
+    for i in range(5):
+        await book.record("a@1", "arithmetic", good(), f"a{i}")
+        await book.record("b@1", "arithmetic", Sample.failure("synthetic", 2.0, 0), f"b{i}")
+    for i in range(3):
+        await book.record("c@1", "arithmetic", good(), f"c{i}")
+    await book.record("d@1", "arithmetic", good(), "d0")
+    scores = await book.aggregates(["a@1", "b@1", "c@1", "d@1", "new@9"], {"arithmetic": 2.0})
+    prior = (1.0 + 0.0 + 1.0 + 1.0) / 4  # every miner with samples counts once
+    assert scores["a@1"] == pytest.approx((5 + 2 * prior) / 7)
+    assert scores["b@1"] == pytest.approx(2 * prior / 7)
+    # Three perfect samples: shrunk towards the prior, not towards 0 (a fixed prior of 0 would give 3/5).
+    assert scores["c@1"] == pytest.approx((3 + 2 * prior) / 5)
+    # One sample: a third of the way in; none: nothing, however good the population is.
+    assert scores["d@1"] == pytest.approx((1 + 2 * prior) / 3 / 3)
+    assert scores["new@9"] == 0.0
+    # Organic routing's view of the same miners reads the same prior from them.
+    standings = await book.standings(["a@1", "b@1", "c@1", "d@1", "new@9"], "arithmetic", 2.0)
+    assert standings["c@1"].score == pytest.approx(scores["c@1"]) and standings["new@9"].score == 0.0
 
 
 async def test_task_names_alone_use_the_installed_tasks_timeout(book):

@@ -95,29 +95,30 @@ def sample_value(
     return min(1.0, max(0.0, value))
 
 
-def aggregate(
+@dataclass(frozen=True, slots=True)
+class Evidence:
+    """What a validator's samples of one miner and task say, before any prior: ``n`` samples whose mean
+    value (per kind, blended) is ``blend`` (0 when there are none)."""
+
+    n: int
+    blend: float
+
+
+NO_EVIDENCE = Evidence(0, 0.0)
+
+
+def evidence(
     samples: Iterable[Sample],
     *,
     quality_weight: float = 0.7,
     latency_weight: float = 0.2,
     reliability_weight: float = 0.1,
     organic_weight: float = 0.5,
-    prior_score: float = 0.0,
-    prior_strength: float = 2.0,
     latency_reference: float = 10.0,
     gate_by_quality: bool = True,
-) -> float:
-    """A miner's score for one task, in [0, 1].
-
-    Per kind, the mean sample value; when both kinds exist they are blended ``organic_weight`` to
-    ``1 - organic_weight`` (one kind alone stands for itself, whatever the weight). The blend is then shrunk
-    towards ``prior_score`` as if the prior were ``prior_strength`` extra samples:
-    ``(n * blend + k * prior) / (n + k)``. With no samples the result is the prior.
-    """
-    if not 0.0 <= prior_score <= 1.0:
-        raise ValueError(f"prior_score must be in [0, 1], got {prior_score!r}")
-    if prior_strength < 0.0:
-        raise ValueError(f"prior_strength must be >= 0, got {prior_strength!r}")
+) -> Evidence:
+    """Per kind, the mean sample value; when both kinds exist they are blended ``organic_weight`` to
+    ``1 - organic_weight`` (one kind alone stands for itself, whatever the weight)."""
     sums = {kind: 0.0 for kind in KINDS}
     counts = {kind: 0 for kind in KINDS}
     for sample in samples:
@@ -132,15 +133,66 @@ def aggregate(
         counts[sample.kind] += 1
     n = counts["synthetic"] + counts["organic"]
     if n == 0:
-        return prior_score
+        return NO_EVIDENCE
     means = {kind: sums[kind] / counts[kind] for kind in KINDS if counts[kind]}
     if len(means) == 2:
         w = min(1.0, max(0.0, organic_weight))
         blend = w * means["organic"] + (1.0 - w) * means["synthetic"]
     else:
         (blend,) = means.values()
-    value = (n * blend + prior_strength * prior_score) / (n + prior_strength)
+    return Evidence(n, min(1.0, max(0.0, blend)))
+
+
+def population_prior(evidences: Iterable[Evidence], fallback: float) -> float:
+    """The prior of empirical Bayes: the mean evidence of every miner the validator has samples of (each miner
+    counting once, whatever its sample count), or ``fallback`` before any. Shrinking a miner with few samples
+    towards what miners are worth, rather than towards 0, keeps a miner that is sampled less often (a small
+    one, whose quota a floor validator can barely use) from being ranked below its worth."""
+    known = [e.blend for e in evidences if e.n > 0]
+    return math.fsum(known) / len(known) if known else fallback
+
+
+def shrink(found: Evidence, *, prior_score: float, prior_strength: float, ramp_samples: int = 0) -> float:
+    """``found`` shrunk towards ``prior_score`` as if the prior were ``prior_strength`` extra samples:
+    ``(n * blend + k * prior) / (n + k)``, then ramped in: a miner with fewer than ``ramp_samples`` samples
+    gets ``n / ramp_samples`` of it, so a new uid earns nothing before it has answered anything, however
+    generous the prior. With no samples and no ramp the result is the prior."""
+    if not 0.0 <= prior_score <= 1.0:
+        raise ValueError(f"prior_score must be in [0, 1], got {prior_score!r}")
+    if prior_strength < 0.0:
+        raise ValueError(f"prior_strength must be >= 0, got {prior_strength!r}")
+    if found.n == 0:
+        return 0.0 if ramp_samples > 0 else prior_score
+    value = (found.n * found.blend + prior_strength * prior_score) / (found.n + prior_strength)
+    if ramp_samples > 0:
+        value *= min(1.0, found.n / ramp_samples)
     return min(1.0, max(0.0, value))
+
+
+def aggregate(
+    samples: Iterable[Sample],
+    *,
+    quality_weight: float = 0.7,
+    latency_weight: float = 0.2,
+    reliability_weight: float = 0.1,
+    organic_weight: float = 0.5,
+    prior_score: float = 0.0,
+    prior_strength: float = 2.0,
+    latency_reference: float = 10.0,
+    gate_by_quality: bool = True,
+) -> float:
+    """A miner's score for one task, in [0, 1]: its :func:`evidence` shrunk towards a fixed prior
+    (:func:`shrink`, no ramp). With no samples the result is the prior."""
+    found = evidence(
+        samples,
+        quality_weight=quality_weight,
+        latency_weight=latency_weight,
+        reliability_weight=reliability_weight,
+        organic_weight=organic_weight,
+        latency_reference=latency_reference,
+        gate_by_quality=gate_by_quality,
+    )
+    return shrink(found, prior_score=prior_score, prior_strength=prior_strength)
 
 
 @dataclass(frozen=True, slots=True)

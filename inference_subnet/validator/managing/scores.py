@@ -11,7 +11,7 @@ import logging
 import math
 import random
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from importlib.resources import files
 
 from inference_subnet.chain.types import Metagraph
@@ -21,14 +21,18 @@ from inference_subnet.store.keys import Keys
 from inference_subnet.store.redis import RedisClient, evalsha_many
 from inference_subnet.validator.managing import state
 from inference_subnet.validator.managing.score_math import (
+    NO_EVIDENCE,
+    Evidence,
     Kind,
     Sample,
     Standing,
-    aggregate,
     chance,
     dropout_probability,
+    evidence,
     mean_over_tasks,
+    population_prior,
     sample_organic,
+    shrink,
     standing,
 )
 
@@ -152,49 +156,60 @@ class ScoreBook:
         return _parse(raw, identity, task)
 
     # -- aggregates ----------------------------------------------------------------------------------
-    def aggregate_samples(self, samples: Sequence[Sample], latency_reference: float) -> float:
-        """:func:`.score_math.aggregate` with this validator's settings."""
+    def evidence_of(self, samples: Sequence[Sample], latency_reference: float) -> Evidence:
+        """:func:`.score_math.evidence` with this validator's weights."""
         s = self.settings
-        return aggregate(
+        return evidence(
             samples,
             quality_weight=s.quality_weight,
             latency_weight=s.latency_weight,
             reliability_weight=s.reliability_weight,
             organic_weight=s.organic_weight,
-            prior_score=s.prior_score,
-            prior_strength=s.prior_strength,
             latency_reference=latency_reference,
             gate_by_quality=s.gate_by_quality,
         )
 
+    def prior(self, found: Iterable[Evidence]) -> float:
+        """The score a miner with little evidence is shrunk towards: what the miners of this task are worth
+        (``prior = "population"``, empirical Bayes) or the fixed ``prior_score``."""
+        s = self.settings
+        return population_prior(found, s.prior_score) if s.prior == "population" else s.prior_score
+
+    def score(self, found: Evidence, prior: float) -> float:
+        """A miner's score for one task from its evidence and the task's prior (:func:`.score_math.shrink`)."""
+        s = self.settings
+        return shrink(found, prior_score=prior, prior_strength=s.prior_strength, ramp_samples=s.ramp_samples)
+
     async def aggregates(
         self, identities: Sequence[str], tasks: Mapping[str, float] | Sequence[str]
     ) -> dict[str, float]:
-        """identity -> score in [0, 1]: the per-task aggregates averaged with every task counting the same.
+        """identity -> score in [0, 1]: the per-task scores averaged with every task counting the same.
 
         ``tasks`` maps task name -> latency reference, or names only (then each installed task's timeout,
-        see :meth:`latency_reference`). A task a miner has no samples for counts as the prior. One
-        pipelined round trip.
+        see :meth:`latency_reference`). Each task's prior is read from the same miners' evidence (see
+        :meth:`prior`). One pipelined round trip.
         """
         refs = dict(tasks) if isinstance(tasks, Mapping) else {t: self.latency_reference(t) for t in tasks}
         names = sorted(refs)
         if not identities:
             return {}
         if not names:
-            return {i: self.settings.prior_score for i in identities}
+            return {i: self.score(NO_EVIDENCE, self.settings.prior_score) for i in identities}
         pipe = self._redis.pipeline(transaction=False)
         for identity in identities:
             for task in names:
                 pipe.lrange(self._keys.score_history(identity, task), 0, -1)
         raw = await pipe.execute()
-        out: dict[str, float] = {}
-        for i, identity in enumerate(identities):
-            per_task = [
-                self.aggregate_samples(_parse(raw[i * len(names) + j], identity, task), refs[task])
-                for j, task in enumerate(names)
-            ]
-            out[identity] = mean_over_tasks(per_task)
-        return out
+        found = {
+            (identity, task): self.evidence_of(_parse(raw[i * len(names) + j], identity, task), refs[task])
+            for i, identity in enumerate(identities)
+            for j, task in enumerate(names)
+        }
+        priors = {task: self.prior(found[(identity, task)] for identity in identities) for task in names}
+        return {
+            identity: mean_over_tasks(self.score(found[(identity, task)], priors[task]) for task in names)
+            for identity in identities
+        }
 
     async def standings(
         self, identities: Sequence[str], task: str, latency_reference: float | None = None
@@ -207,13 +222,13 @@ class ScoreBook:
         for identity in identities:
             pipe.lrange(self._keys.score_history(identity, task), 0, -1)
         reference = self.latency_reference(task) if latency_reference is None else latency_reference
-        out: dict[str, Standing] = {}
-        for identity, raw in zip(identities, await pipe.execute()):
-            samples = _parse(raw, identity, task)
-            out[identity] = standing(
-                samples, self.aggregate_samples(samples, reference), window=self.settings.quality_window
-            )
-        return out
+        samples = {identity: _parse(raw, identity, task) for identity, raw in zip(identities, await pipe.execute())}
+        found = {identity: self.evidence_of(s, reference) for identity, s in samples.items()}
+        prior = self.prior(found.values())
+        return {
+            identity: standing(samples[identity], self.score(found[identity], prior), window=self.settings.quality_window)
+            for identity in identities
+        }
 
     def latency_reference(self, task: str) -> float:
         """The latency at which a task's speed score reaches 0: its timeout when the task is installed
