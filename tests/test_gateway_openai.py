@@ -169,16 +169,19 @@ async def test_models_list_and_errors_in_openais_shape(gateway: Gateway) -> None
         with pytest.raises(openai.NotFoundError) as missing:
             await client.chat.completions.create(model="gpt-4o", messages=MESSAGES)  # type: ignore[arg-type]
         assert "llm" in missing.value.message
-        with pytest.raises(openai.UnprocessableEntityError) as too_long:
+        with pytest.raises(openai.BadRequestError) as too_long:  # OpenAI answers 400 for a bad value
             await client.chat.completions.create(model="llm", messages=MESSAGES, max_tokens=100_000)  # type: ignore[arg-type]
-        assert "max_tokens" in too_long.value.message
+        assert "max_tokens" in too_long.value.message and too_long.value.param == "max_tokens"
     async with gateway.client(api_key="isn_not-a-key") as bad:
         with pytest.raises(openai.AuthenticationError):
             await bad.chat.completions.create(model="llm", messages=MESSAGES)  # type: ignore[arg-type]
     async with httpx.AsyncClient(base_url=gateway.url) as http:
         r = await http.post("/v1/chat/completions", json={"model": "llm", "messages": []},
                             headers={"Authorization": f"Bearer {gateway.api_key}"})
-        assert r.status_code == 422 and r.json()["error"]["code"] == "invalid_request"
+        assert r.status_code == 400 and r.json()["error"] == {
+            "message": r.json()["error"]["message"], "type": "invalid_request_error", "param": "messages",
+            "code": "invalid_value",
+        }
 
 
 async def test_openai_requests_go_through_the_request_log(gateway: Gateway) -> None:
