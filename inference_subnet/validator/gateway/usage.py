@@ -2,8 +2,8 @@
 
 The log already holds one row per organic request with the tokens its answer counted, so usage is a
 ``GROUP BY`` over it, nothing kept on the side that could drift from what was served. Only served requests
-(status 200) count tokens; every logged request counts as a request, refused or not, so an operator sees
-a key hammering the gateway too.
+(status 200) count tokens; every logged request (served, or failed by every miner tried) counts as a
+request. Requests refused before routing (400, 401, 429) are not logged, so they count nothing.
 """
 
 from __future__ import annotations
