@@ -379,7 +379,14 @@ async def test_request_ids_are_echoed_when_sane_and_logged(gateway: Gateway) -> 
     assert raw.request_id == "trace-42.a:b"  # what the openai client exposes
     generated = too_long.headers["x-request-id"]
     assert generated.startswith("req_") and len(generated) == 36
-    async with httpx.AsyncClient(base_url=gateway.url) as http:
+    async with httpx.AsyncClient(base_url=gateway.url, timeout=60) as http:
+        body = {"model": "llm", "messages": MESSAGES, "max_tokens": 3, "stream": True}
+        auth = {"Authorization": f"Bearer {gateway.api_key}", "x-request-id": "stream-1"}
+        async with http.stream("POST", "/v1/chat/completions", json=body, headers=auth) as streamed:
+            assert streamed.headers["x-request-id"] == "stream-1"
+            assert streamed.headers["x-ratelimit-limit-requests"] == "1000"
+            assert int(streamed.headers["x-ratelimit-remaining-requests"]) >= 0
+            assert (await streamed.aread()).endswith(b"data: [DONE]\n\n")
         for sent in (b"has spaces", "caf\u00e9".encode("latin-1"), b"a\tb"):
             r = await http.get("/v1/models", headers={"x-request-id": sent})
             assert r.status_code == 401 and r.headers["x-request-id"].startswith("req_"), sent

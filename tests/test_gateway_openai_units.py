@@ -112,3 +112,35 @@ def test_usage_periods() -> None:
     for bad in ("", "0h", "1y", "-1d", "1.5h", "9999999d", "3650000d"):
         with pytest.raises(ValueError):
             parse_period(bad)
+
+
+async def test_every_answer_gets_a_request_id_even_a_crash() -> None:
+    import httpx
+    from starlette.applications import Starlette
+    from starlette.middleware import Middleware
+    from starlette.responses import PlainTextResponse
+    from starlette.routing import Route
+
+    from inference_subnet.validator.gateway.reqheaders import ResponseHeaders, add_response_headers
+
+    async def fine(_: object) -> PlainTextResponse:
+        add_response_headers({"x-ratelimit-limit-requests": "7"})
+        return PlainTextResponse("ok", headers={"x-request-id": "from-the-handler"})
+
+    async def crash(_: object) -> PlainTextResponse:
+        raise RuntimeError("secret detail")
+
+    app = Starlette(routes=[Route("/v1/ok", fine), Route("/v1/crash", crash), Route("/crash", crash)],
+                    middleware=[Middleware(ResponseHeaders)])  # inside the server-error layer, as the gateway
+    transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+    async with httpx.AsyncClient(transport=transport, base_url="http://t") as http:
+        ok = await http.get("/v1/ok", headers={"x-request-id": "mine-1"})
+        assert ok.headers.get_list("x-request-id") == ["mine-1"]  # the gateway's id wins, once
+        assert ok.headers["x-ratelimit-limit-requests"] == "7"
+        crashed = await http.get("/v1/crash")
+        assert crashed.status_code == 500 and "secret" not in crashed.text
+        assert crashed.json()["error"]["type"] == "server_error"
+        assert crashed.headers["x-request-id"].startswith("req_")
+        service = await http.get("/crash")
+        assert service.status_code == 500
+        assert service.json() == {"error": "internal_error", "reason": "internal error"}

@@ -1,5 +1,5 @@
 """Headers every gateway answer carries: ``x-request-id``, and what the pipeline adds for the request at hand
-(the key's ``x-ratelimit-*`` state), whichever layer answers.
+(the key's ``x-ratelimit-*`` state), whichever layer answers, an unexpected exception's 500 included.
 
 A client-sent ``x-request-id`` is kept when it is short and plain (so a caller can follow its own id through
 the gateway's log); anything else is replaced by a generated one, so a peer can never put arbitrary bytes in
@@ -16,6 +16,9 @@ from collections.abc import Mapping
 from contextvars import ContextVar
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from inference_subnet.protocol.wire import ErrorBody
+from inference_subnet.validator.gateway.errors import is_v1, openai_error_bytes
 
 HEADER_REQUEST_ID = "x-request-id"
 MAX_REQUEST_ID = 128
@@ -96,7 +99,28 @@ class ResponseHeaders:
                 message = {**message, "headers": headers}
             await send(message)
 
+        started = False
+
+        async def tracked(message: Message) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send_with_headers(message)
+
         try:
-            await self.app(scope, receive, send_with_headers)
+            await self.app(scope, receive, tracked)
+        except Exception:
+            if not started:  # a bug: 500 in the route's shape, with its id, and nothing of the exception
+                await _internal_error(scope, tracked)
+            raise  # logged by the server, which sends nothing more once a response started
         finally:
             _current.reset(token)
+
+
+async def _internal_error(scope: Scope, send: Send) -> None:
+    if is_v1(scope.get("path", "")):
+        body = openai_error_bytes(500, "internal_error", "internal error")
+    else:
+        body = ErrorBody(error="internal_error", reason="internal error").model_dump_json().encode()
+    await send({"type": "http.response.start", "status": 500, "headers": [
+        (b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
+    await send({"type": "http.response.body", "body": body})
