@@ -178,6 +178,17 @@ _SERVED_HEADERS = {
         "description": "Miners tried, the serving one included.",
         "schema": {"type": "integer"},
     },
+    "x-request-id": {
+        "description": "The request's id: the client's own when short and plain, else a generated one.",
+        "schema": {"type": "string"},
+    },
+    "x-ratelimit-limit-requests": {"description": "The key's requests per minute.", "schema": {"type": "integer"}},
+    "x-ratelimit-remaining-requests": {
+        "description": "Requests the key may send at once from now.", "schema": {"type": "integer"},
+    },
+    "x-ratelimit-reset-requests": {
+        "description": "When the key's whole burst is back (`500ms`, `20s`, `1m0s`).", "schema": {"type": "string"},
+    },
 }
 
 
