@@ -271,7 +271,7 @@ async def test_authentication(gateway: GatewayFactory) -> None:
         ):
             r = await http.post("/v1/tasks/arithmetic", json=ADD, headers=headers)
             assert r.status_code == 401, headers
-            assert r.json()["error"] == "unauthorized" and r.headers["www-authenticate"] == "Bearer"
+            assert r.json()["error"]["code"] == "unauthorized" and r.headers["www-authenticate"] == "Bearer"
         # Auth comes before the body is even parsed.
         r = await http.post(
             "/v1/tasks/arithmetic", content=b"{not json", headers={"Content-Type": "application/json"}
@@ -280,7 +280,7 @@ async def test_authentication(gateway: GatewayFactory) -> None:
         assert (await http.post("/v1/tasks/arithmetic", json=ADD, headers=auth)).status_code == 200
         await ApiKeyStore(gw.db).revoke(key_id)
         r = await http.post("/v1/tasks/arithmetic", json=ADD, headers=auth)
-        assert r.status_code == 401 and "revoked" in r.json()["reason"]
+        assert r.status_code == 401 and "revoked" in r.json()["error"]["message"]
 
 
 async def test_bad_input_never_reaches_a_miner(gateway: GatewayFactory) -> None:
@@ -288,14 +288,16 @@ async def test_bad_input_never_reaches_a_miner(gateway: GatewayFactory) -> None:
     _, auth = await gw.key()
     async with _http(gw.url) as http:
         r = await http.post("/v1/tasks/arithmetic", json={"op": "divide", "a": 1, "b": 2}, headers=auth)
-        assert r.status_code == 422 and r.json()["error"] == "invalid_request" and "op" in r.json()["reason"]
+        error = r.json()["error"]
+        assert r.status_code == 422 and error["code"] == "invalid_request" and "op" in error["message"]
+        assert error["type"] == "invalid_request_error"
         r = await http.post("/v1/tasks/arithmetic", content=b"\xff\xfe{", headers=auth)
         assert r.status_code == 422
         r = await http.post("/v1/tasks/arithmetic", json={"op": "add", "a": 10**13, "b": 1}, headers=auth)
         assert r.status_code == 422
         # Oversized: declared (refused before reading) and chunked (refused while reading).
         r = await http.post("/v1/tasks/arithmetic", content=b"x" * 2048, headers=auth)
-        assert r.status_code == 413 and r.json()["error"] == "payload_too_large"
+        assert r.status_code == 413 and r.json()["error"]["code"] == "payload_too_large"
 
         async def chunks() -> AsyncIterator[bytes]:
             for _ in range(8):
@@ -304,8 +306,8 @@ async def test_bad_input_never_reaches_a_miner(gateway: GatewayFactory) -> None:
         r = await http.post("/v1/tasks/arithmetic", content=chunks(), headers=auth)
         assert r.status_code == 413
         r = await http.post("/v1/tasks/nope", json=ADD, headers=auth)
-        assert r.status_code == 404 and r.json()["error"] == "unknown_task"
-        assert "arithmetic" in r.json()["reason"] and "counting" in r.json()["reason"]
+        assert r.status_code == 404 and r.json()["error"]["code"] == "unknown_task"
+        assert "arithmetic" in r.json()["error"]["message"] and "counting" in r.json()["error"]["message"]
         r = await http.get("/v1/tasks/arithmetic", headers=auth)
         assert r.status_code == 405 and "error" in r.json()
     await gw.stop()
@@ -317,8 +319,8 @@ async def test_no_miner_available_is_503_with_a_reason(gateway: GatewayFactory) 
     key_id, auth = await gw.key()
     async with _http(gw.url) as http:
         r = await http.post("/v1/tasks/arithmetic", json=ADD, headers=auth)
-    assert r.status_code == 503 and r.json()["error"] == "no_miner"
-    assert "capacity" in r.json()["reason"]
+    assert r.status_code == 503 and r.json()["error"]["code"] == "no_miner"
+    assert "capacity" in r.json()["error"]["message"]
     await gw.stop()
     (row,) = await gw.log_rows()
     assert row.status == 503 and row.miner_uid is None and row.key_id == key_id
@@ -333,9 +335,14 @@ async def test_per_key_rate_limit(gateway: GatewayFactory) -> None:
         assert [r.status_code for r in statuses] == [200, 200, 200, 429]
         refused = statuses[-1]
         assert (
-            refused.json()["error"] == "rate_limited" and "3 requests per minute" in refused.json()["reason"]
+            refused.json()["error"]["code"] == "rate_limited"
+            and "3 requests per minute" in refused.json()["error"]["message"]
         )
         assert 15 <= int(refused.headers["retry-after"]) <= 20  # the next interval, not the next minute
+        # The key's GCRA state on every answer, the refusal included (a refusal spends nothing).
+        assert [r.headers["x-ratelimit-remaining-requests"] for r in statuses] == ["2", "1", "0", "0"]
+        assert {r.headers["x-ratelimit-limit-requests"] for r in statuses} == {"3"}
+        assert statuses[0].headers["x-ratelimit-reset-requests"] == "20s"  # one interval ahead of now
         # Another key is not affected.
         _, other = await gw.key(rate_per_minute=3)
         assert (await http.post("/v1/tasks/arithmetic", json=ADD, headers=other)).status_code == 200
@@ -376,7 +383,7 @@ async def test_concurrency_limit_holds_while_a_stream_is_open(gateway: GatewayFa
         async with http.stream("POST", "/v1/tasks/counting", json={"n": 3, "gate": gate}, headers=auth) as r:
             _, lines = await _first_line(r)  # keep `lines`: dropping it would close the stream
             busy = await http.post("/v1/tasks/arithmetic", json=ADD, headers=auth)
-            assert busy.status_code == 429 and "1 concurrent" in busy.json()["reason"]
+            assert busy.status_code == 429 and "1 concurrent" in busy.json()["error"]["message"]
             assert busy.headers["retry-after"] == "1"
             await gw.redis.set(gate, 1, ex=60)
             assert len([line async for line in lines]) == 2
@@ -402,7 +409,7 @@ async def test_stream_broken_after_first_chunk_ends_with_an_error_line(gateway: 
     assert r.status_code == 200 and r.headers["x-miner-uid"] == str(FLAKY)
     lines = ndjson(r.text)
     assert lines[:2] == [{"i": 0}, {"i": 1}]
-    assert lines[-1]["error"] == "stream_broken"
+    assert lines[-1]["error"]["code"] == "stream_broken" and lines[-1]["error"]["type"] == "server_error"
     await gw.stop()
     (row,) = await gw.log_rows()
     assert row.status == 502 and row.miner_uid is None
@@ -452,8 +459,8 @@ async def test_total_deadline_bounds_the_request(gateway: GatewayFactory) -> Non
         elapsed = time.perf_counter() - started
     assert (
         r.status_code == 503
-        and "deadline exceeded" in r.json()["reason"]
-        and "uid 4: timeout" in r.json()["reason"]
+        and "deadline exceeded" in r.json()["error"]["message"]
+        and "uid 4: timeout" in r.json()["error"]["message"]
     )
     assert elapsed < ArithmeticTask.timeout  # the miner's own timeout (2 s) was cut to the deadline
 

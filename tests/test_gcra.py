@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 from inference_subnet.store.keys import Keys
 from inference_subnet.store.redis import RedisClient, connect
-from inference_subnet.validator.gateway.gcra import Pace, decide
+from inference_subnet.validator.gateway.gcra import Pace, decide, headroom
 from inference_subnet.validator.gateway.limits import KeyLimiter
 
 arrivals = st.lists(st.floats(0, 30, allow_nan=False), min_size=1, max_size=80).map(sorted)
@@ -62,6 +62,23 @@ def test_a_fresh_key_gets_its_burst_then_its_rate(pace: Pace) -> None:
     # Sending exactly at the rate is never refused, however long it goes on.
     steady = _run([i * pace.interval for i in range(50)], pace)
     assert all(allowed for _, allowed, _ in steady)
+
+
+@hsettings(max_examples=300, deadline=None)
+@given(times=arrivals, pace=paces)
+def test_headroom_is_what_would_be_admitted_at_once(times: list[float], pace: Pace) -> None:
+    """``remaining`` (the x-ratelimit-remaining-requests header) is exactly how many requests sent right now
+    would be admitted, and ``reset`` is when the whole burst is back."""
+    tat: float | None = None
+    for now in times:
+        tat = decide(tat, now, pace).tat
+        room = headroom(tat, now, pace)
+        admitted, probe = 0, tat
+        while (next_one := decide(probe, now, pace)).allowed and admitted <= pace.burst:
+            admitted, probe = admitted + 1, next_one.tat
+        assert room.remaining == admitted
+        assert headroom(tat, now + room.reset, pace).remaining == pace.burst
+        assert room.reset == pytest.approx(max(0.0, tat - now))
 
 
 def test_burst_never_exceeds_the_rate() -> None:

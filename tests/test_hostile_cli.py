@@ -251,7 +251,8 @@ def db(tmp_path: Path) -> str:
      (["create", "--name", "a", "--max-concurrent", str(10**20)], "--max-concurrent"),
      (["create", "--name", "a", "--rate-per-minute", str(2**31)], "--rate-per-minute"),
      (["create", "--name", "a", "--max-concurrent", "0"], "--max-concurrent"),
-     (["revoke", "1e30"], "key_id"), (["revoke", str(10**30)], "key_id"), (["revoke", "0"], "key_id")],
+     (["revoke", "1e30"], "key_id"), (["revoke", str(10**30)], "key_id"), (["revoke", "0"], "key_id"),
+     (["usage", "--key", "0"], "--key"), (["usage", "--key", str(10**30)], "--key")],
 )
 def test_key_numbers_out_of_range_are_usage_errors(db: str, args: list[str], named: str) -> None:
     """Click refuses them (before the database sees a number it cannot store: an OverflowError before)."""
@@ -260,6 +261,11 @@ def test_key_numbers_out_of_range_are_usage_errors(db: str, args: list[str], nam
     assert "Traceback" not in result.output
     assert result.exception is None or isinstance(result.exception, SystemExit)
     assert named in result.output
+
+
+@pytest.mark.parametrize("period", ["yesterday", "0h", "1.5h", "-2d", "99999w", "24"])
+def test_usage_periods_that_are_not_periods_are_one_line_errors(db: str, period: str) -> None:
+    one_line_error(run("gateway", "keys", "usage", "--period", period, "--database-url", db), "--period", period)
 
 
 def test_largest_limits_are_stored(db: str) -> None:

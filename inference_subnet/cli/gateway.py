@@ -33,7 +33,7 @@ from inference_subnet.settings import Settings
 from inference_subnet.store.redis import redact
 
 app = typer.Typer(help="Run the organic gateway and manage its API keys.", no_args_is_help=True)
-keys_app = typer.Typer(help="Create, list and revoke gateway API keys.", no_args_is_help=True)
+keys_app = typer.Typer(help="Create, list and revoke gateway API keys; show their usage.", no_args_is_help=True)
 app.add_typer(keys_app, name="keys")
 
 log = logging.getLogger(__name__)
@@ -193,6 +193,60 @@ def keys_revoke(
         fail(f"ID: no API key with id {key_id}", code=1)
     revoked = info.revoked_at.isoformat()
     typer.echo(printable(f"revoked key {info.id} ({info.name}, {info.prefix}...) at {revoked}"))
+
+
+@keys_app.command("usage")
+def keys_usage(
+    period: Annotated[
+        str, typer.Option("--period", help="How far back from now: 30m, 24h, 7d, 2w.")
+    ] = "24h",
+    key_id: Annotated[
+        Optional[int], typer.Option("--key", min=1, max=INT64_MAX, help="Only this key's usage.")
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON array instead of a table.")] = False,
+    database_url: DatabaseOpt = None,
+) -> None:
+    """Requests and prompt/completion tokens per key over a period, from the request log."""
+    import datetime as dt
+
+    from inference_subnet.store.sql import Database
+    from inference_subnet.validator.gateway.usage import key_usage, parse_period
+
+    try:
+        span = parse_period(period)
+    except ValueError as exc:
+        fail(f"--period: {exc}")
+    cfg = settings(database_url=database_url)
+    _migrate(cfg, quiet=True)
+    now = dt.datetime.now(dt.UTC)
+
+    async def read() -> Any:
+        db = Database(cfg.database_url)
+        try:
+            return await key_usage(db, since=now - span, until=now, key_id=key_id)
+        finally:
+            await db.aclose()
+
+    rows = asyncio.run(read())
+    if as_json:
+        typer.echo(json.dumps([
+            {"key_id": u.key_id, "name": u.name, "requests": u.requests, "served": u.served,
+             "prompt_tokens": u.prompt_tokens, "completion_tokens": u.completion_tokens,
+             "total_tokens": u.total_tokens}
+            for u in rows
+        ]))
+        return
+    from rich.console import Console
+    from rich.table import Column, Table
+
+    table = Table("key", Column("name", overflow="fold"), "requests", "served", "prompt tokens",
+                  "completion tokens", "total tokens", title=f"usage over the last {period.strip()}")
+    for u in rows:
+        table.add_row(
+            str(u.key_id) if u.key_id is not None else "-", safe(u.name or "-"), str(u.requests),
+            str(u.served), str(u.prompt_tokens), str(u.completion_tokens), str(u.total_tokens),
+        )
+    Console().print(table)
 
 
 @app.command("run")

@@ -87,6 +87,10 @@ class RequestLog(Base):
     request_bytes: Mapped[int] = mapped_column(Integer)
     response_bytes: Mapped[int] = mapped_column(Integer)
     payload: Mapped[Any | None] = mapped_column(JsonPayload, nullable=True)
+    prompt_tokens: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    completion_tokens: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    request_id: Mapped[str | None] = mapped_column(String(128), nullable=True)
+    """The ``x-request-id`` of the answer."""
 
 
 class Database:

@@ -38,6 +38,7 @@ def make_handler(options: dict[str, Any]) -> Handler:
                 max_new_tokens=request.max_tokens,
                 seed=seed,
                 temperature=temperature,
+                stop=request.stop,
             ),
         )
         pieces = iter(decoding)

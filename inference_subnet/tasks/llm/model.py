@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from inference_subnet.tasks.llm.stops import StopState, cut_at_stops
 from inference_subnet.tasks.tiny import (
     ModelLoader,
     ProcessCache,
@@ -140,18 +141,22 @@ class TextGenerator:
         return self.encode(text)
 
     def chat(
-        self, messages: Sequence[Mapping[str, str]], *, max_new_tokens: int, seed: int, temperature: float
+        self, messages: Sequence[Mapping[str, str]], *, max_new_tokens: int, seed: int, temperature: float,
+        stop: Sequence[str] = (),
     ) -> Generation:
         """The whole reply to a conversation (``.text``, ``.token_ids``, ``.finish_reason``)."""
         return self._finish(self.stream_chat(messages, max_new_tokens=max_new_tokens, seed=seed,
-                                             temperature=temperature))
+                                             temperature=temperature, stop=stop))
 
     def stream_chat(
-        self, messages: Sequence[Mapping[str, str]], *, max_new_tokens: int, seed: int, temperature: float
+        self, messages: Sequence[Mapping[str, str]], *, max_new_tokens: int, seed: int, temperature: float,
+        stop: Sequence[str] = (),
     ) -> Generation:
-        """The reply as it is decoded: iterate for text pieces."""
-        return self.decode(self.chat_prompt(messages), max_new_tokens=max_new_tokens, seed=seed,
-                           temperature=temperature)
+        """The reply as it is decoded: iterate for text pieces. With ``stop`` the reply ends before the
+        first stop sequence (finish reason ``stop``, the sequence itself not included)."""
+        generation = self.decode(self.chat_prompt(messages), max_new_tokens=max_new_tokens, seed=seed,
+                                 temperature=temperature)
+        return _with_stops(generation, stop) if stop else generation
 
     # -- the decoding loop ---------------------------------------------------------------------------------
     def encode(self, text: str) -> list[int]:
@@ -236,6 +241,21 @@ class TextGenerator:
         for _ in generation:
             pass
         return generation
+
+
+def _with_stops(generation: Generation, stop: Sequence[str]) -> Generation:
+    """``generation`` cut at the first of ``stop`` (see :mod:`~inference_subnet.tasks.llm.stops`)."""
+    state = StopState()
+    raw = generation.pieces
+
+    def pieces() -> Iterator[str]:
+        yield from cut_at_stops(raw, stop, state)
+        generation.text = state.text
+        if state.stopped:
+            generation.finish_reason = "stop"
+
+    generation.pieces = pieces()
+    return generation
 
 
 def load_text_generator(model: str | None = None) -> TextGenerator:

@@ -13,9 +13,9 @@ from __future__ import annotations
 
 import random
 from collections.abc import Sequence
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, field_validator
 
 from inference_subnet.protocol.task import Task
 from inference_subnet.scorers import cosine_similarity, token_match_rate
@@ -23,6 +23,9 @@ from inference_subnet.tasks.llm.model import FinishReason, load_embedder, load_t
 from inference_subnet.tasks.tiny import speed_scaled
 
 MAX_TOKENS = 512
+MAX_STOPS = 4
+"""Most stop sequences in a request (OpenAI's limit too)."""
+MAX_STOP_CHARS = 64
 TOKEN_WEIGHT = 0.8
 """Share of token agreement in an answer's agreement; the rest is embedding similarity."""
 SIMILARITY_FLOOR = 0.5
@@ -41,6 +44,19 @@ class LLMRequest(BaseModel):
         1.0, ge=0.0, le=2.0, description="0 decodes greedily; above, samples with the request's seed."
     )
     seed: int = Field(0, ge=0, lt=2**32, description="Seeds sampling: the same seed gives the same reply.")
+    stop: list[Annotated[str, Field(min_length=1, max_length=MAX_STOP_CHARS)]] = Field(
+        default_factory=list,
+        max_length=MAX_STOPS,
+        description="The reply ends before the first of these (not included); a string is one sequence.",
+    )
+
+    @field_validator("stop", mode="before")
+    @classmethod
+    def _one_stop(cls, value: object) -> object:
+        """OpenAI's ``stop`` is a string or a list of strings; ``null`` means none."""
+        if value is None:
+            return []
+        return [value] if isinstance(value, str) else value
 
 
 class LLMResponse(BaseModel):
@@ -121,6 +137,7 @@ class LLMTask(Task[LLMRequest, LLMResponse]):
             max_new_tokens=request.max_tokens,
             seed=request.seed,
             temperature=request.temperature,
+            stop=request.stop,
         )
         # An exact reproduction needs no embedding (its similarity is 1): honest answers, the common case,
         # cost the validator one decoding and no embedder call.

@@ -18,12 +18,17 @@ HEADER_ATTEMPTS = "X-Attempts"
 class GatewayError(Exception):
     """An error answer: status, machine-readable code, a reason safe to show, optional headers."""
 
-    def __init__(self, status: int, code: str, reason: str, headers: Mapping[str, str] | None = None):
+    def __init__(
+        self, status: int, code: str, reason: str, headers: Mapping[str, str] | None = None,
+        param: str | None = None,
+    ):
         super().__init__(reason)
         self.status = status
         self.code = code
         self.reason = reason
         self.headers = dict(headers or {})
+        self.param = param
+        """The request field at fault, when there is one (OpenAI's ``error.param``)."""
 
 
 def validation_reason(exc: ValidationError) -> str:

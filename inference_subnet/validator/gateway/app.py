@@ -2,8 +2,10 @@
 
 Order of checks on a task route, cheapest and least revealing first: body size (413, middleware), API key
 (401), payload against the task's Request model (422), the key's limits (429 with ``Retry-After``), then
-routing (503 with a reason when no miner can serve). Every error body is an
-:class:`~inference_subnet.protocol.wire.ErrorBody`. The payload is parsed here rather than by FastAPI so
+routing (503 with a reason when no miner can serve). Every error body under ``/v1/`` is OpenAI's
+:class:`~inference_subnet.validator.gateway.errors.OpenAIError` (one shape for the task and the chat routes);
+the service routes answer :class:`~inference_subnet.protocol.wire.ErrorBody`. Every answer carries
+``x-request-id``, and every admitted or rate-refused one the key's ``x-ratelimit-*`` state. The payload is parsed here rather than by FastAPI so
 that an unauthenticated client is refused before its body is even decoded; the Request models still
 appear in the OpenAPI schema (added to its components by the app's ``openapi``).
 
@@ -59,8 +61,15 @@ from inference_subnet.validator.gateway.apikeys import ApiKeyInfo, ApiKeyStore
 from inference_subnet.validator.gateway.bodylimit import BodyLimit
 from inference_subnet.validator.gateway.dashboard import DashboardSource, dashboard_router
 from inference_subnet.validator.gateway.docs import add_offline_docs
+from inference_subnet.validator.gateway.errors import OpenAIError, is_v1, openai_error_bytes, openai_error_response
 from inference_subnet.validator.gateway.limits import Admission, KeyLimiter
 from inference_subnet.validator.gateway.organic import OrganicFeed
+from inference_subnet.validator.gateway.reqheaders import (
+    ResponseHeaders,
+    add_response_headers,
+    current_request_id,
+    ratelimit_headers,
+)
 from inference_subnet.validator.gateway.requestlog import LogEntry, RequestLogWriter
 from inference_subnet.validator.gateway.routing import (
     MinerCaller,
@@ -119,8 +128,12 @@ class Readiness(BaseModel):
 
 
 def _error_response(
-    status: int, code: str, reason: str, headers: Mapping[str, str] | None = None
+    status: int, code: str, reason: str, headers: Mapping[str, str] | None = None, *, path: str = "",
+    param: str | None = None,
 ) -> JSONResponse:
+    """An error answer in the shape of the route: OpenAI's under ``/v1/``, ``ErrorBody`` elsewhere."""
+    if is_v1(path):
+        return openai_error_response(status, code, reason, headers, param=param)
     return JSONResponse(
         ErrorBody(error=code, reason=reason).model_dump(), status_code=status, headers=headers
     )
@@ -139,7 +152,7 @@ _ERROR_CODES = {
 
 
 def _described(description: str, headers: dict[str, Any] | None = None) -> dict[str, Any]:
-    out: dict[str, Any] = {"model": ErrorBody, "description": description}
+    out: dict[str, Any] = {"model": OpenAIError, "description": description}
     if headers:
         out["headers"] = headers
     return out
@@ -164,6 +177,17 @@ _SERVED_HEADERS = {
     HEADER_ATTEMPTS: {
         "description": "Miners tried, the serving one included.",
         "schema": {"type": "integer"},
+    },
+    "x-request-id": {
+        "description": "The request's id: the client's own when short and plain, else a generated one.",
+        "schema": {"type": "string"},
+    },
+    "x-ratelimit-limit-requests": {"description": "The key's requests per minute.", "schema": {"type": "integer"}},
+    "x-ratelimit-remaining-requests": {
+        "description": "Requests the key may send at once from now.", "schema": {"type": "integer"},
+    },
+    "x-ratelimit-reset-requests": {
+        "description": "When the key's whole burst is back (`500ms`, `20s`, `1m0s`).", "schema": {"type": "string"},
     },
 }
 
@@ -236,6 +260,7 @@ class Gateway:
         except (RedisError, OSError) as exc:
             log.error("rate limiter unavailable: %s", exc)
             raise GatewayError(503, "unavailable", "rate limiter unavailable, try again shortly") from None
+        add_response_headers(ratelimit_headers(admission.limit, admission.remaining, admission.reset_seconds))
         if not admission.allowed:
             gateway_metrics.rate_limited.labels(task.name, admission.reason).inc()
             what = (
@@ -291,6 +316,9 @@ class Gateway:
                 miner_hotkey=served.hotkey if served else None,
                 attempts=len(attempts),
                 payload=payload,
+                prompt_tokens=_tokens(response, "prompt_tokens"),
+                completion_tokens=_tokens(response, "completion_tokens"),
+                request_id=current_request_id(),
             )
         )
         for attempt in attempts:
@@ -443,6 +471,12 @@ class Gateway:
                      detail=f"block {graph.block}, {len(graph.neurons)} neurons, {age:.0f}s old")
 
 
+def _tokens(response: BaseModel | None, field: str) -> int | None:
+    """A token count of a chat-shaped answer (``None`` for a task whose answers count none)."""
+    value = getattr(response, field, None)
+    return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else None
+
+
 def _assemble(task: Task, chunks: Sequence[BaseModel]) -> BaseModel | None:
     try:
         return task.assemble(chunks)
@@ -455,7 +489,7 @@ def _ndjson_line(chunk: BaseModel) -> bytes:
 
 
 def _ndjson_error(reason: str) -> bytes:
-    return ErrorBody(error="stream_broken", reason=reason).model_dump_json().encode() + b"\n"
+    return openai_error_bytes(502, "stream_broken", reason) + b"\n"
 
 
 class Relay:
@@ -733,12 +767,12 @@ def create_gateway_app(
         tags=["tasks"],
         summary="Unknown task",
         status_code=404,
-        response_model=ErrorBody,
-        responses={404: {"model": ErrorBody, "description": "No such task; the reason lists the tasks."}},
+        response_model=OpenAIError,
+        responses={404: {"model": OpenAIError, "description": "No such task; the message lists the tasks."}},
     )
     async def unknown_task(task: str) -> JSONResponse:
         names = ", ".join(sorted(tasks)) or "none"
-        return _error_response(404, "unknown_task", f"unknown task {task!r}; tasks: {names}")
+        return openai_error_response(404, "unknown_task", f"unknown task {task!r}; tasks: {names}")
 
     @app.get("/v1/tasks", tags=["tasks"], summary="The tasks this gateway serves")
     async def list_tasks() -> TaskList:
@@ -786,21 +820,23 @@ def create_gateway_app(
         )
 
     @app.exception_handler(GatewayError)
-    async def gateway_error(_: Request, exc: GatewayError) -> JSONResponse:
-        return _error_response(exc.status, exc.code, exc.reason, exc.headers)
+    async def gateway_error(request: Request, exc: GatewayError) -> JSONResponse:
+        return _error_response(exc.status, exc.code, exc.reason, exc.headers, path=request.url.path,
+                               param=exc.param)
 
     @app.exception_handler(StarletteHTTPException)
-    async def http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+    async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         return _error_response(
-            exc.status_code, _ERROR_CODES.get(exc.status_code, "error"), str(exc.detail), exc.headers
+            exc.status_code, _ERROR_CODES.get(exc.status_code, "error"), str(exc.detail), exc.headers,
+            path=request.url.path,
         )
 
     @app.exception_handler(RequestValidationError)
-    async def validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:
+    async def validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
         reason = "; ".join(
             f"{'.'.join(str(p) for p in e.get('loc', ()))}: {e.get('msg')}" for e in exc.errors()[:5]
         )
-        return _error_response(422, "invalid_request", reason or "invalid request")
+        return _error_response(422, "invalid_request", reason or "invalid request", path=request.url.path)
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:
@@ -813,6 +849,7 @@ def create_gateway_app(
 
     app.openapi = openapi  # type: ignore[method-assign]
     app.add_middleware(BodyLimit, max_bytes=gw.max_body_bytes)
+    app.add_middleware(ResponseHeaders)  # outside the body limit: its 413 carries a request id too
     # Outermost, so refusals of the body limit are counted too.
     app.add_middleware(TrafficMiddleware, counter=traffic)
     app.add_middleware(HttpInstrumentation, metrics=gateway_metrics.COMMON.http,

@@ -2,7 +2,8 @@
 
 A declared ``Content-Length`` over the limit is refused without reading a byte; a chunked body is read up
 to the limit and refused as soon as it crosses it. Either way memory use per request is bounded by the
-limit, whatever the client sends. The accepted body is replayed to the app unchanged.
+limit, whatever the client sends. The accepted body is replayed to the app unchanged. The refusal has the
+shape of the route's other errors (OpenAI's under ``/v1/``).
 
 After a 413 the rest of the upload is read and discarded (up to :data:`DRAIN_LIMIT`): closing a socket
 with unread data makes the kernel reset the connection, and the client would see a reset instead of 413.
@@ -13,6 +14,7 @@ from __future__ import annotations
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from inference_subnet.protocol.wire import ErrorBody
+from inference_subnet.validator.gateway.errors import is_v1, openai_error_bytes
 
 DRAIN_LIMIT = 16 * 1024 * 1024
 
@@ -28,7 +30,7 @@ class BodyLimit:
             return
         declared = _content_length(scope)
         if declared is not None and declared > self.max_bytes:
-            await self._refuse(send, receive, more_body=True)
+            await self._refuse(scope, send, receive, more_body=True)
             return
         chunks: list[bytes] = []
         size = 0
@@ -39,7 +41,7 @@ class BodyLimit:
             body = message.get("body", b"")
             size += len(body)
             if size > self.max_bytes:
-                await self._refuse(send, receive, more_body=message.get("more_body", False))
+                await self._refuse(scope, send, receive, more_body=message.get("more_body", False))
                 return
             chunks.append(body)
             if not message.get("more_body", False):
@@ -55,12 +57,12 @@ class BodyLimit:
 
         await self.app(scope, replay, send)
 
-    async def _refuse(self, send: Send, receive: Receive, *, more_body: bool) -> None:
-        body = (
-            ErrorBody(error="payload_too_large", reason=f"request body exceeds {self.max_bytes} bytes")
-            .model_dump_json()
-            .encode()
-        )
+    async def _refuse(self, scope: Scope, send: Send, receive: Receive, *, more_body: bool) -> None:
+        reason = f"request body exceeds {self.max_bytes} bytes"
+        if is_v1(scope.get("path", "")):
+            body = openai_error_bytes(413, "payload_too_large", reason)
+        else:
+            body = ErrorBody(error="payload_too_large", reason=reason).model_dump_json().encode()
         await send(
             {
                 "type": "http.response.start",

@@ -58,3 +58,21 @@ def decide(tat: float | None, now: float, pace: Pace) -> Decision:
     if earliest - now > SLACK:
         return Decision(False, base, earliest - now)
     return Decision(True, new_tat, 0.0)
+
+
+@dataclass(frozen=True, slots=True)
+class Headroom:
+    """What a key may still do right after a decision, for the ``x-ratelimit-*`` headers."""
+
+    remaining: int
+    """Requests that would be admitted at once from now (0 to ``burst``)."""
+    reset: float
+    """Seconds until the whole burst is available again (the TAT reaches now)."""
+
+
+def headroom(tat: float | None, now: float, pace: Pace) -> Headroom:
+    """The key's headroom at ``now`` given its TAT (after the decision): each interval the TAT is ahead of
+    now takes one request of the burst."""
+    ahead = 0.0 if tat is None else max(0.0, tat - now)
+    room = int((pace.burst * pace.interval - ahead + SLACK) // pace.interval)
+    return Headroom(remaining=max(0, min(pace.burst, room)), reset=ahead)

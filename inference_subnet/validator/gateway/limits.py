@@ -35,6 +35,12 @@ class Admission:
     reason: Reason
     retry_after: int = 0
     ticket: str | None = None
+    limit: int = 0
+    """The key's requests per minute."""
+    remaining: int = 0
+    """Requests the key may send at once after this decision (:func:`.gcra.headroom`)."""
+    reset_seconds: float = 0.0
+    """Seconds until the key's whole burst is available again."""
 
 
 class KeyLimiter:
@@ -62,13 +68,16 @@ class KeyLimiter:
         keys = [self._keys.api_key_tat(str(key_id)), self._keys.api_key_inflight(str(key_id))]
         args = [repr(pace.interval * 1000), pace.burst, max_concurrent, ticket, self._lease_ms]
         if self._coalescer is None:
-            allowed, reason, retry_ms = await self._script(keys=keys, args=args)
+            allowed, reason, retry_ms, remaining, reset_ms = await self._script(keys=keys, args=args)
         else:
-            allowed, reason, retry_ms = await self._coalescer.script(self._script, keys, args)
+            allowed, reason, retry_ms, remaining, reset_ms = await self._coalescer.script(
+                self._script, keys, args
+            )
         reason_text: Reason = reason.decode() if isinstance(reason, bytes) else reason
+        room = {"limit": rate_per_minute, "remaining": int(remaining), "reset_seconds": int(reset_ms) / 1000}
         if allowed:
-            return Admission(True, "ok", ticket=ticket)
-        return Admission(False, reason_text, retry_after=max(1, math.ceil(int(retry_ms) / 1000)))
+            return Admission(True, "ok", ticket=ticket, **room)
+        return Admission(False, reason_text, retry_after=max(1, math.ceil(int(retry_ms) / 1000)), **room)
 
     async def release(self, key_id: int, ticket: str) -> None:
         key = self._keys.api_key_inflight(str(key_id))

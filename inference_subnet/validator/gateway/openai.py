@@ -3,8 +3,13 @@
 It is another route adapter over the same pipeline as ``/v1/tasks/{name}`` (:class:`Gateway`): the same
 API keys, per-key limits, routing with failover, request log and organic scoring. Only the shapes differ:
 OpenAI's request and response bodies, server-sent events (``data: {...}`` chunks, then ``data: [DONE]``)
-for ``stream: true``, and errors as ``{"error": {"message", "type", "code"}}``, so the official ``openai``
-clients work against a gateway unchanged.
+for ``stream: true``, and errors as ``{"error": {"message", "type", "param", "code"}}`` (:mod:`.errors`),
+so the official ``openai`` clients work against a gateway unchanged.
+
+Nothing a client asks for is silently dropped: the body is read strictly (``"stream": "yes"`` is a 400, not
+``true``), an unknown parameter is a 400 naming it, and a known one the gateway cannot honour (``tools``,
+``response_format`` JSON modes, ``logprobs``, ``top_p`` below 1...) is a 400 ``unsupported_parameter``
+naming it (:mod:`.chatparams`). ``stop`` goes to the task when its Request has a ``stop`` field.
 
 A task is chat-shaped when its Request has ``messages`` (role and text content), ``max_tokens``,
 ``temperature`` and ``seed``, its Response has ``text``, and, when it streams, its Chunk has ``delta``
@@ -26,10 +31,12 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal
 from fastapi import APIRouter, Request, Security
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
 
 from inference_subnet.protocol.task import Task
-from inference_subnet.validator.gateway.answers import GatewayError, served_headers, validation_reason
+from inference_subnet.validator.gateway.answers import GatewayError, served_headers
+from inference_subnet.validator.gateway.chatparams import ACCEPTED_AND_IGNORED, REFUSED, refused_parameter
+from inference_subnet.validator.gateway.errors import OpenAIError, OpenAIErrorDetail, openai_error_response
 
 if TYPE_CHECKING:  # the pipeline these routes adapt; app.py includes them, so only its type is named here
     from inference_subnet.validator.gateway.app import Gateway
@@ -56,23 +63,48 @@ class ChatMessage(BaseModel):
 
 
 class StreamOptions(BaseModel):
+    model_config = ConfigDict(strict=True, extra="forbid")
+
     include_usage: bool = False
 
 
-class ChatCompletionRequest(BaseModel):
-    """OpenAI's chat completion request; other OpenAI parameters are accepted and ignored."""
+_REFUSED_FIELDS = {
+    name: (Any, Field(None, description=f"Refused unless harmless: {why}."))
+    for name, (_, why) in REFUSED.items() if name != "n"
+}
+_IGNORED_FIELDS = {name: (Any, Field(None, description="Accepted, has no effect.")) for name in ACCEPTED_AND_IGNORED}
 
-    model_config = ConfigDict(extra="ignore")
 
-    model: str = Field(description="The chat task to run (see `GET /v1/models`).")
-    messages: list[ChatMessage] = Field(min_length=1)
+class _ChatCompletionRequest(BaseModel):
+    """OpenAI's chat completion request, read strictly: no coercion (``"stream": "yes"`` is refused), no
+    unknown parameters."""
+
+    model_config = ConfigDict(strict=True, extra="forbid")
+
+    model: str = Field(max_length=256, description="The chat task to run (see `GET /v1/models`).")
+    messages: list[ChatMessage] = Field(min_length=1, max_length=256)
     max_tokens: int | None = Field(None, ge=1)
     max_completion_tokens: int | None = Field(None, ge=1, description="Preferred over `max_tokens`.")
     temperature: float | None = Field(None, ge=0)
     seed: int | None = Field(None, ge=0, description="Same seed, same answer; a random one when absent.")
-    n: int = Field(1, ge=1, le=1, description="Only one choice per request.")
+    n: int | None = Field(None, ge=1, le=1, description="Only one choice per request.")
+    stop: str | list[str] | None = Field(
+        None, description="Up to 4 sequences; the answer ends before the first (not included)."
+    )
     stream: bool = False
     stream_options: StreamOptions | None = None
+
+
+ChatCompletionRequest = create_model(
+    "ChatCompletionRequest",
+    __base__=_ChatCompletionRequest,
+    __module__=__name__,
+    __doc__=_ChatCompletionRequest.__doc__,
+    **_REFUSED_FIELDS,
+    **_IGNORED_FIELDS,
+)
+"""The request with the refused and ignored parameters declared too: they appear in the OpenAPI schema, and
+a harmless value of a refused one (``top_p: 1``) passes the strict read."""
 
 
 class AssistantMessage(BaseModel):
@@ -114,17 +146,6 @@ class ModelList(BaseModel):
     data: list[Model]
 
 
-class OpenAIErrorDetail(BaseModel):
-    message: str
-    type: str
-    param: str | None = None
-    code: str | None = None
-
-
-class OpenAIError(BaseModel):
-    error: OpenAIErrorDetail
-
-
 # -- which tasks, and the mapping ---------------------------------------------------------------------------
 
 
@@ -135,7 +156,7 @@ def is_chat_task(task: Task) -> bool:
     return not task.streaming or (task.Chunk is not None and "delta" in task.Chunk.model_fields)
 
 
-def task_payload(chat: ChatCompletionRequest, seed: int) -> bytes:
+def task_payload(chat: Any, seed: int, *, stops: bool = False) -> bytes:
     """The task Request body for an OpenAI request (validated afterwards by the task's own model)."""
     payload: dict[str, Any] = {
         "messages": [
@@ -149,13 +170,43 @@ def task_payload(chat: ChatCompletionRequest, seed: int) -> bytes:
         payload["max_tokens"] = max_tokens
     if chat.temperature is not None:
         payload["temperature"] = chat.temperature
+    if chat.stop is not None:
+        if not stops:
+            raise GatewayError(400, "unsupported_parameter", f"Unsupported parameter: 'stop' is not supported "
+                               f"by model {chat.model!r}.", param="stop")
+        payload["stop"] = chat.stop
     return json.dumps(payload).encode()
 
 
-def _error(status: int, code: str, message: str, headers: Mapping[str, str] | None = None) -> JSONResponse:
-    kind = "invalid_request_error" if status < 500 and status not in (401, 429) else code
-    body = OpenAIError(error=OpenAIErrorDetail(message=message, type=kind, code=code))
-    return JSONResponse(body.model_dump(), status_code=status, headers=dict(headers or {}))
+def _error(
+    status: int, code: str, message: str, headers: Mapping[str, str] | None = None, param: str | None = None
+) -> JSONResponse:
+    return openai_error_response(status, code, message, headers, param=param)
+
+
+def _invalid(exc: ValidationError) -> GatewayError:
+    """A 400 for a body that is not a valid request, naming the first parameter at fault as OpenAI does."""
+    err = exc.errors()[0]
+    loc = [str(p) for p in err.get("loc", ())]
+    param = loc[0] if loc else None
+    kind = str(err.get("type", ""))
+    where = ".".join(loc) or "body"
+    if kind == "extra_forbidden":
+        return GatewayError(400, "unknown_parameter", f"Unrecognized request argument supplied: {where}",
+                            param=param)
+    code = "invalid_type" if kind.endswith("_type") or kind in ("union_tag_invalid", "literal_error") else (
+        "invalid_value")
+    return GatewayError(400, code, f"Invalid value for '{where}': {err.get('msg', 'invalid')}", param=param)
+
+
+def _body_object(body: bytes) -> dict[str, Any]:
+    try:
+        data = json.loads(body)
+    except (ValueError, RecursionError):
+        raise GatewayError(400, "invalid_json", "the body is not valid JSON") from None
+    if not isinstance(data, dict):
+        raise GatewayError(400, "invalid_request", "the body must be a JSON object")
+    return data
 
 
 def _completion_id() -> str:
@@ -239,8 +290,9 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
     status: {"model": OpenAIError, "description": description}
     for status, description in (
         (401, "Missing, invalid or revoked API key."),
+        (400, "Not a valid chat completion request, or a parameter the gateway does not support "
+              "(`param` names it)."),
         (404, "`model` names no chat task of this gateway."),
-        (422, "The body is not a valid chat completion request for the task."),
         (429, "The key's requests-per-minute or concurrency limit is reached."),
         (503, "No miner could serve the request."),
     )
@@ -270,6 +322,18 @@ def chat_router(tasks: Sequence[Task]) -> APIRouter | None:
         listing = ModelList(data=[Model(id=name) for name in sorted(chat_tasks)])
         return JSONResponse(listing.model_dump())
 
+    @router.get("/v1/models/{model_id}", summary="One chat model (task)", response_model=Model,
+                responses=_ERRORS)
+    async def model(request: Request, credentials: Credentials, model_id: str) -> Response:
+        try:
+            await authenticate(request, credentials)
+        except GatewayError as exc:
+            return _error(exc.status, exc.code, exc.reason, exc.headers)
+        if model_id not in chat_tasks:
+            return _error(404, "model_not_found", f"The model {model_id[:256]!r} does not exist; models: {names}",
+                          param="model")
+        return JSONResponse(Model(id=model_id).model_dump())
+
     @router.post(
         "/v1/chat/completions",
         summary="OpenAI-compatible chat completion (JSON, or server-sent events with `stream: true`)",
@@ -288,21 +352,30 @@ def chat_router(tasks: Sequence[Task]) -> APIRouter | None:
         try:
             gateway, key = await authenticate(request, credentials)
             body = await request.body()
+            data = _body_object(body)
+            if (refused := refused_parameter(data)) is not None:
+                raise GatewayError(400, "unsupported_parameter", refused[1], param=refused[0])
             try:
-                chat = ChatCompletionRequest.model_validate_json(body)
+                chat = ChatCompletionRequest.model_validate(data)
             except ValidationError as exc:
-                raise GatewayError(422, "invalid_request", validation_reason(exc)) from None
+                raise _invalid(exc) from None
             task = chat_tasks.get(chat.model)
             if task is None:
-                raise GatewayError(404, "model_not_found", f"unknown model {chat.model!r}; models: {names}")
-            task_request = gateway.parse(task, task_payload(chat, secrets.randbelow(2**32)))
+                raise GatewayError(404, "model_not_found", f"The model {chat.model!r} does not exist; "
+                                   f"models: {names}", param="model")
+            payload = task_payload(chat, secrets.randbelow(2**32), stops="stop" in task.Request.model_fields)
+            try:
+                task_request = task.Request.model_validate_json(payload)  # as the miner will parse it
+            except ValidationError as exc:
+                raise _invalid(exc) from None
             if chat.stream:
                 if not task.streaming:
-                    raise GatewayError(422, "invalid_request", f"model {chat.model!r} does not stream")
+                    raise GatewayError(400, "unsupported_parameter", f"model {chat.model!r} does not stream",
+                                       param="stream")
                 return await _stream(gateway, task, key, task_request, chat, len(body))
             served, _ = await gateway.run(task, key, task_request, request_bytes=len(body))
         except GatewayError as exc:
-            return _error(exc.status, exc.code, exc.reason, exc.headers)
+            return _error(exc.status, exc.code, exc.reason, exc.headers, exc.param)
         answer = served.response
         prompt = getattr(answer, "prompt_tokens", None) or 0
         completion = getattr(answer, "completion_tokens", None) or 0
@@ -325,7 +398,7 @@ def chat_router(tasks: Sequence[Task]) -> APIRouter | None:
 
 
 async def _stream(
-    gateway: Gateway, task: Task, key: Any, task_request: BaseModel, chat: ChatCompletionRequest, size: int
+    gateway: Gateway, task: Task, key: Any, task_request: BaseModel, chat: Any, size: int
 ) -> StreamingResponse:
     relay = await gateway.open(task, key, task_request, request_bytes=size)
     encoder = _ChunkEncoder(chat.model, bool(chat.stream_options and chat.stream_options.include_usage))

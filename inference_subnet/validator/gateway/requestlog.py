@@ -38,6 +38,9 @@ class LogEntry:
     miner_hotkey: str | None = None
     attempts: int = 0
     payload: Any | None = None
+    prompt_tokens: int | None = None
+    completion_tokens: int | None = None
+    request_id: str | None = None
     ts: dt.datetime = field(default_factory=utcnow)
 
     def row(self) -> dict[str, Any]:
@@ -54,6 +57,9 @@ class LogEntry:
             "miner_hotkey": self.miner_hotkey,
             "attempts": self.attempts,
             "payload": self.payload,
+            "prompt_tokens": self.prompt_tokens,
+            "completion_tokens": self.completion_tokens,
+            "request_id": self.request_id,
         }
 
 
