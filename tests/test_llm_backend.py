@@ -9,12 +9,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import os
 import random
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -222,6 +221,23 @@ def test_decoding_slots_are_bounded_and_given_back_by_a_client_that_leaves(engin
         assert busy.status_code == 503 and busy.headers["retry-after"] == "1"
         slots.used = 0
         assert client.post("/completions", json={"prompt": "x"}).status_code == 200
+
+
+def test_a_request_past_its_deadline_is_504_or_a_cut_stream(engine: Engine) -> None:
+    """512 greedy tokens take the tiny model about a second here; the deadline is a fifth of that."""
+    body = {"prompt": "the cat", "max_tokens": 512, "temperature": 0}
+    with BackgroundServer(engine, limits=ServerLimits(request_timeout=0.2)) as short, \
+            httpx.Client(base_url=short.base_url, timeout=30) as client:
+        whole = client.post("/completions", json=body)
+        assert whole.status_code == 504 and "longer than 0.2s" in whole.json()["error"]["message"]
+        lines: list[str] = []
+        with client.stream("POST", "/completions", json={**body, "stream": True}) as response:
+            with contextlib.suppress(httpx.HTTPError):  # the server closes the unfinished stream
+                lines.extend(line for line in response.iter_lines() if line)
+        assert lines and "data: [DONE]" not in lines
+        assert short.server.config.app.state.server.slots.used == 0  # type: ignore[attr-defined]
+    with BackgroundServer(engine) as patient, httpx.Client(base_url=patient.base_url, timeout=30) as client:
+        assert client.post("/completions", json=body).json()["usage"]["completion_tokens"] == 512
 
 
 # -- the backend handler ----------------------------------------------------------------------------------

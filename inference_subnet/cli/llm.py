@@ -38,6 +38,9 @@ def serve(
     max_running: Annotated[
         int, typer.Option("--max-running", min=1, max=4096, help="Requests decoding at once; 503 beyond.")
     ] = 16,
+    request_timeout: Annotated[
+        float, typer.Option("--request-timeout", min=0.1, help="Seconds one request may decode and stream.")
+    ] = 300.0,
     max_body_bytes: Annotated[
         int, typer.Option("--max-body-bytes", min=1024, help="Largest request body; 413 beyond.")
     ] = 1_048_576,
@@ -57,7 +60,8 @@ def serve(
     except Exception as exc:
         sock.close()
         fail(f"--model: cannot load {model or cfg.examples.llm_model}: {type(exc).__name__}: {exc}")
-    limits = ServerLimits(max_body_bytes=max_body_bytes, max_tokens=max_tokens, max_running=max_running)
+    limits = ServerLimits(max_body_bytes=max_body_bytes, max_tokens=max_tokens, max_running=max_running,
+                          request_timeout=request_timeout)
     server = make_server(engine, limits=limits, http=cfg.http)
     log.info("LLM server listening on http://%s:%d/v1, serving %s", host, sock.getsockname()[1], engine.name)
     try:

@@ -16,6 +16,7 @@ and at most ``max_running`` requests decode at once (503 with ``Retry-After`` be
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import secrets
@@ -51,6 +52,9 @@ class ServerLimits:
     """Largest ``max_tokens`` accepted; also the chat default, within the context left by the prompt."""
     max_running: int = 16
     """Requests decoding at once; more are refused (503) rather than queued without bound."""
+    request_timeout: float = 300.0
+    """Seconds one request may hold its decoding slot, a stream to a client that stopped reading included:
+    a whole answer not decoded by then is 504, a stream is cut."""
 
 
 class ApiError(Exception):
@@ -93,14 +97,19 @@ class _SlotStream(StreamingResponse):
     """An SSE answer that gives its decoding slot back and closes its generator however it ends, started,
     finished or cut off by a client that went away before the first byte."""
 
-    def __init__(self, content: AsyncIterator[bytes], release: Callable[[], None]) -> None:
+    def __init__(self, content: AsyncIterator[bytes], release: Callable[[], None], timeout: float) -> None:
         super().__init__(content, media_type="text/event-stream", headers={"cache-control": "no-cache"})
         self._content = content
         self._release = release
+        self._timeout = timeout
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         try:
-            await super().__call__(scope, receive, send)
+            # A client that stops reading blocks the send; the deadline frees the slot anyway (the stream
+            # then ends unfinished and the server closes the connection).
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self._timeout):
+                    await super().__call__(scope, receive, send)
         finally:
             self._release()
             with contextlib.suppress(Exception):
@@ -188,6 +197,16 @@ class OpenAIServer:
         temperature = 1.0 if request.temperature is None else request.temperature
         return seed, temperature, stops
 
+    async def _whole(self, pieces: AsyncIterator[str]) -> str:
+        """All of a decoding's text, within the request deadline (504 beyond)."""
+        try:
+            async with asyncio.timeout(self.limits.request_timeout):
+                async with contextlib.aclosing(pieces):  # type: ignore[type-var]
+                    return "".join([piece async for piece in pieces])
+        except TimeoutError:
+            raise ApiError(504, f"decoding took longer than {self.limits.request_timeout:g}s",
+                           kind="timeout") from None
+
     # -- routes ------------------------------------------------------------------------------------------------
     async def health(self, request: Request) -> Response:
         return PlainTextResponse("ok")
@@ -215,8 +234,7 @@ class OpenAIServer:
         ident, created = f"chatcmpl-{uuid.uuid4().hex}", int(time.time())
         if not body.stream:
             try:
-                async with contextlib.aclosing(pieces):
-                    text = "".join([piece async for piece in pieces])
+                text = await self._whole(pieces)
             finally:
                 release()
             return JSONResponse({
@@ -247,7 +265,7 @@ class OpenAIServer:
                             "model": self.engine.name, "choices": [], "usage": _usage(outcome)})
             yield _DONE
 
-        return _SlotStream(events(), release)
+        return _SlotStream(events(), release, self.limits.request_timeout)
 
     async def completions(self, request: Request) -> Response:
         body = parse(CompletionRequest, await read_body(request, self.limits.max_body_bytes))
@@ -295,10 +313,9 @@ class OpenAIServer:
                     yield _sse(payload("", None) | {"choices": [], "usage": _usage(outcome)})
                 yield _DONE
 
-            return _SlotStream(events(), release)
+            return _SlotStream(events(), release, self.limits.request_timeout)
         try:
-            async with contextlib.aclosing(pieces):
-                text = "".join([piece async for piece in pieces])
+            text = await self._whole(pieces)
             answer = payload((prompt_text if body.echo else "") + text, outcome.finish_reason)
             choice = answer["choices"][0]
             if wants_logprobs:
