@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 import json
 import random
+import socket
 import subprocess
 import sys
 import time
@@ -396,6 +397,18 @@ def test_a_miner_without_a_backend_url_is_one_line_naming_the_setting(tmp_path: 
     assert result.exit_code == 2, result.output
     assert result.output.startswith("error: --handler: examples.llm_backend_url is not set"), result.output
     assert len(result.output.strip().splitlines()) == 1
+
+
+def test_llm_serve_bad_input_is_one_line_naming_the_flag(tmp_path: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen(1)
+        busy = CliRunner().invoke(cli, ["llm", "serve", "--port", str(taken.getsockname()[1])])
+    assert busy.exit_code == 2 and busy.output.startswith("error: --host/--port: cannot listen on 127.0.0.1:")
+    missing = CliRunner().invoke(cli, ["llm", "serve", "--port", str(free_port()), "--model", str(tmp_path / "none")])
+    assert missing.exit_code == 2 and missing.output.startswith(f"error: --model: cannot load {tmp_path / 'none'}")
+    for result in (busy, missing):
+        assert len(result.output.strip().splitlines()) == 1, result.output
 
 
 # -- a real miner on a real server --------------------------------------------------------------------------
