@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
 import random
 import socket
 import subprocess
@@ -28,7 +29,7 @@ from inference_subnet.cli.main import app as cli
 from inference_subnet.miner.process import MinerProcess
 from inference_subnet.protocol import btauth
 from inference_subnet.protocol.handlers import load_handler
-from inference_subnet.tasks.llm.openai_backend import BackendError, make_handler
+from inference_subnet.tasks.llm.openai_backend import BackendError, check_backend, config_from, make_handler
 from inference_subnet.tasks.llm.server import BackgroundServer, Engine, ServerLimits, load_engine
 from inference_subnet.tasks.llm.server.engine import StopScanner
 from inference_subnet.tasks.llm.task import LLMChunk, LLMRequest, LLMTask, Message
@@ -382,11 +383,34 @@ async def test_the_api_key_is_sent_and_never_shown(monkeypatch: pytest.MonkeyPat
         assert [c.delta for c in chunks] == ["hi", ""]
         assert (chunks[-1].finish_reason, chunks[-1].prompt_tokens, chunks[-1].completion_tokens) == ("stop", 3, 1)
         head = hostile.heads[0].decode()
-        assert "authorization: Bearer sk-very-secret" in head.lower().replace("bearer", "Bearer")
+        assert "authorization: bearer sk-very-secret" in head.lower()
         assert "POST /v1/chat/completions " in head
         shown = CliRunner().invoke(cli, ["config", "show"])
         assert shown.exit_code == 0 and "sk-very-secret" not in shown.output
         assert json.loads(shown.output)["examples"]["llm_backend_url"] == hostile.base_url
+
+
+async def test_the_key_stays_out_of_errors_and_logs(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.DEBUG)
+    url = f"http://user:pw-secret@127.0.0.1:{free_port()}/v1"
+    handler = make_handler({"base_url": url, "api_key": "sk-very-secret"})
+    with pytest.raises(BackendError) as caught:
+        await chunks_of(handler, ask("hello"))
+    assert "pw-secret" not in str(caught.value) and "sk-very-secret" not in str(caught.value)
+    assert "cannot reach http://***@127.0.0.1:" in str(caught.value)
+    await asyncio.sleep(0.1)  # the start-up check of /v1/models ran meanwhile and logged its warning
+    assert "sk-very-secret" not in caplog.text and "pw-secret" not in caplog.text
+
+
+async def test_the_start_up_check_warns_of_a_model_the_server_does_not_list(
+    server: BackgroundServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="inference_subnet.tasks.llm.openai_backend")
+    await check_backend(config_from({"base_url": server.base_url, "model": "llama-70b"}))
+    assert "does not list model 'llama-70b' (it lists inference-subnet/tiny-llm)" in caplog.text
+    caplog.clear()
+    await check_backend(config_from({"base_url": server.base_url}))
+    assert "serves inference-subnet/tiny-llm" in caplog.text and "WARNING" not in caplog.text
 
 
 def test_a_miner_without_a_backend_url_is_one_line_naming_the_setting(tmp_path: Path) -> None:
