@@ -358,6 +358,24 @@ class ExamplesSettings(Section):
         "inference-subnet/tiny-llm",
         description="Causal LM of the `llm` example (hub id or local path; the default is built locally).",
     )
+    llm_backend_url: str | None = Field(
+        None,
+        pattern=r"^https?://\S+$",
+        description="Base URL of the OpenAI-compatible server the `llm` backend handler "
+        "(`--handler inference_subnet.tasks.llm.openai_backend:make_handler`) forwards to, e.g. "
+        "`http://127.0.0.1:8000/v1` (vLLM), `http://127.0.0.1:8080/v1` (llama.cpp), `http://127.0.0.1:11434/v1` "
+        "(Ollama).",
+    )
+    llm_backend_model: str | None = Field(
+        None, max_length=512,
+        description="Model name the backend handler sends; default: `llm_model` (the model validators reproduce).",
+    )
+    llm_backend_api_key: SecretStr | None = Field(
+        None, description="Bearer key for `llm_backend_url` (never logged, masked by `config show`)."
+    )
+    llm_backend_connections: int = Field(
+        64, ge=1, le=4096, description="Most connections one miner process opens to `llm_backend_url`."
+    )
     image_model: str = Field(
         "inference-subnet/tiny-diffusion",
         description="Diffusion pipeline of the `image` example (hub id or local path; the default is built "

@@ -45,7 +45,7 @@ from inference_subnet.miner.health import RedisProbe
 from inference_subnet.miner.nonces import RedisNonceStore
 from inference_subnet.miner.quota import MinerQuota
 from inference_subnet.protocol import btauth
-from inference_subnet.protocol.task import Handler, Task
+from inference_subnet.protocol.task import Handler, HandlerError, Task
 from inference_subnet.protocol.wire import CapacityInfo, ErrorBody
 from inference_subnet.settings import Settings
 from inference_subnet.store.coalescing import Coalescer
@@ -323,6 +323,9 @@ class TaskEndpoint:
             log.exception("handler of task %s failed", self.task.name)
             await _send_error(send, 500, "handler_error", "the miner failed to handle the request")
             return
+        except HandlerError as exc:
+            await _upstream_failed(self.task.name, exc, send)
+            return
         except Exception:
             log.exception("handler of task %s failed", self.task.name)
             await _send_error(send, 500, "handler_error", "the miner failed to handle the request")
@@ -367,6 +370,10 @@ class TaskEndpoint:
             await _aclose(chunks)
             await _send_error(send, 504, "timeout", f"handler exceeded {self.task.timeout:g}s")
             return
+        except HandlerError as exc:
+            await _aclose(chunks)
+            await _upstream_failed(self.task.name, exc, send)
+            return
         except Exception:
             await _aclose(chunks)
             log.exception("streaming handler of task %s failed before its first chunk", self.task.name)
@@ -380,7 +387,8 @@ class TaskEndpoint:
                 line = await self._next_line(chunks, chunk_model, deadline)
         except Exception as exc:  # noqa: BLE001  (whatever broke the stream, the answer is the same)
             await _aclose(chunks)
-            log.warning("stream of task %s aborted: %s", self.task.name, type(exc).__name__)
+            reason = f"{type(exc).__name__}: {exc}" if isinstance(exc, HandlerError) else type(exc).__name__
+            log.warning("stream of task %s aborted: %s", self.task.name, reason)
             raise StreamAborted(f"stream of task {self.task.name} aborted") from None
         await send({"type": "http.response.body", "body": b"", "more_body": False})
 
@@ -392,6 +400,11 @@ class TaskEndpoint:
             except StopAsyncIteration:
                 return None
         return self._encode(chunk, chunk_model) + b"\n"
+
+
+async def _upstream_failed(task: str, exc: HandlerError, send: Send) -> None:
+    log.error("handler of task %s failed: %s", task, exc)
+    await _send_error(send, 502, "upstream_error", "the miner's model server failed")
 
 
 async def _aclose(chunks: Any) -> None:

@@ -27,6 +27,12 @@ Resp = TypeVar("Resp", bound=BaseModel)
 Handler = Callable[[Any], Awaitable[BaseModel] | AsyncIterator[BaseModel]]
 """A miner's implementation of one task."""
 
+
+class HandlerError(RuntimeError):
+    """A handler's expected failure, its message one line that says why (the model server it forwards to is
+    down, answered an error, or broke its stream): the miner logs the message without a traceback and answers
+    502 ``upstream_error``, keeping the reason in its own log (it may name a private server)."""
+
 ENTRY_POINT_GROUP = "inference_subnet.tasks"
 BUILTIN_TASKS: dict[str, str] = {
     "arithmetic": "inference_subnet.tasks.arithmetic:ArithmeticTask",

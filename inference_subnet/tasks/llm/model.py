@@ -156,7 +156,7 @@ class TextGenerator:
         first stop sequence (finish reason ``stop``, the sequence itself not included)."""
         generation = self.decode(self.chat_prompt(messages), max_new_tokens=max_new_tokens, seed=seed,
                                  temperature=temperature)
-        return _with_stops(generation, stop) if stop else generation
+        return with_stops(generation, stop)
 
     # -- the decoding loop ---------------------------------------------------------------------------------
     def encode(self, text: str) -> list[int]:
@@ -243,8 +243,11 @@ class TextGenerator:
         return generation
 
 
-def _with_stops(generation: Generation, stop: Sequence[str]) -> Generation:
-    """``generation`` cut at the first of ``stop`` (see :mod:`~inference_subnet.tasks.llm.stops`)."""
+def with_stops(generation: Generation, stop: Sequence[str]) -> Generation:
+    """``generation`` cut at the first of ``stop`` (see :mod:`~inference_subnet.tasks.llm.stops`); unchanged
+    without stop sequences."""
+    if not stop:
+        return generation
     state = StopState()
     raw = generation.pieces
 
