@@ -32,6 +32,24 @@ def _held_back(buffer: str, stops: Sequence[str]) -> int:
     return longest
 
 
+def _may_start_before(buffer: str, position: int, stops: Sequence[str]) -> bool:
+    """Whether some stop sequence may begin before ``position``: a tail of ``buffer`` starting there is a
+    proper prefix of it, which the next piece may complete."""
+    return any(
+        len(buffer) - start < len(stop) and stop.startswith(buffer[start:])
+        for start in range(max(0, len(buffer) - max(map(len, stops)) + 1), position)
+        for stop in stops
+    )
+
+
+def _stop_at(buffer: str, position: int, state: StopState) -> Iterator[str]:
+    head = buffer[:position]
+    state.stopped = True
+    state.text += head
+    if head:
+        yield head
+
+
 def cut_at_stops(pieces: Iterator[str], stops: Sequence[str], state: StopState) -> Iterator[str]:
     """``pieces`` up to (not including) the first stop sequence; closes ``pieces`` when one is found so
     decoding stops there too. Without stop sequences the pieces pass through unchanged."""
@@ -47,18 +65,20 @@ def cut_at_stops(pieces: Iterator[str], stops: Sequence[str], state: StopState) 
             buffer += piece
             hits = [i for i in (buffer.find(s) for s in stops) if i >= 0]
             if hits:
-                head = buffer[: min(hits)]
-                state.stopped = True
-                state.text += head
-                if head:
-                    yield head
+                first = min(hits)
+                if _may_start_before(buffer, first, stops):
+                    continue  # a longer sequence that began earlier may still complete: it would come first
+                yield from _stop_at(buffer, first, state)
                 return
             keep = _held_back(buffer, stops)
             out, buffer = buffer[: len(buffer) - keep], buffer[len(buffer) - keep :]
             if out:
                 state.text += out
                 yield out
-        if buffer:
+        hits = [i for i in (buffer.find(s) for s in stops) if i >= 0]
+        if hits:
+            yield from _stop_at(buffer, min(hits), state)
+        elif buffer:
             state.text += buffer
             yield buffer
     finally:
