@@ -467,6 +467,7 @@ def test_marker_and_floor_share_a_slot_and_markers_spread() -> None:
     pairs = [(f"5Fsender{rng.randrange(5)}", rng.randrange(2**62)) for _ in range(500)]
     for hotkey, nonce in pairs:
         marker, floor = keys.nonce(hotkey, nonce), keys.nonce_floor(hotkey, nonce)
+        assert keys.nonce_keys(hotkey, nonce) == (marker, floor)
         assert key_slot(marker.encode()) == key_slot(floor.encode())
     # One sender's markers, nonces a microsecond apart, land on many buckets.
     assert len({keys.nonce_floor("5Fsender", 1_700_000_000_000_000_000 + 1000 * i) for i in range(500)}) > (
