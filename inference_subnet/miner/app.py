@@ -270,6 +270,7 @@ class TaskEndpoint:
                     max_age=st.max_age,
                     allowed_skew=st.allowed_skew,
                     require_receiver=True,
+                    lowercase_names=True,  # ASGI header names are lowercase
                 )
             except btauth.AuthError as exc:
                 code = _AUTH_CODES.get(type(exc), "unauthorized")
