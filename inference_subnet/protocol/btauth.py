@@ -163,10 +163,13 @@ def authenticate(
     allowed_skew: float = DEFAULT_ALLOWED_SKEW,
     require_receiver: bool = True,
     now_ns: int | None = None,
+    lowercase_names: bool = False,
 ) -> Caller:
-    """Every check but replay: shape, receiver, freshness, signature. Callers then consult a nonce store."""
+    """Every check but replay: shape, receiver, freshness, signature. Callers then consult a nonce store
+    (and must: a caller returned here may be a replay). ``lowercase_names`` as for :func:`verify_async`."""
     return _authenticate(
-        headers, body, method, path, self_hotkey_ss58, max_age, allowed_skew, require_receiver, now_ns
+        headers, body, method, path, self_hotkey_ss58, max_age, allowed_skew, require_receiver, now_ns,
+        lowercase_names,
     )
 
 
