@@ -10,7 +10,8 @@ the arithmetic task from the same wallet and metagraph file:
   * ``auth+quota``: the same plus the per-validator quota (one Lua call), as a miner runs by default.
 One lean keep-alive client (raw HTTP/1.1, parsed by ``httptools``) sends the same signed requests to each
 (it signs in every mode, so client work is equal and the difference is the server's), ``REQUESTS`` per round
-at each load of ``LOADS`` (16 and 64 in flight), rounds interleaved across modes and loads, median round kept.
+at each load of ``LOADS`` (16 and 64 in flight), rounds interleaved across modes and loads (every other
+round in reverse order, so no mode always runs first), median round kept.
 Figures: requests/s, p50/p99 latency and their ratio, the server's CPU time per request read from ``/proc``
 (the client shares the 2 cores, so CPU per request is the cleaner measure of the server's own cost), and the
 Redis commands per request and per round trip each miner reports on ``/health``.
@@ -220,11 +221,13 @@ async def run_end_to_end(
         for proc in procs.values():
             await load(proc.host, proc.port, validator, miner.ss58_address, WARMUP, max(LOADS))
         before = await pipelining_stats(procs)
-        for _ in range(ROUNDS):
+        for round_no in range(ROUNDS):
             # the parts alone, once per round between the end-to-end runs: both see the same machine
             parts.append(await breakdown(redis_url))
+            # every other round in reverse order: no mode always runs first, right after the parts
+            order = list(procs.items()) if round_no % 2 == 0 else list(reversed(procs.items()))
             for concurrency in LOADS:
-                for mode, proc in procs.items():
+                for mode, proc in order:
                     assert proc.pid is not None
                     cpu_before = cpu_seconds(proc.pid)
                     client_before = time.process_time()
