@@ -424,6 +424,11 @@ async def test_the_store_works_on_a_cluster(cluster_url: str, keys) -> None:
         assert [await store.check_and_store("5Fsender", n) for n in nonces] == [True] * 40
         assert [sync_store.check_and_store("5Fsender", n) for n in nonces] == [False] * 40
         assert sync_store.check_and_store("5Fsender", nonces[-1] + 1) is True
+        # a quota counter lives in another slot: checked here, charged by the caller on its own
+        quota_key = keys.caller_quota_used("5Fsender", "arithmetic", 1)
+        assert await store.check_and_count("5Fsender", nonces[-1] + 2, quota_key, 5, 60) == (True, None)
+        assert await store.check_and_count("5Fsender", nonces[-1] + 2, quota_key, 5, 60) == (False, None)
+        assert await cluster.get(quota_key) is None
         floors = {int(await cluster.get(keys.nonce_floor("5Fsender", n))) for n in nonces}
         assert max(floors) <= nonces[0]
     finally:
@@ -467,6 +472,7 @@ def test_marker_and_floor_share_a_slot_and_markers_spread() -> None:
     pairs = [(f"5Fsender{rng.randrange(5)}", rng.randrange(2**62)) for _ in range(500)]
     for hotkey, nonce in pairs:
         marker, floor = keys.nonce(hotkey, nonce), keys.nonce_floor(hotkey, nonce)
+        assert keys.nonce_keys(hotkey, nonce) == (marker, floor)
         assert key_slot(marker.encode()) == key_slot(floor.encode())
     # One sender's markers, nonces a microsecond apart, land on many buckets.
     assert len({keys.nonce_floor("5Fsender", 1_700_000_000_000_000_000 + 1000 * i) for i in range(500)}) > (

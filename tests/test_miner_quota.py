@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import math
+import time
 
 import pytest
 import redis.asyncio as aioredis
@@ -140,3 +141,60 @@ async def test_unknown_task_or_caller_has_no_quota(redis, keys) -> None:
     quota = MinerQuota(redis, keys, capacities={"arithmetic": 100}, epoch_seconds=60.0, min_share=0.01)
     assert not (await quota.consume(METAGRAPH, "hk0", "other-task")).allowed
     assert not (await quota.consume(METAGRAPH, "stranger", "arithmetic")).allowed
+
+
+# -- the nonce check and the charge in one round trip (what a miner enforcing quotas sends) ----------------
+
+
+async def counter_value(redis, key: str) -> int:
+    return int(await redis.get(key) or 0)
+
+
+@pytest.mark.parametrize("coalesced", [False, True])
+async def test_a_fresh_nonce_is_charged_and_a_replay_is_refused_without_charge(redis, keys, coalesced) -> None:
+    from inference_subnet.miner.nonces import RedisNonceStore
+    from inference_subnet.store.coalescing import Coalescer
+
+    store = RedisNonceStore(redis, keys, coalescer=Coalescer(redis) if coalesced else None)
+    quota = MinerQuota(redis, keys, capacities={"arithmetic": 100}, epoch_seconds=60.0, min_share=0.01)
+    charge = quota.charge(METAGRAPH, "hk0", "arithmetic")
+    nonce = time.time_ns()
+    # the bucket's first check opens its floor and leaves the charge to the caller
+    assert await store.check_and_count("hk0", nonce, charge.key, charge.limit, charge.expire_s) == (True, None)
+    assert await counter_value(redis, charge.key) == 0
+    same_bucket = next(n for n in itertools.count(nonce + 1)
+                       if keys.nonce_floor("hk0", n) == keys.nonce_floor("hk0", nonce))
+    assert await store.check_and_count("hk0", same_bucket, charge.key, charge.limit, charge.expire_s) == (
+        True, (True, 1))
+    for replayed in (nonce, same_bucket):
+        assert await store.check_and_count("hk0", replayed, charge.key, charge.limit, charge.expire_s) == (
+            False, None)
+    assert await counter_value(redis, charge.key) == 1
+    # one nanosecond older than the bucket's floor: refused, not charged (compared digit by digit, past
+    # what a Lua number holds exactly)
+    floor = int(await redis.get(keys.nonce_floor("hk0", nonce)))
+    older = next(n for n in range(floor - 1, floor - 100_000, -1)
+                 if keys.nonce_floor("hk0", n) == keys.nonce_floor("hk0", nonce))
+    assert await store.check_and_count("hk0", older, charge.key, charge.limit, charge.expire_s) == (False, None)
+    assert not await store.check_and_store("hk0", older)
+    assert await counter_value(redis, charge.key) == 1
+
+
+async def test_the_combined_charge_stops_at_the_limit(redis, keys) -> None:
+    from inference_subnet.miner.nonces import RedisNonceStore
+
+    store = RedisNonceStore(redis, keys)
+    quota = MinerQuota(redis, keys, capacities={"arithmetic": 100}, epoch_seconds=60.0, min_share=0.01)
+    charge = quota.charge(METAGRAPH, "hk0", "arithmetic")
+    await redis.set(charge.key, charge.limit - 1)
+    start = time.time_ns()
+    await store.check_and_store("hk0", start)  # opens a floor somewhere; then find nonces in open buckets
+    results = []
+    n = start + 1
+    while len(results) < 3:
+        fresh, counted = await store.check_and_count("hk0", n, charge.key, charge.limit, charge.expire_s)
+        assert fresh
+        if counted is not None:
+            results.append(counted)
+        n += 1
+    assert results == [(True, charge.limit), (False, charge.limit), (False, charge.limit)]

@@ -38,12 +38,12 @@ from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from inference_subnet import telemetry
-from inference_subnet.chain.types import ChainError, MetagraphSource
+from inference_subnet.chain.types import ChainError, Metagraph, MetagraphSource
 from inference_subnet.miner import metrics as miner_metrics
 from inference_subnet.miner.blacklist import check_caller
 from inference_subnet.miner.health import RedisProbe
 from inference_subnet.miner.nonces import RedisNonceStore
-from inference_subnet.miner.quota import MinerQuota
+from inference_subnet.miner.quota import MinerQuota, QuotaDecision
 from inference_subnet.protocol import btauth
 from inference_subnet.protocol.task import Handler, HandlerError, Task
 from inference_subnet.protocol.wire import CapacityInfo, ErrorBody
@@ -260,44 +260,26 @@ class TaskEndpoint:
         if st.auth_enabled:
             assert metagraph is not None
             try:
-                caller = await btauth.verify_async(
-                    headers,
-                    body,
-                    method="POST",
-                    path=_request_target(scope),
-                    self_hotkey_ss58=st.hotkey,
-                    nonce_store=st.nonce_store,
-                    max_age=st.max_age,
-                    allowed_skew=st.allowed_skew,
-                    require_receiver=True,
-                )
+                decision = await self._admit(scope, headers, body, metagraph)
             except btauth.AuthError as exc:
                 code = _AUTH_CODES.get(type(exc), "unauthorized")
                 miner_metrics.auth_refusals.labels(self.task.name, code).inc()
                 await _send_error(send, 401, code, str(exc))
                 return
             except RedisError:
-                log.warning("nonce store unavailable; refusing requests until Redis answers")
+                log.warning("nonce or quota store unavailable; refusing requests until Redis answers")
                 miner_metrics.unavailable.labels(self.task.name, "store_unavailable").inc()
                 await _send_error(send, 503, "store_unavailable", "replay protection is unavailable, retry later")
                 return
-            if st.enforce_quota:
-                try:
-                    decision = await st.quota.consume(metagraph, caller.hotkey_ss58, self.task.name)
-                except RedisError:
-                    log.warning("quota store unavailable; refusing requests until Redis answers")
-                    miner_metrics.unavailable.labels(self.task.name, "store_unavailable").inc()
-                    await _send_error(send, 503, "store_unavailable", "quota accounting is unavailable, retry later")
-                    return
-                if not decision.allowed:
-                    miner_metrics.quota_refusals.labels(self.task.name).inc()
-                    retry = str(max(1, math.ceil(decision.retry_after))).encode()
-                    await _send_error(
-                        send, 429, "rate_limited",
-                        f"quota of {decision.limit} requests per epoch for task {self.task.name} is used up",
-                        [(b"retry-after", retry)],
-                    )
-                    return
+            if decision is not None and not decision.allowed:
+                miner_metrics.quota_refusals.labels(self.task.name).inc()
+                retry = str(max(1, math.ceil(decision.retry_after))).encode()
+                await _send_error(
+                    send, 429, "rate_limited",
+                    f"quota of {decision.limit} requests per epoch for task {self.task.name} is used up",
+                    [(b"retry-after", retry)],
+                )
+                return
 
         try:
             request = self.task.Request.model_validate_json(body)
@@ -310,6 +292,34 @@ class TaskEndpoint:
             await self._stream(request, send)
         else:
             await self._answer(request, send)
+
+    async def _admit(
+        self, scope: Scope, headers: dict[str, str], body: bytes, metagraph: Metagraph
+    ) -> QuotaDecision | None:
+        """btauth/1 in full (signature first, then the shared nonce store), then the caller's quota when
+        enforced (``None`` when not): raises :class:`btauth.AuthError` or ``RedisError``.
+
+        With quotas the nonce check and the charge share one round trip
+        (:meth:`~inference_subnet.miner.nonces.RedisNonceStore.check_and_count`), and the charge is made
+        only for a nonce found fresh: a replay is refused without spending the caller's quota."""
+        st = self.state
+        caller = btauth.authenticate(
+            headers, body, method="POST", path=_request_target(scope), self_hotkey_ss58=st.hotkey,
+            max_age=st.max_age, allowed_skew=st.allowed_skew, require_receiver=True,
+            lowercase_names=True,  # ASGI header names are lowercase
+        )
+        if not st.enforce_quota:
+            if not await st.nonce_store.check_and_store(caller.hotkey_ss58, caller.nonce_ns):
+                raise btauth.ReplayedRequest("this nonce was already accepted from this hotkey")
+            return None
+        charge = st.quota.charge(metagraph, caller.hotkey_ss58, self.task.name)
+        fresh, counted = await st.nonce_store.check_and_count(
+            caller.hotkey_ss58, caller.nonce_ns, charge.key, charge.limit, charge.expire_s)
+        if not fresh:
+            raise btauth.ReplayedRequest("this nonce was already accepted from this hotkey")
+        if counted is None:  # not charged with the check (a new bucket, a cluster): charge it now
+            return await st.quota.consume(metagraph, caller.hotkey_ss58, self.task.name)
+        return charge.decision(*counted)
 
     async def _answer(self, request: BaseModel, send: Send) -> None:
         deadline = asyncio.timeout(self.task.timeout)

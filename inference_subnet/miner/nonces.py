@@ -26,6 +26,19 @@ than a second, or one signed up to ``allowed_skew`` in the future, stays replaya
 a connection can break after the server applied the command: a plain ``SET NX`` sent again would then
 report its own first write as a replay. Each check therefore writes a random token with
 ``SET key token NX GET PX ttl`` and reads back what was there: nothing, or its own token, means fresh.
+
+**One command per check.** The asynchronous store (the miner's hot path) sends the floor read and the marker
+write as one script (:data:`CHECK_SCRIPT`), the same two commands run by Redis: a client spends far more
+packing, sending and parsing a command than Redis spends running it, and this halves that. The synchronous
+store sends the two commands themselves (:func:`check_commands`); both write the same keys and values.
+
+**A counter charged with the check.** A miner that enforces quotas charges the caller's counter right after
+a fresh nonce: :meth:`RedisNonceStore.check_and_count` does both in the same script (:data:`COUNT_SCRIPT`),
+so a request costs one round trip instead of two. The counter moves only when the script itself has seen the
+nonce fresh (first use, a floor present and not above it), so a replay never spends a caller's quota; when
+the floor is missing the script leaves the counter alone and the caller charges it on its own after the
+floor is set. On a cluster the counter's key lives in another slot than the marker's, so there the two go
+out one after the other.
 """
 
 from __future__ import annotations
@@ -91,6 +104,48 @@ def check_commands(nonce_key: str, floor_key: str, token: str, ttl_ms: int) -> l
         (("GET", floor_key), {}),
         (("SET", nonce_key, token, "NX", "GET", "PX", ttl_ms), {"get": True}),
     ]
+
+
+CHECK_SCRIPT = """
+local floor = redis.call('GET', KEYS[2])
+local previous = redis.call('SET', KEYS[1], ARGV[1], 'NX', 'GET', 'PX', ARGV[2])
+return {floor or '', previous or ''}
+"""
+""":func:`check_commands` as one script: ``KEYS`` = marker, floor; ``ARGV`` = token, ttl in ms. A missing
+value comes back empty (a nil would end a Lua array there); neither a floor nor a token is ever empty."""
+
+
+COUNT_SCRIPT = """
+local floor = redis.call('GET', KEYS[2])
+local previous = redis.call('SET', KEYS[1], ARGV[1], 'NX', 'GET', 'PX', ARGV[2])
+if previous and previous ~= ARGV[1] then
+  return {floor or '', previous, -1, 0}
+end
+local nonce = ARGV[3]
+if not floor or #nonce < #floor or (#nonce == #floor and nonce < floor) then
+  return {floor or '', previous or '', -1, 0}
+end
+local used = tonumber(redis.call('GET', KEYS[3]) or '0')
+if used >= tonumber(ARGV[4]) then
+  return {floor, previous or '', 0, used}
+end
+used = redis.call('INCR', KEYS[3])
+if used == 1 then
+  redis.call('EXPIRE', KEYS[3], ARGV[5])
+end
+return {floor, previous or '', 1, used}
+"""
+""":data:`CHECK_SCRIPT`, then, only for a nonce it found fresh, the quota's bounded counter
+(:mod:`inference_subnet.miner.quota`): ``KEYS`` = marker, floor, counter; ``ARGV`` = token, ttl in ms, the
+nonce, the limit, the counter's expiry in seconds. Replies (floor, previous marker, 1 counted / 0 refused /
+-1 not charged, count). Nonces and floors are compared as decimal strings: nanoseconds since the epoch
+exceed the integers a Lua number holds exactly."""
+
+
+def script_replies(reply: Sequence[Any]) -> tuple[Any, Any]:
+    """(floor, previous marker) from :data:`CHECK_SCRIPT`'s reply, ``None`` for a missing one."""
+    floor, previous = reply
+    return floor or None, previous or None
 
 
 def _replies(replies: Sequence[Any]) -> tuple[Any, Any]:
@@ -164,27 +219,60 @@ class RedisNonceStore(_Floors):
         self._coalescer = coalescer
         self.retention = _retention(max_age, allowed_skew, retention)
         self._ttl_ms = int(self.retention * 1000)
+        self._script: Any = None
+        """:data:`CHECK_SCRIPT` registered with the client, on the first check."""
+        self._count_script: Any = None
         super().__init__(clock)
 
     async def check_and_store(self, hotkey_ss58: str, nonce_ns: int) -> bool:
         """True (and recorded) the first time a (hotkey, nonce) pair is seen, unless the nonce is older
         than its store's floor; False for a replay, or a nonce the store cannot vouch for."""
-        floor_key = self._keys.nonce_floor(hotkey_ss58, nonce_ns)
+        nonce_key, floor_key = self._keys.nonce_keys(hotkey_ss58, nonce_ns)
         token = secrets.token_hex(8)
-        commands = check_commands(self._keys.nonce(hotkey_ss58, nonce_ns), floor_key, token, self._ttl_ms)
+        keys, args = (nonce_key, floor_key), (token, self._ttl_ms)
+        if self._script is None:
+            self._script = self._client.register_script(CHECK_SCRIPT)
         if self._coalescer is not None:
-            replies = await self._coalescer.submit(commands)
+            reply = await self._coalescer.script(self._script, keys, args)
         else:
-            pipe = self._client.pipeline(transaction=False)
-            for args, options in commands:
-                pipe.execute_command(*args, **options)
-            replies = await pipe.execute(raise_on_error=False)
-        floor, previous = _replies(replies)
+            reply = await self._script(keys=keys, args=args)
+        floor, previous = script_replies(reply)
         if not is_first_use(previous, token):
             return False
         if floor is None:
             floor = await self._open_floor(floor_key)
         return is_fresh(nonce_ns, int(floor), previous, token)
+
+    async def check_and_count(
+        self, hotkey_ss58: str, nonce_ns: int, counter: str, limit: int, expire_s: int
+    ) -> tuple[bool, tuple[bool, int] | None]:
+        """:meth:`check_and_store`, and for a fresh nonce the bounded ``counter`` charged in the same
+        round trip: (fresh, (allowed, count)), or (fresh, ``None``) when the counter was not charged, which
+        for a fresh nonce means the caller charges it itself (a bucket without a floor, a cluster)."""
+        if isinstance(self._client, RedisCluster):
+            return await self.check_and_store(hotkey_ss58, nonce_ns), None
+        nonce_key, floor_key = self._keys.nonce_keys(hotkey_ss58, nonce_ns)
+        token = secrets.token_hex(8)
+        keys = (nonce_key, floor_key, counter)
+        args = (token, self._ttl_ms, str(nonce_ns), limit, expire_s)
+        if self._count_script is None:
+            self._count_script = self._client.register_script(COUNT_SCRIPT)
+        if self._coalescer is not None:
+            reply = await self._coalescer.script(self._count_script, keys, args)
+        else:
+            reply = await self._count_script(keys=keys, args=args)
+        floor, previous = script_replies(reply[:2])
+        if not is_first_use(previous, token):
+            return False, None
+        charged, count = int(reply[2]), int(reply[3])
+        if floor is None:
+            floor = await self._open_floor(floor_key)
+            return is_fresh(nonce_ns, int(floor), previous, token), None
+        if not is_fresh(nonce_ns, int(floor), previous, token):
+            return False, None
+        if charged < 0:  # the script did not see it fresh where this check does: charge it apart
+            return True, None
+        return True, (charged == 1, count)
 
     async def _open_floor(self, floor_key: str) -> int:
         """Set the floor of a bucket that has none (a new or restarted Redis); the floor in force after."""

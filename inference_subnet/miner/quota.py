@@ -60,6 +60,21 @@ class QuotaDecision:
     """Seconds until the epoch ends (when a refused caller gets a fresh quota)."""
 
 
+@dataclass(frozen=True, slots=True)
+class Charge:
+    """One request's charge on a caller's counter, as :data:`_CONSUME` (or the nonce store's combined
+    script, :meth:`~inference_subnet.miner.nonces.RedisNonceStore.check_and_count`) applies it."""
+
+    key: str
+    limit: int
+    expire_s: int
+    left: float
+    """Seconds until the epoch ends."""
+
+    def decision(self, allowed: bool, used: int) -> QuotaDecision:
+        return QuotaDecision(allowed, used, self.limit, self.left)
+
+
 class MinerQuota:
     """Per-validator, per-task, per-epoch request counters of one miner."""
 
@@ -102,15 +117,19 @@ class MinerQuota:
             limits = self._limits[task] = split_capacity(capacity, self._stakes, min_share=self.min_share)
         return limits.get(hotkey, 0)
 
+    def charge(self, metagraph: Metagraph, hotkey: str, task: str, *, now: float | None = None) -> Charge:
+        """What counting one request of ``hotkey`` on ``task`` now would do, not done yet."""
+        now = time.time() if now is None else now
+        left = seconds_left(now, self.epoch_seconds)
+        return Charge(key=self._keys.caller_quota_used(hotkey, task, epoch_of(now, self.epoch_seconds)),
+                      limit=self.limit(metagraph, hotkey, task), expire_s=math.ceil(left) + 60, left=left)
+
     async def consume(
         self, metagraph: Metagraph, hotkey: str, task: str, *, now: float | None = None
     ) -> QuotaDecision:
         """Count one request if the caller is under its limit; one atomic round trip."""
-        now = time.time() if now is None else now
-        limit = self.limit(metagraph, hotkey, task)
-        left = seconds_left(now, self.epoch_seconds)
-        key = self._keys.caller_quota_used(hotkey, task, epoch_of(now, self.epoch_seconds))
-        ttl = math.ceil(left) + 60
+        charge = self.charge(metagraph, hotkey, task, now=now)
+        key, limit, ttl, left = charge.key, charge.limit, charge.expire_s, charge.left
         if self._coalescer is None:
             allowed, used = await self._script(keys=[key], args=[limit, ttl])
         else:

@@ -9,6 +9,7 @@ embedded Valkey serves them all, instead of one private (and useless for replay 
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
 import logging
 import os
@@ -67,6 +68,19 @@ def miner_keys(settings: Settings, hotkey: str) -> Keys:
     return Keys(subnet=settings.subnet_name, netuid=settings.chain.netuid, role=f"miner:{hotkey}")
 
 
+def settle_heap() -> None:
+    """Move everything alive at start-up (the imported framework, models, the wallet) out of the
+    collector's reach before serving.
+
+    Without it every full collection walks those hundreds of thousands of objects while the event loop
+    stands still: measured on a loaded miner, one full collection held every request in flight for 90 ms,
+    which was most of its p99. Frozen, a full collection walks only what serving created (a few ms).
+    Objects made later are collected as usual; nothing frozen is ever freed, and nothing needs to be.
+    """
+    gc.collect()
+    gc.freeze()
+
+
 def build_app(spec: MinerSpec) -> FastAPI:
     """The miner app with the wallet, tasks, metagraph source and Redis named by ``spec``."""
     settings = spec.settings()
@@ -85,6 +99,7 @@ def build_app(spec: MinerSpec) -> FastAPI:
             source.start()
         registration = asyncio.create_task(warn_if_unregistered(source, keypair.ss58_address),
                                            name="miner:registration-check")
+        settle_heap()
         try:
             yield
         finally:

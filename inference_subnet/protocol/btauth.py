@@ -163,10 +163,13 @@ def authenticate(
     allowed_skew: float = DEFAULT_ALLOWED_SKEW,
     require_receiver: bool = True,
     now_ns: int | None = None,
+    lowercase_names: bool = False,
 ) -> Caller:
-    """Every check but replay: shape, receiver, freshness, signature. Callers then consult a nonce store."""
+    """Every check but replay: shape, receiver, freshness, signature. Callers then consult a nonce store
+    (and must: a caller returned here may be a replay). ``lowercase_names`` as for :func:`verify_async`."""
     return _authenticate(
-        headers, body, method, path, self_hotkey_ss58, max_age, allowed_skew, require_receiver, now_ns
+        headers, body, method, path, self_hotkey_ss58, max_age, allowed_skew, require_receiver, now_ns,
+        lowercase_names,
     )
 
 
@@ -180,8 +183,9 @@ def _authenticate(
     allowed_skew: float,
     require_receiver: bool,
     now_ns: int | None,
+    lowercase_names: bool = False,
 ) -> Caller:
-    lowered = {key.lower(): value for key, value in headers.items()}
+    lowered = headers if lowercase_names else {key.lower(): value for key, value in headers.items()}
     if lowered.get(_V) != VERSION:
         raise MalformedAuth(f"missing or unsupported {HEADER_VERSION} (expected {VERSION!r})")
     sender = lowered.get(_HK)
@@ -261,10 +265,15 @@ async def verify_async(
     allowed_skew: float = DEFAULT_ALLOWED_SKEW,
     require_receiver: bool = True,
     now_ns: int | None = None,
+    lowercase_names: bool = False,
 ) -> Caller:
-    """:func:`verify` with an asynchronous (shared, Redis-backed) replay store."""
+    """:func:`verify` with an asynchronous (shared, Redis-backed) replay store.
+
+    ``lowercase_names``: every header name in ``headers`` is lowercase already (an ASGI server's are), so
+    the copy that folds their case is skipped."""
     caller = _authenticate(
-        headers, body, method, path, self_hotkey_ss58, max_age, allowed_skew, require_receiver, now_ns
+        headers, body, method, path, self_hotkey_ss58, max_age, allowed_skew, require_receiver, now_ns,
+        lowercase_names,
     )
     if not await nonce_store.check_and_store(caller.hotkey_ss58, caller.nonce_ns):
         raise ReplayedRequest("this nonce was already accepted from this hotkey")

@@ -69,10 +69,12 @@ class Coalescer:
     async def script(self, script: Any, keys: Sequence[Any], args: Sequence[Any]) -> Any:
         """Run a registered script (``client.register_script``) by its SHA in the next round trip. A Redis
         that lost its script cache (restarted, flushed) gets it loaded again by the script's own call."""
-        try:
-            return await self.execute("EVALSHA", script.sha, len(keys), *keys, *args)
-        except NoScriptError:
+        (reply,) = await self.submit([(("EVALSHA", script.sha, len(keys), *keys, *args), {})])
+        if isinstance(reply, NoScriptError):
             return await script(keys=keys, args=args)
+        if isinstance(reply, Exception):
+            raise reply
+        return reply
 
     async def submit(self, commands: Sequence[Command]) -> list[Any]:
         """Replies of ``commands`` in order; a command's error is its reply (an exception object)."""

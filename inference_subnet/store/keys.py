@@ -81,6 +81,11 @@ class Keys:
         shards, while each shares a slot with the floor of its bucket (:meth:`nonce_floor`)."""
         return f"{self.prefix}:nonce:{{n:{nonce_bucket(sender_hotkey, nonce_ns)}}}:{sender_hotkey}:{nonce_ns}"
 
+    def nonce_keys(self, sender_hotkey: str, nonce_ns: int) -> tuple[str, str]:
+        """(:meth:`nonce`, :meth:`nonce_floor`) of one nonce, its bucket hashed once: both on every check."""
+        prefix, bucket = self.prefix, nonce_bucket(sender_hotkey, nonce_ns)
+        return (f"{prefix}:nonce:{{n:{bucket}}}:{sender_hotkey}:{nonce_ns}", f"{prefix}:nonce-floor:{{n:{bucket}}}")
+
     def nonce_floor(self, sender_hotkey: str, nonce_ns: int) -> str:
         """Start (ns since the epoch) of the replay store that holds this nonce's marker: a nonce older than
         it is refused, since the markers from before it are gone. Set once (``SET NX``, no expiry) by the
