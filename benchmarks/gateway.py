@@ -381,8 +381,8 @@ async def run(root: Path, redis_url: str, database_url: str) -> dict[str, Any]:
     breakdown: dict[str, float] = {}
     try:
         for workers in WORKERS:
-            subnet.start_gateway(workers)
             try:
+                subnet.start_gateway(workers)
                 assert subnet.gateway is not None
                 modes: dict[str, tuple[Call, int | None]] = {
                     "direct": (direct, None),
@@ -423,7 +423,7 @@ async def run(root: Path, redis_url: str, database_url: str) -> dict[str, Any]:
 
 
 def main() -> None:
-    console = Console()
+    console = Console(width=180)
     redis_url = resolve_url(os.environ.get("REDIS_URL"))
     with tempfile.TemporaryDirectory() as tmp:
         database_url = os.environ.get("DATABASE_URL") or f"sqlite+aiosqlite:///{Path(tmp) / 'gateway.db'}"
