@@ -59,6 +59,7 @@ from inference_subnet.validator.gateway.apikeys import ApiKeyInfo, ApiKeyStore
 from inference_subnet.validator.gateway.bodylimit import BodyLimit
 from inference_subnet.validator.gateway.dashboard import DashboardSource, dashboard_router
 from inference_subnet.validator.gateway.docs import add_offline_docs
+from inference_subnet.validator.gateway.fixed import FixedAnswers
 from inference_subnet.validator.gateway.limits import Admission, KeyLimiter
 from inference_subnet.validator.gateway.organic import OrganicFeed
 from inference_subnet.validator.gateway.requestlog import LogEntry, RequestLogWriter
@@ -80,6 +81,7 @@ from inference_subnet.validator.service import instance_id
 log = logging.getLogger(__name__)
 
 NDJSON = "application/x-ndjson"
+HEALTHY = {"status": "ok"}
 STATUS_CLIENT_CLOSED = 499
 """Logged (never sent) when a streaming client went away mid-stream."""
 STATUS_STREAM_BROKEN = 502
@@ -751,7 +753,7 @@ def create_gateway_app(
 
     @app.get("/health", tags=["service"], summary="Liveness")
     async def health() -> dict[str, str]:
-        return {"status": "ok"}
+        return HEALTHY  # GET is answered by FixedAnswers with these bytes, before routing
 
     @app.get(
         "/ready",
@@ -815,6 +817,8 @@ def create_gateway_app(
     app.add_middleware(BodyLimit, max_bytes=gw.max_body_bytes)
     # Outermost, so refusals of the body limit are counted too.
     app.add_middleware(TrafficMiddleware, counter=traffic)
+    routes = {getattr(r, "path", None): r for r in app.routes}
+    app.add_middleware(FixedAnswers, answers={"/health": HEALTHY}, routes={"/health": routes["/health"]})
     app.add_middleware(HttpInstrumentation, metrics=gateway_metrics.COMMON.http,
                        route_of=starlette_routes(app))
     return app
