@@ -72,6 +72,7 @@ from inference_subnet.validator.gateway.routing import (
     ScoreCache,
     Served,
 )
+from inference_subnet.validator.gateway.taskroutes import TaskRoutes
 from inference_subnet.validator.gateway.traffic import TrafficCounter, TrafficMiddleware, mark_key
 from inference_subnet.validator.managing.breaker import Breaker
 from inference_subnet.validator.managing.sampling import quality_bar
@@ -82,6 +83,8 @@ log = logging.getLogger(__name__)
 
 NDJSON = "application/x-ndjson"
 HEALTHY = {"status": "ok"}
+METRIC_CHILDREN_CACHE = 4096
+"""Labelled metric children kept per gateway (tasks x miner uids x outcomes); past it the cache starts over."""
 STATUS_CLIENT_CLOSED = 499
 """Logged (never sent) when a streaming client went away mid-stream."""
 STATUS_STREAM_BROKEN = 502
@@ -202,6 +205,7 @@ class Gateway:
         self.max_metagraph_age: float | None = settings.validator.max_metagraph_age_seconds
         """``/ready`` fails beyond this age; ``None`` for a fixed metagraph (a development file)."""
         self._dropped_seen = 0
+        self._children: dict[tuple[str, int, str], tuple[Any, Any, Any, Any]] = {}
 
     # -- pipeline steps -----------------------------------------------------------------------------
     async def authenticate(
@@ -296,11 +300,27 @@ class Gateway:
             )
         )
         for attempt in attempts:
-            uid = str(attempt.uid)
-            metrics.miner_requests.labels(task.name, "organic", attempt.outcome).inc()
-            metrics.miner_latency.labels(task.name, "organic").observe(attempt.latency)
-            gateway_metrics.upstream_requests.labels(task.name, uid, attempt.outcome).inc()
-            gateway_metrics.upstream_seconds.labels(task.name, uid).observe(attempt.latency)
+            counted = self._attempt_metrics(task.name, attempt.uid, attempt.outcome)
+            counted[0].inc()
+            counted[1].observe(attempt.latency)
+            counted[2].inc()
+            counted[3].observe(attempt.latency)
+
+    def _attempt_metrics(self, task: str, uid: int, outcome: str) -> tuple[Any, Any, Any, Any]:
+        """The labelled children one attempt updates, looked up once per (task, uid, outcome): ``labels()``
+        takes a lock and builds a tuple on every call. Bounded by :data:`METRIC_CHILDREN_CACHE`."""
+        key = (task, uid, outcome)
+        children = self._children.get(key)
+        if children is None:
+            if len(self._children) >= METRIC_CHILDREN_CACHE:
+                self._children.clear()
+            children = self._children[key] = (
+                metrics.miner_requests.labels(task, "organic", outcome),
+                metrics.miner_latency.labels(task, "organic"),
+                gateway_metrics.upstream_requests.labels(task, str(uid), outcome),
+                gateway_metrics.upstream_seconds.labels(task, str(uid)),
+            )
+        return children
 
     # -- the organic pipeline: what every route adapter calls ---------------------------------------
     async def run(
@@ -814,10 +834,12 @@ def create_gateway_app(
         return app.openapi_schema
 
     app.openapi = openapi  # type: ignore[method-assign]
+    routes = {getattr(r, "path", None): r for r in app.routes}
+    app.add_middleware(TaskRoutes, gateway=gateway, tasks={f"/v1/tasks/{t.name}": t for t in ordered},
+                       routes=routes)  # the hot path, without FastAPI's routing and dependencies
     app.add_middleware(BodyLimit, max_bytes=gw.max_body_bytes)
     # Outermost, so refusals of the body limit are counted too.
     app.add_middleware(TrafficMiddleware, counter=traffic)
-    routes = {getattr(r, "path", None): r for r in app.routes}
     app.add_middleware(FixedAnswers, answers={"/health": HEALTHY}, routes={"/health": routes["/health"]})
     app.add_middleware(HttpInstrumentation, metrics=gateway_metrics.COMMON.http,
                        route_of=starlette_routes(app))
