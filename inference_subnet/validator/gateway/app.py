@@ -35,6 +35,7 @@ from pydantic.json_schema import models_json_schema
 from redis.exceptions import RedisError
 from sqlalchemy import text
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp
 
 from inference_subnet.chain.types import ChainError, MetagraphSource
 from inference_subnet.protocol.task import Task
@@ -834,13 +835,19 @@ def create_gateway_app(
         return app.openapi_schema
 
     app.openapi = openapi  # type: ignore[method-assign]
-    routes = {getattr(r, "path", None): r for r in app.routes}
-    app.add_middleware(TaskRoutes, gateway=gateway, tasks={f"/v1/tasks/{t.name}": t for t in ordered},
-                       routes=routes)  # the hot path, without FastAPI's routing and dependencies
-    app.add_middleware(BodyLimit, max_bytes=gw.max_body_bytes)
-    # Outermost, so refusals of the body limit are counted too.
-    app.add_middleware(TrafficMiddleware, counter=traffic)
-    app.add_middleware(FixedAnswers, answers={"/health": HEALTHY}, routes={"/health": routes["/health"]})
-    app.add_middleware(HttpInstrumentation, metrics=gateway_metrics.COMMON.http,
-                       route_of=starlette_routes(app))
+    fastapi_stack = app.build_middleware_stack
+
+    def build_middleware_stack() -> ASGIApp:
+        """The gateway's own pure-ASGI layers outside FastAPI's (server errors, telemetry, exception
+        handlers, routing), so that ``GET /health`` and the task routes, which these layers answer,
+        pay for none of them. Built when the app first serves, after every route is added."""
+        routes = {getattr(r, "path", None): r for r in app.routes}
+        inner: ASGIApp = TaskRoutes(fastapi_stack(), gateway=gateway, routes=routes,
+                                    tasks={f"/v1/tasks/{t.name}": t for t in ordered})
+        inner = BodyLimit(inner, max_bytes=gw.max_body_bytes)
+        inner = TrafficMiddleware(inner, counter=traffic)  # refusals of the body limit are counted too
+        inner = FixedAnswers(inner, answers={"/health": HEALTHY}, routes={"/health": routes["/health"]})
+        return HttpInstrumentation(inner, metrics=gateway_metrics.COMMON.http, route_of=starlette_routes(app))
+
+    app.build_middleware_stack = build_middleware_stack  # type: ignore[method-assign]
     return app
