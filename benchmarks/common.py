@@ -43,3 +43,18 @@ def median_round(runs: Sequence[dict[str, Any]], *cpu_fields: str) -> dict[str, 
     for field in cpu_fields:
         summary[field] = statistics.median(r[field] for r in runs)
     return summary
+
+
+def tree_cpu_seconds(pid: int) -> float:
+    """CPU time of a process and of every live descendant (a supervisor and its worker processes)."""
+    total = 0.0
+    pending = [pid]
+    while pending:
+        current = pending.pop()
+        try:
+            total += cpu_seconds(current)
+            for task in Path(f"/proc/{current}/task").iterdir():
+                pending.extend(int(c) for c in (task / "children").read_text().split())
+        except (FileNotFoundError, ProcessLookupError):
+            continue
+    return total

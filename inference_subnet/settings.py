@@ -47,6 +47,7 @@ OTHER_ENV_VARS: frozenset[str] = frozenset(
     {
         CONFIG_ENV_VAR,
         "ISN_MINER_SPEC",  # a miner's worker processes receive their settings layers in it (miner/serve.py)
+        "ISN_GATEWAY_RUN_SPEC",  # gateway workers (`gateway run --workers N`) likewise (cli/gateway_serve.py)
         "ISN_LOCALNET_CHAIN_URL",  # `localnet --chain-url`
         "ISN_BIN",  # deploy/pm2: the `inference-subnet` executable
         "ISN_IMAGE_TAG",  # deploy/docker: the image tag

@@ -269,20 +269,27 @@ def run(
     netuid: NetuidOpt = None,
     database_url: DatabaseOpt = None,
     log_format: LogFormatOpt = None,
+    workers: Annotated[
+        int,
+        typer.Option(
+            "--workers", min=1, max=256,
+            help="Worker processes sharing the port (state is in Redis; /metrics sums every worker).",
+        ),
+    ] = 1,
 ) -> None:
     """Serve the organic API: API keys, per-key limits, routing to top miners with quota, the request log."""
     from inference_subnet.chain.wallet import WalletError, keypair_from_settings
     from inference_subnet.protocol.task import UnknownTask, load_task
 
-    cfg = settings(
-        service=True,
-        log_format=log_format,
-        database_url=database_url,
-        gateway={"port": port, "host": host},
-        validator={"tasks": task or None},
-        chain={"metagraph_file": metagraph_file, "netuid": netuid},
-        wallet=wallet_overrides(wallet_name, wallet_hotkey, wallet_path),
-    )
+    overrides: dict[str, Any] = {
+        "log_format": log_format,
+        "database_url": database_url,
+        "gateway": {"port": port, "host": host},
+        "validator": {"tasks": task or None},
+        "chain": {"metagraph_file": metagraph_file, "netuid": netuid},
+        "wallet": wallet_overrides(wallet_name, wallet_hotkey, wallet_path),
+    }
+    cfg = settings(service=True, **overrides)
     try:
         keypair = keypair_from_settings(cfg, ask_password=ask_password)
     except WalletError as exc:
@@ -299,7 +306,51 @@ def run(
     except OSError as exc:
         fail(f"--host/--port: cannot listen on {cfg.gateway.host}:{cfg.gateway.port}: {exc.strerror or exc}")
     with sock:
-        _run_loop(_serve(cfg, keypair, tasks, sock))
+        if workers == 1:
+            _run_loop(_serve(cfg, keypair, tasks, sock))
+        else:
+            _serve_workers(cfg, overrides, workers, sock)
+
+
+def _serve_workers(cfg: Settings, overrides: dict[str, Any], workers: int, sock: socket.socket) -> None:
+    """``workers`` processes accepting on ``sock``, under uvicorn's supervisor (which restarts a worker
+    that dies). Each rebuilds the settings from the parent's (:mod:`.gateway_serve`) and keeps its metrics
+    in a shared multiprocess directory, so a scrape answered by any worker shows them all."""
+    import os
+
+    from inference_subnet.cli.gateway_serve import FACTORY, SPEC_ENV, GatewaySpec
+    from inference_subnet.cli.miner import _shared_metrics, _supervisor_class
+    from inference_subnet.serving import server_config
+    from inference_subnet.store.redis import resolve_url
+
+    # Resolved here: with no REDIS_URL every worker shares this process's embedded Valkey.
+    spec = GatewaySpec(
+        config_file=str(state.config_file) if state.config_file else None,
+        overrides={**_json_ready(overrides), "redis_url": resolve_url(cfg.redis_url)},
+    )
+    os.environ[SPEC_ENV] = spec.to_env()
+    config = server_config(
+        FACTORY,
+        cfg.http,
+        factory=True,
+        workers=workers,
+        log_config=None,
+        access_log=False,
+        log_level=cfg.log_level.lower(),
+        lifespan="on",
+        timeout_graceful_shutdown=cfg.gateway.total_deadline_seconds,
+    )
+    log.info("gateway on %s:%d with %d workers", cfg.gateway.host, cfg.gateway.port, workers)
+    with _shared_metrics():
+        _supervisor_class()(config, sockets=[sock]).run()
+
+
+def _json_ready(value: object) -> object:
+    if isinstance(value, dict):
+        return {k: _json_ready(v) for k, v in value.items() if v is not None}
+    if isinstance(value, Path):
+        return str(value)
+    return value
 
 
 def _check_metagraph_file(path: Path) -> None:
@@ -360,55 +411,10 @@ def _server_class() -> Any:
 
 
 async def _serve(cfg: Settings, keypair: Any, tasks: dict[str, Any], sock: socket.socket) -> None:
-    from inference_subnet.miner.sources import FileMetagraphSource
+    from inference_subnet.cli.gateway_serve import build_app
     from inference_subnet.serving import server_config
-    from inference_subnet.store.coalescing import coalescing_client
-    from inference_subnet.store.keys import Keys
-    from inference_subnet.store.redis import connect, resolve_url
-    from inference_subnet.validator.client import MinerClient
-    from inference_subnet.validator.gateway.app import create_gateway_app
-    from inference_subnet.validator.managing import QuotaBook, ScoreBook
-    from inference_subnet.validator.sidecar import RedisMetagraphSource
 
-    redis_url = resolve_url(cfg.redis_url)
-    redis = connect(redis_url)
-    keys = Keys(subnet=cfg.subnet_name, netuid=cfg.chain.netuid, role=keypair.ss58_address)
-    metagraph: Any
-    if cfg.chain.metagraph_file is not None:
-        metagraph = FileMetagraphSource(cfg.chain.metagraph_file)
-    else:
-        metagraph = RedisMetagraphSource(
-            redis, keys, refresh_seconds=min(1.0, cfg.chain.metagraph_refresh_seconds)
-        )
-    client = MinerClient(keypair, ip_override=cfg.chain.ip_override,
-                         max_response_bytes=cfg.validator.max_response_bytes,
-                         max_stream_line_bytes=cfg.validator.max_stream_line_bytes,
-                         max_error_body_bytes=cfg.validator.max_error_body_bytes)
-    # Concurrent requests' key-limit, quota and lease commands share round trips.
-    coalescing = coalescing_client(redis)
-    books = coalescing or redis
-    app = create_gateway_app(
-        cfg,
-        tasks=tasks,
-        redis=redis,
-        keys=keys,
-        metagraph=metagraph,
-        miner_client=client,
-        quota_book=QuotaBook(books, keys, cfg.validator.quotas),
-        score_book=ScoreBook(books, keys, cfg.validator.scoring),
-        exclude_hotkeys=[keypair.ss58_address],
-        check_metagraph_age=cfg.chain.metagraph_file is None,  # a development file is as fresh as it is
-        coalescer=coalescing.coalescer if coalescing is not None else None,
-    )
-    log.info(
-        "gateway for validator %s on %s:%d serving %s (redis %s, database %s)",
-        keypair.ss58_address,
-        cfg.gateway.host,
-        cfg.gateway.port,
-        ", ".join(sorted(tasks)),
-        redact(redis_url),
-        redact(cfg.database_url),
-    )
+    app = build_app(cfg, keypair, tasks)
     server = _server_class()(
         server_config(
             app,
@@ -420,8 +426,4 @@ async def _serve(cfg: Settings, keypair: Any, tasks: dict[str, Any], sock: socke
             timeout_graceful_shutdown=cfg.gateway.total_deadline_seconds,
         )
     )
-    try:
-        await server.serve(sockets=[sock])
-    finally:
-        await client.aclose()
-        await redis.aclose()
+    await server.serve(sockets=[sock])

@@ -2,7 +2,7 @@
 
 A miner is untrusted and often broken: slow, refusing connections, answering 5xx or garbage. None of that
 is an exception here; every call returns a :class:`CallResult` with its outcome and latency, so loops that
-call hundreds of miners never die on one of them. Connections are pooled with a hard limit, every call has
+call hundreds of miners never die on one of them. Connections are pooled (one pool per miner address) with a hard limit, every call has
 a deadline, and every request (and every retry) is signed afresh with btauth/1 for the receiving hotkey.
 
 Requests go straight to httpx's pooled transport (``AsyncHTTPTransport``), not through an ``AsyncClient``:
@@ -51,6 +51,9 @@ _LIMITS = ValidatorSettings.model_fields
 DEFAULT_MAX_RESPONSE_BYTES: int = _LIMITS["max_response_bytes"].default
 DEFAULT_MAX_STREAM_LINE_BYTES: int = _LIMITS["max_stream_line_bytes"].default
 DEFAULT_MAX_ERROR_BODY_BYTES: int = _LIMITS["max_error_body_bytes"].default
+MAX_POOLS = 1024
+"""Connection pools kept (one per miner address); past it, pools with no connection in use are closed.
+A metagraph has at most a few hundred axons, so this only bounds axons that moved."""
 MAX_CAPACITY_BYTES = 65_536
 """Largest ``GET /capacity`` answer read: a few task names and numbers."""
 
@@ -237,10 +240,11 @@ class MinerClient:
         self.max_error_body_bytes = max_error_body_bytes
         self._connect_timeout = connect_timeout
         self._urls: dict[tuple[str, int, str], httpx.URL] = {}
-        self._transport = httpx.AsyncHTTPTransport(
-            limits=httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections),
-            trust_env=False,
-        )
+        self._limits = httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections)
+        self._pools: dict[tuple[bytes, bytes, int | None], httpx.AsyncHTTPTransport] = {}
+        """One pool per miner address, each with the connection limit: a pool looks over every one of its
+        connections on each request (to find an idle one, and to drop expired ones), so one pool for all
+        miners cost every call a scan of every miner's idle connections."""
 
     async def __aenter__(self) -> Self:
         return self
@@ -251,7 +255,25 @@ class MinerClient:
         await self.aclose()
 
     async def aclose(self) -> None:
-        await self._transport.aclose()
+        pools, self._pools = list(self._pools.values()), {}
+        for pool in pools:
+            await pool.aclose()
+
+    async def _pool(self, url: httpx.URL) -> httpx.AsyncHTTPTransport:
+        key = (url.raw_scheme, url.raw_host, url.port)
+        pool = self._pools.get(key)
+        if pool is None:
+            if len(self._pools) >= MAX_POOLS:
+                await self._close_idle_pools()
+            pool = self._pools[key] = httpx.AsyncHTTPTransport(limits=self._limits, trust_env=False)
+        return pool
+
+    async def _close_idle_pools(self) -> None:
+        """Close the pools of addresses with no request in flight (the others stay until theirs end)."""
+        for key, pool in list(self._pools.items()):
+            if all(c.is_idle() or c.is_closed() for c in pool._pool.connections):
+                del self._pools[key]
+                await pool.aclose()
 
     async def _send(
         self,
@@ -267,7 +289,7 @@ class MinerClient:
         it."""
         extensions = {"timeout": self._timeout(timeout).as_dict()}
         request = httpx.Request(method, url, content=body, headers=headers, extensions=extensions)
-        return await self._transport.handle_async_request(request)
+        return await (await self._pool(url)).handle_async_request(request)
 
     def _cap(self, task: Task) -> int:
         return task.max_response_bytes or self.max_response_bytes

@@ -37,6 +37,7 @@ from pydantic.json_schema import models_json_schema
 from redis.exceptions import RedisError
 from sqlalchemy import text
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp
 
 from inference_subnet.chain.types import ChainError, MetagraphSource
 from inference_subnet.protocol.task import Task
@@ -62,6 +63,7 @@ from inference_subnet.validator.gateway.bodylimit import BodyLimit
 from inference_subnet.validator.gateway.dashboard import DashboardSource, dashboard_router
 from inference_subnet.validator.gateway.docs import add_offline_docs
 from inference_subnet.validator.gateway.errors import OpenAIError, is_v1, openai_error_bytes, openai_error_response
+from inference_subnet.validator.gateway.fixed import FixedAnswers
 from inference_subnet.validator.gateway.limits import Admission, KeyLimiter
 from inference_subnet.validator.gateway.organic import OrganicFeed
 from inference_subnet.validator.gateway.reqheaders import (
@@ -80,6 +82,7 @@ from inference_subnet.validator.gateway.routing import (
     ScoreCache,
     Served,
 )
+from inference_subnet.validator.gateway.taskroutes import TaskRoutes
 from inference_subnet.validator.gateway.traffic import TrafficCounter, TrafficMiddleware, mark_key
 from inference_subnet.validator.managing.breaker import Breaker
 from inference_subnet.validator.managing.sampling import quality_bar
@@ -89,6 +92,9 @@ from inference_subnet.validator.service import instance_id
 log = logging.getLogger(__name__)
 
 NDJSON = "application/x-ndjson"
+HEALTHY = {"status": "ok"}
+METRIC_CHILDREN_CACHE = 4096
+"""Labelled metric children kept per gateway (tasks x miner uids x outcomes); past it the cache starts over."""
 STATUS_CLIENT_CLOSED = 499
 """Logged (never sent) when a streaming client went away mid-stream."""
 STATUS_STREAM_BROKEN = 502
@@ -224,6 +230,7 @@ class Gateway:
         self.max_metagraph_age: float | None = settings.validator.max_metagraph_age_seconds
         """``/ready`` fails beyond this age; ``None`` for a fixed metagraph (a development file)."""
         self._dropped_seen = 0
+        self._children: dict[tuple[str, int, str], tuple[Any, Any, Any, Any]] = {}
 
     # -- pipeline steps -----------------------------------------------------------------------------
     async def authenticate(
@@ -322,11 +329,27 @@ class Gateway:
             )
         )
         for attempt in attempts:
-            uid = str(attempt.uid)
-            metrics.miner_requests.labels(task.name, "organic", attempt.outcome).inc()
-            metrics.miner_latency.labels(task.name, "organic").observe(attempt.latency)
-            gateway_metrics.upstream_requests.labels(task.name, uid, attempt.outcome).inc()
-            gateway_metrics.upstream_seconds.labels(task.name, uid).observe(attempt.latency)
+            counted = self._attempt_metrics(task.name, attempt.uid, attempt.outcome)
+            counted[0].inc()
+            counted[1].observe(attempt.latency)
+            counted[2].inc()
+            counted[3].observe(attempt.latency)
+
+    def _attempt_metrics(self, task: str, uid: int, outcome: str) -> tuple[Any, Any, Any, Any]:
+        """The labelled children one attempt updates, looked up once per (task, uid, outcome): ``labels()``
+        takes a lock and builds a tuple on every call. Bounded by :data:`METRIC_CHILDREN_CACHE`."""
+        key = (task, uid, outcome)
+        children = self._children.get(key)
+        if children is None:
+            if len(self._children) >= METRIC_CHILDREN_CACHE:
+                self._children.clear()
+            children = self._children[key] = (
+                metrics.miner_requests.labels(task, "organic", outcome),
+                metrics.miner_latency.labels(task, "organic"),
+                gateway_metrics.upstream_requests.labels(task, str(uid), outcome),
+                gateway_metrics.upstream_seconds.labels(task, str(uid)),
+            )
+        return children
 
     # -- the organic pipeline: what every route adapter calls ---------------------------------------
     async def run(
@@ -785,7 +808,7 @@ def create_gateway_app(
 
     @app.get("/health", tags=["service"], summary="Liveness")
     async def health() -> dict[str, str]:
-        return {"status": "ok"}
+        return HEALTHY  # GET is answered by FixedAnswers with these bytes, before routing
 
     @app.get(
         "/ready",
@@ -848,10 +871,20 @@ def create_gateway_app(
         return app.openapi_schema
 
     app.openapi = openapi  # type: ignore[method-assign]
-    app.add_middleware(BodyLimit, max_bytes=gw.max_body_bytes)
-    app.add_middleware(ResponseHeaders)  # outside the body limit: its 413 carries a request id too
-    # Outermost, so refusals of the body limit are counted too.
-    app.add_middleware(TrafficMiddleware, counter=traffic)
-    app.add_middleware(HttpInstrumentation, metrics=gateway_metrics.COMMON.http,
-                       route_of=starlette_routes(app))
+    fastapi_stack = app.build_middleware_stack
+
+    def build_middleware_stack() -> ASGIApp:
+        """The gateway's own pure-ASGI layers outside FastAPI's (server errors, telemetry, exception
+        handlers, routing), so that ``GET /health`` and the task routes, which these layers answer,
+        pay for none of them. Built when the app first serves, after every route is added."""
+        routes = {getattr(r, "path", None): r for r in app.routes}
+        inner: ASGIApp = TaskRoutes(fastapi_stack(), gateway=gateway, routes=routes,
+                                    tasks={f"/v1/tasks/{t.name}": t for t in ordered})
+        inner = BodyLimit(inner, max_bytes=gw.max_body_bytes)
+        inner = TrafficMiddleware(inner, counter=traffic)  # refusals of the body limit are counted too
+        inner = FixedAnswers(inner, answers={"/health": HEALTHY}, routes={"/health": routes["/health"]})
+        inner = ResponseHeaders(inner)  # every answer carries a request id, a 413 or /health's included
+        return HttpInstrumentation(inner, metrics=gateway_metrics.COMMON.http, route_of=starlette_routes(app))
+
+    app.build_middleware_stack = build_middleware_stack  # type: ignore[method-assign]
     return app

@@ -3,7 +3,8 @@
 The gateway's ``/metrics`` shows these, the shared families (:mod:`inference_subnet.telemetry`) and the
 validator families it feeds with organic traffic (:data:`inference_subnet.validator.metrics.ORGANIC`).
 Labels are bounded: task names, refusal reasons, outcomes, and miner uids, which come from the metagraph
-(never from a client) and are bounded by the subnet's size.
+(never from a client) and are bounded by the subnet's size. With ``--workers N`` every value lives in the
+shared multiprocess directory (:mod:`inference_subnet.telemetry`) and a scrape sums the workers.
 """
 
 from __future__ import annotations
@@ -43,5 +44,6 @@ _ORGANIC = validator_metrics.REGISTRY.restricted_registry(validator_metrics.ORGA
 
 
 def render() -> tuple[bytes, str]:
-    """The exposition body and its content type."""
-    return telemetry.render(REGISTRY, _ORGANIC)
+    """The exposition body and its content type: every worker's values when there are several
+    (``gateway run --workers N``)."""
+    return telemetry.render(REGISTRY, _ORGANIC, shared=True)
