@@ -343,6 +343,33 @@ class ExamplesSettings(Section):
         "inference-subnet/tiny-llm",
         description="Causal LM of the `llm` example (hub id or local path; the default is built locally).",
     )
+    llm_verify: Literal["logprobs", "regenerate"] = Field(
+        "logprobs",
+        description="How the validator checks `llm` answers: `logprobs` reads each completion in one "
+        "teacher-forced pass of the reference model (or one `prompt_logprobs` call to `llm_reference_url`) "
+        "and checks its tokens are what the model would produce; `regenerate` decodes the request again "
+        "with the same seed and compares (about the miner's cost, but it also checks the seed).",
+    )
+    llm_reference_url: str | None = Field(
+        None,
+        description="OpenAI-compatible server holding the `llm` model (e.g. vLLM, `http://127.0.0.1:8000/v1`) "
+        "for `llm_verify = logprobs`: the validator then loads only the tokenizer of `llm_model`. Unset: "
+        "the model runs in the validator's process.",
+    )
+    llm_reference_model: str | None = Field(
+        None, description="Model name sent to `llm_reference_url`; default: `llm_model`."
+    )
+    llm_reference_key: SecretStr | None = Field(
+        None, description="Bearer key for `llm_reference_url` (never logged or shown)."
+    )
+    llm_reference_timeout: float = Field(
+        10.0, gt=0, description="Seconds one call to `llm_reference_url` may take, answer read in full."
+    )
+    llm_reference_top: int = Field(
+        20, ge=1, le=100,
+        description="Alternatives per position asked of `llm_reference_url` (`prompt_logprobs`; vLLM allows 20 "
+        "unless started with a larger `--max-logprobs`).",
+    )
     image_model: str = Field(
         "inference-subnet/tiny-diffusion",
         description="Diffusion pipeline of the `image` example (hub id or local path; the default is built "

@@ -1,0 +1,214 @@
+"""Verifying a language model's completion from the reference model's log-probabilities of it.
+
+Re-generating a completion costs the validator as much as it cost the miner. Reading it costs one
+teacher-forced forward pass over prompt and completion (or one ``prompt_logprobs`` call to a server that
+holds the model): for each completion token, the reference says how likely the miner's token was. This
+module turns that evidence into a quality in [0, 1]; it needs no model and does no I/O.
+
+* Greedy (temperature 0): every token must be the reference's most likely one, up to :data:`TIE_GAP`
+  nats (near-ties flip with thread counts and kernels). The score is the share that pass.
+* Sampled (temperature > 0): a token is *plausible* when the probability of drawing a token at most as
+  likely as it is at least :data:`TAIL_FLOOR` (and it lies within the ``top_p`` nucleus). That alone
+  cannot tell sampled text from text that is merely possible, so the completion's total surprisal is
+  compared with what honest sampling gives: its expectation is the summed entropy of the positions'
+  distributions and its variance their summed surprisal variances. ``z`` far above 0 is text less likely
+  than sampling gives (random tokens, another model, shuffled text); far below is text more likely than
+  sampling gives (always the argmax when the request asked for a temperature).
+* The ending: ``stop`` claims the model ended its turn, so the end-of-sequence token must pass the same
+  test at the end; ``length`` claims the token budget ran out, so the completion must be about
+  ``max_tokens`` long (counted after re-tokenization, hence :data:`LENGTH_SLACK`). A completion longer than
+  the budget is padded.
+
+What it cannot see, by construction: which seed drew a sampled completion (any honest sample passes), and
+a sampled completion cut short where the model's end-of-sequence was itself likely.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+TIE_GAP = 0.05
+"""Nats by which a greedy token may trail the argmax and still count as it."""
+TAIL_FLOOR = 1e-4
+"""Least probability, under honest sampling, of drawing a token at most as likely as the miner's."""
+NUCLEUS_SLACK = 1e-3
+"""Probability mass by which a token may lie outside the ``top_p`` nucleus (rounding across kernels)."""
+PLAUSIBLE_FULL, PLAUSIBLE_NONE = 0.95, 0.6
+"""Shares of plausible tokens that give the whole score and none of it (linear between)."""
+Z_FULL, Z_NONE = 2.5, 4.0
+"""``|z|`` of the total surprisal that keeps the whole score and that leaves none (linear between)."""
+VARIANCE_FLOOR = 0.05
+"""Variance added per token, so a nearly deterministic distribution does not make ``z`` explode."""
+LENGTH_SLACK = 0.75
+"""Share of ``max_tokens`` a ``length`` completion must reach after re-tokenization."""
+PAD_SLACK = 1.25
+"""Completions beyond ``PAD_SLACK * max_tokens + 4`` tokens are padded, whatever they say."""
+
+
+@dataclass(frozen=True)
+class TokenEvidence:
+    """What the reference says about one token the miner produced, under the request's distribution
+    (tempered by the temperature, cut to the ``top_p`` nucleus; at temperature 0, the untempered one)."""
+
+    logprob: float
+    """Log-probability of the miner's token."""
+    rank: int
+    """1 for the most likely token, ``1 + (number of strictly more likely tokens)`` otherwise."""
+    best_logprob: float
+    """Log-probability of the most likely token."""
+    mass_above: float
+    """Probability of the tokens strictly more likely than the miner's (before any nucleus cut)."""
+    entropy: float
+    """Entropy of the distribution, nats: the expected surprisal of an honest draw."""
+    variance: float
+    """Variance of an honest draw's surprisal."""
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """A completion's score and why."""
+
+    score: float
+    tokens: int
+    agreement: float
+    """Greedy: share of argmax tokens. Sampled: share of plausible tokens."""
+    z: float
+    """Standardised total surprisal (0 when greedy)."""
+    ending: bool
+    reason: str
+
+
+def _clip(x: float) -> float:
+    return min(1.0, max(0.0, x))
+
+
+def _ramp(value: float, full: float, none: float) -> float:
+    """1 at or beyond ``full``, 0 at or beyond ``none``, linear between (either direction)."""
+    return _clip((value - none) / (full - none))
+
+
+def padded(tokens: int, max_tokens: int) -> bool:
+    """Whether a completion of ``tokens`` tokens is too long for a ``max_tokens`` budget to be honest (checked
+    before any model reads it, so an over-long answer costs the validator nothing)."""
+    return tokens > PAD_SLACK * max_tokens + 4
+
+
+def is_argmax(token: TokenEvidence) -> bool:
+    return token.rank == 1 or token.best_logprob - token.logprob <= TIE_GAP
+
+
+def is_plausible(token: TokenEvidence, top_p: float = 1.0) -> bool:
+    """Whether honest sampling could reasonably have drawn this token."""
+    if not math.isfinite(token.logprob):
+        return False
+    if token.rank > 1 and token.mass_above >= top_p + NUCLEUS_SLACK:
+        return False
+    return 1.0 - token.mass_above >= TAIL_FLOOR
+
+
+def surprisal_z(tokens: Sequence[TokenEvidence]) -> float:
+    """How many standard deviations the completion's total surprisal lies from honest sampling's mean."""
+    if not tokens:
+        return 0.0
+    excess = sum(-t.logprob - t.entropy for t in tokens if math.isfinite(t.logprob))
+    if any(not math.isfinite(t.logprob) for t in tokens):
+        return math.inf
+    spread = math.sqrt(sum(max(t.variance, 0.0) for t in tokens) + VARIANCE_FLOOR * len(tokens))
+    return excess / spread
+
+
+def verify(
+    tokens: Sequence[TokenEvidence],
+    end: TokenEvidence | None,
+    *,
+    finish_reason: str,
+    max_tokens: int,
+    temperature: float,
+    top_p: float = 1.0,
+) -> Verdict:
+    """The score of a completion of ``len(tokens)`` tokens, given the reference's evidence for each and,
+    for ``end``, for the end-of-sequence token after the last one (needed when ``finish_reason`` is
+    ``stop``)."""
+    n = len(tokens)
+    if padded(n, max_tokens):
+        return Verdict(0.0, n, 0.0, 0.0, False, f"{n} tokens for a budget of {max_tokens}: padded")
+    greedy = temperature <= 0
+    if finish_reason == "stop":
+        ended = end is not None and (is_argmax(end) if greedy else is_plausible(end, top_p))
+        why = "" if ended else "claims a stop the model would not make there"
+    elif finish_reason == "length":
+        ended = n >= math.floor(LENGTH_SLACK * max_tokens)
+        why = "" if ended else f"claims the budget ran out after {n} of {max_tokens} tokens"
+    else:
+        ended, why = False, f"unknown finish reason {finish_reason!r}"
+    if greedy:
+        scored = [*tokens, end] if finish_reason == "stop" and end is not None else list(tokens)
+        agreement = sum(map(is_argmax, scored)) / len(scored) if scored else 0.0
+        score = agreement if ended else 0.0
+        return Verdict(score, n, agreement, 0.0, ended, why or f"{agreement:.0%} of tokens are the argmax")
+    scored = [*tokens, end] if finish_reason == "stop" and end is not None else list(tokens)
+    if not scored:
+        return Verdict(0.0, 0, 0.0, 0.0, False, why or "no tokens")
+    agreement = sum(is_plausible(t, top_p) for t in scored) / len(scored)
+    z = surprisal_z(scored)
+    likelihood = _ramp(abs(z), Z_FULL, Z_NONE) if math.isfinite(z) else 0.0
+    score = _ramp(agreement, PLAUSIBLE_FULL, PLAUSIBLE_NONE) * likelihood if ended else 0.0
+    reason = why or (
+        f"{agreement:.0%} plausible, surprisal z={z:+.1f}"
+        + (" (less likely than sampling)" if z > Z_FULL else " (more likely than sampling)" if z < -Z_FULL else "")
+    )
+    return Verdict(score, n, agreement, z, ended, reason)
+
+
+def evidence_from_top(
+    token_logprob: float,
+    rank: int,
+    top: Mapping[int, float],
+    *,
+    temperature: float,
+    vocab_size: int,
+    top_p: float = 1.0,
+) -> TokenEvidence:
+    """:class:`TokenEvidence` from what an inference server returns: the miner's token's untempered
+    log-probability and rank, and the ``top`` few tokens' untempered log-probabilities (vLLM's
+    ``prompt_logprobs``). The tokens beyond ``top`` are taken to share the remaining mass evenly: exact
+    for the nucleus and the token's own probability whenever it is in ``top``, an estimate of the entropy
+    otherwise (the more ``top`` holds, the better)."""
+    values = sorted((v for v in top.values() if math.isfinite(v)), reverse=True)
+    if not values or values[0] < token_logprob:
+        values = sorted([*values, token_logprob], reverse=True)
+    k = len(values)
+    tail_tokens = max(vocab_size - k, 0)
+    tail_mass = max(0.0, 1.0 - sum(math.exp(v) for v in values))
+    if temperature <= 0:
+        above = sum(math.exp(v) for v in values if v > token_logprob)
+        return TokenEvidence(token_logprob, max(rank, 1), values[0], above, 0.0, 0.0)
+    beta = 1.0 / temperature
+    # Tempered weights of the known tokens and of one tail token, relative to the largest (no overflow).
+    top_w = [math.exp(beta * (v - values[0])) for v in values]
+    tail_lp = math.log(tail_mass / tail_tokens) if tail_tokens and tail_mass > 0 else -math.inf
+    tail_w = math.exp(beta * (tail_lp - values[0])) if math.isfinite(tail_lp) else 0.0
+    total = sum(top_w) + tail_tokens * tail_w
+    probs = [w / total for w in top_w]
+    tail_p = tail_w / total
+    cut = None
+    if top_p < 1.0:
+        running = 0.0
+        for i, p in enumerate(probs):
+            running += p
+            if running >= top_p:
+                cut = i + 1
+                break
+    kept = probs[:cut] if cut is not None else probs
+    kept_tail = 0 if cut is not None else tail_tokens
+    norm = sum(kept) + kept_tail * tail_p
+    dist = [(p / norm, 1) for p in kept] + ([(tail_p / norm, kept_tail)] if kept_tail and tail_p > 0 else [])
+    entropy = -sum(c * p * math.log(p) for p, c in dist if p > 0)
+    variance = sum(c * p * math.log(p) ** 2 for p, c in dist if p > 0) - entropy**2
+    own = math.exp(beta * (token_logprob - values[0])) / total
+    above = sum(p for v, p in zip(values, probs) if v > token_logprob)
+    logprob = math.log(own / norm) if own > 0 else -math.inf
+    best = math.log(probs[0] / norm)
+    return TokenEvidence(logprob, max(rank, 1), best, above, entropy, max(variance, 0.0))
