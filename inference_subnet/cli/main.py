@@ -10,7 +10,7 @@ import typer
 from typer.core import TyperGroup
 
 from inference_subnet.cli import chain, config, gateway, localnet, miner, new, validator, wallet
-from inference_subnet.cli import simulate, task
+from inference_subnet.cli import llm, simulate, task
 from inference_subnet.cli.common import bad_input_message, fail, state
 
 
@@ -82,6 +82,7 @@ app.add_typer(validator.app, name="validator")
 app.add_typer(gateway.app, name="gateway")
 app.add_typer(config.app, name="config")
 app.add_typer(task.app, name="task")
+app.add_typer(llm.app, name="llm")
 app.command("miner")(miner.run_miner)
 app.command("localnet")(localnet.run_localnet)
 app.command("new")(new.run_new)
