@@ -6,14 +6,16 @@ holds the model): for each completion token, the reference says how likely the m
 module turns that evidence into a quality in [0, 1]; it needs no model and does no I/O.
 
 * Greedy (temperature 0): every token must be the reference's most likely one, up to :data:`TIE_GAP`
-  nats (near-ties flip with thread counts and kernels). The score is the share that pass.
+  nats (near-ties flip with thread counts and kernels); the score ramps with the share that pass.
 * Sampled (temperature > 0): a token is *plausible* when the probability of drawing a token at most as
   likely as it is at least :data:`TAIL_FLOOR` (and it lies within the ``top_p`` nucleus). That alone
   cannot tell sampled text from text that is merely possible, so the completion's total surprisal is
   compared with what honest sampling gives: its expectation is the summed entropy of the positions'
   distributions and its variance their summed surprisal variances. ``z`` far above 0 is text less likely
   than sampling gives (random tokens, another model, shuffled text); far below is text more likely than
-  sampling gives (always the argmax when the request asked for a temperature).
+  sampling gives. Text that is always the argmax when the request asked for a temperature is caught more
+  surely by counting: honest sampling draws the argmax at each position with the argmax's probability,
+  so too many argmax tokens is its own test (:func:`argmax_z`).
 * The ending: ``stop`` claims the model ended its turn, so the end-of-sequence token must pass the same
   test at the end; ``length`` claims the token budget ran out, so the completion must be about
   ``max_tokens`` long (counted after re-tokenization, hence :data:`LENGTH_SLACK`). A completion longer than
@@ -35,6 +37,10 @@ TAIL_FLOOR = 1e-4
 """Least probability, under honest sampling, of drawing a token at most as likely as the miner's."""
 NUCLEUS_SLACK = 1e-3
 """Probability mass by which a token may lie outside the ``top_p`` nucleus (rounding across kernels)."""
+ARGMAX_FULL, ARGMAX_NONE = 0.9, 0.5
+"""Greedy: shares of argmax tokens that give the whole score and none of it (linear between). Read in one
+teacher-forced pass, one flipped near-tie costs one token, not the rest of the answer, so an honest answer
+sits near 1 and a shuffled repetitive one well below."""
 PLAUSIBLE_FULL, PLAUSIBLE_NONE = 0.95, 0.6
 """Shares of plausible tokens that give the whole score and none of it (linear between)."""
 Z_FULL, Z_NONE = 2.5, 4.0
@@ -119,6 +125,16 @@ def surprisal_z(tokens: Sequence[TokenEvidence]) -> float:
     return excess / spread
 
 
+def argmax_z(tokens: Sequence[TokenEvidence]) -> float:
+    """How many standard deviations more argmax tokens the completion holds than honest sampling draws."""
+    if not tokens:
+        return 0.0
+    expected = [math.exp(t.best_logprob) for t in tokens]
+    hits = sum(t.rank == 1 for t in tokens)
+    spread = math.sqrt(sum(p * (1.0 - p) for p in expected) + VARIANCE_FLOOR * len(tokens))
+    return (hits - sum(expected)) / spread
+
+
 def verify(
     tokens: Sequence[TokenEvidence],
     end: TokenEvidence | None,
@@ -146,18 +162,20 @@ def verify(
     if greedy:
         scored = [*tokens, end] if finish_reason == "stop" and end is not None else list(tokens)
         agreement = sum(map(is_argmax, scored)) / len(scored) if scored else 0.0
-        score = agreement if ended else 0.0
+        score = _ramp(agreement, ARGMAX_FULL, ARGMAX_NONE) if ended else 0.0
         return Verdict(score, n, agreement, 0.0, ended, why or f"{agreement:.0%} of tokens are the argmax")
     scored = [*tokens, end] if finish_reason == "stop" and end is not None else list(tokens)
     if not scored:
         return Verdict(0.0, 0, 0.0, 0.0, False, why or "no tokens")
     agreement = sum(is_plausible(t, top_p) for t in scored) / len(scored)
     z = surprisal_z(scored)
-    likelihood = _ramp(abs(z), Z_FULL, Z_NONE) if math.isfinite(z) else 0.0
+    too_greedy = argmax_z(scored)
+    likelihood = _ramp(abs(z), Z_FULL, Z_NONE) * _ramp(too_greedy, Z_FULL, Z_NONE) if math.isfinite(z) else 0.0
     score = _ramp(agreement, PLAUSIBLE_FULL, PLAUSIBLE_NONE) * likelihood if ended else 0.0
     reason = why or (
         f"{agreement:.0%} plausible, surprisal z={z:+.1f}"
         + (" (less likely than sampling)" if z > Z_FULL else " (more likely than sampling)" if z < -Z_FULL else "")
+        + (f", argmax {too_greedy:+.1f} sd too often" if too_greedy > Z_FULL else "")
     )
     return Verdict(score, n, agreement, z, ended, reason)
 
@@ -172,43 +190,55 @@ def evidence_from_top(
     top_p: float = 1.0,
 ) -> TokenEvidence:
     """:class:`TokenEvidence` from what an inference server returns: the miner's token's untempered
-    log-probability and rank, and the ``top`` few tokens' untempered log-probabilities (vLLM's
-    ``prompt_logprobs``). The tokens beyond ``top`` are taken to share the remaining mass evenly: exact
-    for the nucleus and the token's own probability whenever it is in ``top``, an estimate of the entropy
-    otherwise (the more ``top`` holds, the better)."""
-    values = sorted((v for v in top.values() if math.isfinite(v)), reverse=True)
-    if not values or values[0] < token_logprob:
-        values = sorted([*values, token_logprob], reverse=True)
+    log-probability and rank, and the ``top`` likeliest tokens' untempered log-probabilities (vLLM's
+    ``prompt_logprobs``; the miner's own token may be among them or not).
+
+    The server resolves the likeliest tokens one by one and the rest only as a whole, so the evidence is
+    that of the distribution it resolves: each of the ``top`` tokens, and "one of the others" as one event
+    with the rest of the mass. A token among the ``top`` keeps its own probability; one beyond them is
+    scored as that event, and the entropy and variance are those of this coarser distribution, which keeps
+    the surprisal test exact (an honest draw's coarse surprisal has exactly that mean and variance) where
+    guessing the shape of the unseen tail would bias it. At a temperature other than 1 the tail's tempered
+    mass is estimated as if spread evenly over its tokens. Coarser evidence is weaker evidence: random text
+    from a model whose ``top`` holds little of the mass passes more easily than against the full
+    distribution."""
+    head = {t: v for t, v in top.items() if math.isfinite(v)}
+    in_head = rank <= len(head) or token_logprob >= min(head.values(), default=math.inf)
+    values = sorted(head.values(), reverse=True)
+    if not values:
+        values = [token_logprob]
+        in_head = True
     k = len(values)
     tail_tokens = max(vocab_size - k, 0)
-    tail_mass = max(0.0, 1.0 - sum(math.exp(v) for v in values))
+    tail_mass = max(0.0, 1.0 - sum(math.exp(v) for v in values)) if tail_tokens else 0.0
+    above = sum(math.exp(v) for v in values if v > token_logprob)
     if temperature <= 0:
-        above = sum(math.exp(v) for v in values if v > token_logprob)
         return TokenEvidence(token_logprob, max(rank, 1), values[0], above, 0.0, 0.0)
     beta = 1.0 / temperature
-    # Tempered weights of the known tokens and of one tail token, relative to the largest (no overflow).
-    top_w = [math.exp(beta * (v - values[0])) for v in values]
-    tail_lp = math.log(tail_mass / tail_tokens) if tail_tokens and tail_mass > 0 else -math.inf
-    tail_w = math.exp(beta * (tail_lp - values[0])) if math.isfinite(tail_lp) else 0.0
-    total = sum(top_w) + tail_tokens * tail_w
-    probs = [w / total for w in top_w]
+    # Tempered weights relative to the likeliest token (no overflow); the tail's as tail_tokens even shares.
+    head_w = [math.exp(beta * (v - values[0])) for v in values]
+    tail_w = tail_tokens * math.exp(beta * (math.log(tail_mass / tail_tokens) - values[0])) if tail_mass > 0 else 0.0
+    total = sum(head_w) + tail_w
+    probs = [w / total for w in head_w]
     tail_p = tail_w / total
-    cut = None
+    above_t = sum(p for v, p in zip(values, probs) if v > token_logprob)
+    events = [*probs, tail_p]
     if top_p < 1.0:
-        running = 0.0
-        for i, p in enumerate(probs):
-            running += p
+        # The nucleus: the likeliest events whose mass reaches top_p (the tail, last, only if needed).
+        running, kept = 0.0, []
+        for p in events:
             if running >= top_p:
-                cut = i + 1
                 break
-    kept = probs[:cut] if cut is not None else probs
-    kept_tail = 0 if cut is not None else tail_tokens
-    norm = sum(kept) + kept_tail * tail_p
-    dist = [(p / norm, 1) for p in kept] + ([(tail_p / norm, kept_tail)] if kept_tail and tail_p > 0 else [])
-    entropy = -sum(c * p * math.log(p) for p, c in dist if p > 0)
-    variance = sum(c * p * math.log(p) ** 2 for p, c in dist if p > 0) - entropy**2
-    own = math.exp(beta * (token_logprob - values[0])) / total
-    above = sum(p for v, p in zip(values, probs) if v > token_logprob)
+            kept.append(p)
+            running += p
+        events = kept
+    norm = sum(events)
+    dist = [p / norm for p in events if p > 0]
+    entropy = -sum(p * math.log(p) for p in dist)
+    variance = sum(p * math.log(p) ** 2 for p in dist) - entropy**2
+    if in_head:
+        own = math.exp(beta * (token_logprob - values[0])) / total
+    else:
+        own = tail_p
     logprob = math.log(own / norm) if own > 0 else -math.inf
-    best = math.log(probs[0] / norm)
-    return TokenEvidence(logprob, max(rank, 1), best, above, entropy, max(variance, 0.0))
+    return TokenEvidence(logprob, max(rank, 1), math.log(probs[0] / norm), above_t, entropy, max(variance, 0.0))

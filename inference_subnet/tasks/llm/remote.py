@@ -118,6 +118,8 @@ class RemoteReference:
             others = {t: lp for t, (lp, _) in top.items()}
             if rank < 1:  # a server that gives no ranks: at least as low as the known tokens above it
                 rank = 1 + sum(lp > logprob for lp in others.values())
+            if rank > self.top:  # the server adds the prompt's own token beyond its top: not one of them
+                others.pop(token, None)
             evidence.append(evidence_from_top(logprob, rank, others, temperature=temperature,
                                               vocab_size=vocab_size, top_p=top_p))
         return evidence[:-1], evidence[-1]
