@@ -32,6 +32,7 @@ from pydantic import (
     SecretStr,
     ValidationError,
     field_validator,
+    model_validator,
 )
 from pydantic_settings import (
     BaseSettings,
@@ -343,12 +344,15 @@ class ExamplesSettings(Section):
         "inference-subnet/tiny-llm",
         description="Causal LM of the `llm` example (hub id or local path; the default is built locally).",
     )
-    llm_verify: Literal["logprobs", "regenerate"] = Field(
+    llm_verify: Literal["logprobs", "replay", "regenerate"] = Field(
         "logprobs",
         description="How the validator checks `llm` answers: `logprobs` reads each completion in one "
         "teacher-forced pass of the reference model (or one `prompt_logprobs` call to `llm_reference_url`) "
-        "and checks its tokens are what the model would produce; `regenerate` decodes the request again "
-        "with the same seed and compares (about the miner's cost, but it also checks the seed).",
+        "and checks its tokens are what the model produces at the request's temperature, whatever engine "
+        "the miner runs (it does not check the seed); `replay` adds, from the same pass, the reference "
+        "sampler's draws with the request's seed, which must be the miner's tokens (for miners running the "
+        "reference handler; in process only); `regenerate` decodes the request again with the same seed and "
+        "compares (about the miner's cost).",
     )
     llm_reference_url: str | None = Field(
         None,
@@ -414,6 +418,13 @@ class ExamplesSettings(Section):
         description="Face detector of the `vision` miner: a Haar cascade file name in OpenCV's "
         "`cv2.data.haarcascades`, or a path to a cascade XML.",
     )
+
+    @model_validator(mode="after")
+    def _replay_needs_the_model(self) -> ExamplesSettings:
+        if self.llm_verify == "replay" and self.llm_reference_url:
+            raise ValueError("examples.llm_verify = replay draws with the model's own sampler, in process: "
+                             "unset examples.llm_reference_url or choose logprobs")
+        return self
 
 
 class BuilderSettings(Section):

@@ -90,6 +90,24 @@ def test_what_sampling_hides(generator: TextGenerator, other: TextGenerator) -> 
     assert fmean(table["shuffled"]) >= 0.5
 
 
+@pytest.mark.parametrize("temperature", [0.0, 0.8])
+def test_replay_with_the_seed_catches_what_sampling_hides(
+    generator: TextGenerator, other: TextGenerator, monkeypatch: pytest.MonkeyPatch, temperature: float
+) -> None:
+    """``replay``: the same forward pass, drawn from with the request's seed, repeats an honest miner's
+    every token, so every fault scores low, another seed's honest sample too."""
+    monkeypatch.setenv("ISN_EXAMPLES__LLM_VERIFY", "replay")
+    rng = random.Random(11)
+    for request in fixed_requests(temperature):
+        honest = reply(generator, request)
+        answers = {"honest": honest, **faulty(generator, other, request, honest, rng)}
+        if temperature > 0:
+            answers["another seed"] = reply(generator, request.model_copy(update={"seed": request.seed + 1}))
+        scores = dict(zip(answers, TASK.score(request, list(answers.values()), [0.1] * len(answers))))
+        assert scores.pop("honest") >= 0.9
+        assert max(scores.values()) <= 0.2, sorted(scores.items())
+
+
 def test_token_ids_that_do_not_spell_the_text_are_ignored(generator: TextGenerator) -> None:
     request = fixed_requests(0.0)[0]
     honest = reply(generator, request)

@@ -17,6 +17,8 @@ from inference_subnet.scorers.logprobs import (
     is_argmax,
     is_plausible,
     padded,
+    replay_agreement,
+    replay_score,
     surprisal_z,
     verify,
 )
@@ -166,3 +168,13 @@ def test_top_k_evidence_is_the_exact_evidence_of_the_distribution_a_server_resol
     assert math.isclose(got.logprob, math.log(own / norm), abs_tol=1e-9)
     assert math.isclose(got.entropy, exact_entropy, rel_tol=1e-9, abs_tol=1e-9)
     assert got.variance >= 0.0
+
+
+def test_replay_agreement_counts_the_end_and_needs_the_budget_spent_for_a_length() -> None:
+    ends = frozenset({0, 2})
+    assert replay_agreement([5, 6, 7], [5, 6, 7, 2], end_ids=ends, finish_reason="stop", max_tokens=8) == 1.0
+    assert replay_agreement([5, 6, 7], [5, 6, 7, 9], end_ids=ends, finish_reason="stop", max_tokens=8) == 0.0
+    assert replay_agreement([5, 6, 7], [5, 9, 7, 0], end_ids=ends, finish_reason="stop", max_tokens=8) == 0.75
+    assert replay_agreement([5, 6], [5, 6, 1], end_ids=ends, finish_reason="length", max_tokens=2) == 1.0
+    assert replay_agreement([5, 6], [5, 6, 1], end_ids=ends, finish_reason="length", max_tokens=4) == 0.0
+    assert replay_score(0.95) == 1.0 and replay_score(0.5) == 0.0

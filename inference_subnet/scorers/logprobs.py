@@ -22,7 +22,10 @@ module turns that evidence into a quality in [0, 1]; it needs no model and does 
   the budget is padded.
 
 What it cannot see, by construction: which seed drew a sampled completion (any honest sample passes), and
-a sampled completion cut short where the model's end-of-sequence was itself likely.
+a sampled completion cut short where the model's end-of-sequence was itself likely. When miners run the
+reference's own sampler and send their token ids, :func:`replay_agreement` sees both: the same forward pass
+gives every position's distribution, and drawing from them with the request's seed repeats the miner's
+draws.
 """
 
 from __future__ import annotations
@@ -242,3 +245,27 @@ def evidence_from_top(
         own = tail_p
     logprob = math.log(own / norm) if own > 0 else -math.inf
     return TokenEvidence(logprob, max(rank, 1), math.log(probs[0] / norm), above_t, entropy, max(variance, 0.0))
+
+
+def replay_agreement(
+    completion: Sequence[int], replayed: Sequence[int], *, end_ids: frozenset[int], finish_reason: str,
+    max_tokens: int,
+) -> float:
+    """Share of positions where the reference's sampler, replayed with the request's seed over the miner's
+    own tokens, drew the miner's token; 0 when the ending is false (for a ``stop``, the draw after the last
+    token must end the turn; for a ``length``, the budget must be spent exactly). Each draw consumes the seeded generator alike whatever
+    was drawn before, so one flipped near-tie costs one position, not the rest."""
+    n = len(completion)
+    if len(replayed) != n + 1:
+        raise ValueError(f"{len(replayed)} replayed draws for {n} tokens: expected one more")
+    hits = sum(a == b for a, b in zip(completion, replayed))
+    if finish_reason == "stop":  # the claimed ending is the claim that matters most: it must hold
+        return (hits + 1) / (n + 1) if replayed[n] in end_ids else 0.0
+    if finish_reason == "length" and n == max_tokens:
+        return hits / n
+    return 0.0
+
+
+def replay_score(agreement: float) -> float:
+    """A replay's agreement as a score, on the greedy ramp (:data:`ARGMAX_FULL`, :data:`ARGMAX_NONE`)."""
+    return _ramp(agreement, ARGMAX_FULL, ARGMAX_NONE)

@@ -107,6 +107,18 @@ class Generation:
         return self.pieces
 
 
+@dataclass(frozen=True)
+class Reading:
+    """One teacher-forced pass over a completion (:meth:`TextGenerator.read`)."""
+
+    tokens: list[TokenEvidence]
+    """The evidence for each completion token."""
+    end: TokenEvidence
+    """The evidence for ending the turn after the last token."""
+    replayed: list[int] | None = None
+    """With a seed: the token the model's sampler draws at each completion position and after the last."""
+
+
 class TextGenerator:
     """A loaded model and tokenizer. Thread-safe: each decoding has its own state and random generator."""
 
@@ -249,6 +261,24 @@ class TextGenerator:
 
         The prompt is cut from the left as :meth:`decode` cuts it for ``max_new_tokens`` (default: the
         completion's length), so the positions the miner decoded from are the ones scored."""
+        reading = self.read(prompt_ids, completion_ids, temperature=temperature, top_p=top_p,
+                            max_new_tokens=max_new_tokens)
+        return reading.tokens, reading.end
+
+    def read(
+        self,
+        prompt_ids: Sequence[int],
+        completion_ids: Sequence[int],
+        *,
+        temperature: float,
+        top_p: float = 1.0,
+        max_new_tokens: int | None = None,
+        seed: int | None = None,
+    ) -> Reading:
+        """:meth:`token_logprobs`, and with a ``seed`` the tokens this model's own sampler draws at each
+        position from the same forward pass (:attr:`Reading.replayed`): the draws :meth:`decode` makes for
+        that seed when the completion is its own, at no second pass, since a draw consumes the seeded
+        generator alike whatever the distribution."""
         import torch
 
         completion = list(completion_ids)
@@ -264,6 +294,14 @@ class TextGenerator:
         # Row i predicts token i + 1: the rows from the prompt's last token on predict the completion, and
         # the last row predicts what follows it (the end of the turn, for a ``stop``).
         rows = logits[len(prompt) - 1 :].float()
+        replayed = None
+        if seed is not None:
+            if temperature <= 0:
+                replayed = [int(t) for t in torch.argmax(rows, dim=-1)]
+            else:
+                generator = torch.Generator().manual_seed(seed)
+                tempered = torch.softmax(rows / temperature, dim=-1)
+                replayed = [int(torch.multinomial(tempered[i], 1, generator=generator)) for i in range(len(rows))]
         scale = 1.0 / temperature if temperature > 0 else 1.0
         logp = torch.log_softmax(rows * scale, dim=-1)
         probs = logp.exp()
@@ -292,7 +330,7 @@ class TextGenerator:
                           float(entropy[i]), max(float(variance[i]), 0.0))
             for i in range(len(chosen))
         ]
-        return evidence[:-1], evidence[-1]
+        return Reading(evidence[:-1], evidence[-1], replayed)
 
     @staticmethod
     def _finish(generation: Generation) -> Generation:

@@ -4,6 +4,8 @@ Scoring (``examples.llm_verify``) reads the answer by default: one teacher-force
 model over prompt and answer says how likely each answer token was, and :mod:`~inference_subnet.tasks.llm.
 verify` checks the answer is what the model produces at the request's temperature (the argmax when greedy).
 It costs a fraction of decoding and the model may sit on another server; it does not check the seed.
+``replay`` also draws, from the same pass, with the reference sampler and the request's seed: exact, for
+miners that run the reference handler.
 
 Or scoring reproduces the answer (``regenerate``): the validator decodes the same conversation with the
 same model, seed and temperature, and compares. Token-level agreement is the main signal (an honest miner matches token for
@@ -131,7 +133,7 @@ class LLMTask(Task[LLMRequest, LLMResponse]):
         if all(r is None for r in responses):
             return [0.0] * len(responses)
         settings = example_settings()
-        if settings.llm_verify == "logprobs":
+        if settings.llm_verify in ("logprobs", "replay"):
             return self._score_by_logprobs(request, responses, timings, settings)
         return self._score_by_regenerating(request, responses, timings)
 
@@ -142,7 +144,7 @@ class LLMTask(Task[LLMRequest, LLMResponse]):
         from inference_subnet.tasks.llm.verify import reference_for, verdicts
 
         answers = [(r.text, r.finish_reason, tuple(r.token_ids or ())) for r in responses if r is not None]
-        judged = verdicts(reference_for(settings), request, answers)
+        judged = verdicts(reference_for(settings), request, answers, replay=settings.llm_verify == "replay")
         return [
             0.0 if r is None
             else speed_scaled(judged[(r.text, r.finish_reason, tuple(r.token_ids or ()))].score, seconds,

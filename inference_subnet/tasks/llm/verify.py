@@ -16,9 +16,17 @@ more. Real models rarely sample either; the tiny built-in model, nearly uniform,
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import replace
 from typing import Any, Protocol
 
-from inference_subnet.scorers.logprobs import TokenEvidence, Verdict, padded, verify
+from inference_subnet.scorers.logprobs import (
+    TokenEvidence,
+    Verdict,
+    padded,
+    replay_agreement,
+    replay_score,
+    verify,
+)
 from inference_subnet.settings import ExamplesSettings
 from inference_subnet.tasks.tiny import ProcessCache
 
@@ -60,6 +68,14 @@ class LocalReference:
         return self.generator.token_logprobs(prompt, completion, temperature=temperature,
                                              max_new_tokens=max_tokens)
 
+    def replay(self, prompt: Sequence[int], completion: Sequence[int], *, temperature: float, max_tokens: int,
+               seed: int) -> tuple[list[TokenEvidence], TokenEvidence, list[int]]:
+        """The evidence and, from the same pass, the sampler's draws for ``seed``."""
+        reading = self.generator.read(prompt, completion, temperature=temperature, max_new_tokens=max_tokens,
+                                      seed=seed)
+        assert reading.replayed is not None
+        return reading.tokens, reading.end, reading.replayed
+
 
 class ServerReference:
     """A server holding the model (``examples.llm_reference_url``); only its tokenizer is loaded here."""
@@ -98,7 +114,7 @@ class ServerReference:
 
 def reference_for(settings: ExamplesSettings) -> Reference:
     """The configured reference, once per process."""
-    if settings.llm_reference_url:
+    if settings.llm_reference_url and settings.llm_verify != "replay":
         key = f"{settings.llm_reference_url}|{settings.llm_reference_model or settings.llm_model}"
         return _REMOTES.get(key, lambda: ServerReference(settings))
     return LocalReference(settings.llm_model)
@@ -119,8 +135,11 @@ def completion_ids(reference: Reference, text: str, claimed: Sequence[int]) -> l
     return reference.encode(text)
 
 
-def verdicts(reference: Reference, request: Any, answers: Sequence[Answer]) -> dict[Answer, Verdict]:
-    """The verdict on each distinct answer to ``request`` (an ``LLMRequest``)."""
+def verdicts(reference: Reference, request: Any, answers: Sequence[Answer], *, replay: bool = False
+             ) -> dict[Answer, Verdict]:
+    """The verdict on each distinct answer to ``request`` (an ``LLMRequest``). With ``replay`` (a
+    :class:`LocalReference` only), the reference's sampler must also draw the answer's tokens with the
+    request's seed: the verdict's score is the lower of the two."""
     prompt = reference.prompt_ids([m.model_dump() for m in request.messages])
     out: dict[Answer, Verdict] = {}
     for text, finish, claimed in dict.fromkeys(answers):
@@ -129,8 +148,21 @@ def verdicts(reference: Reference, request: Any, answers: Sequence[Answer]) -> d
             out[(text, finish, claimed)] = Verdict(0.0, len(completion), 0.0, 0.0, False,
                                           f"{len(completion)} tokens for a budget of {request.max_tokens}: padded")
             continue
-        tokens, end = reference.evidence(prompt, completion, temperature=request.temperature,
-                                         max_tokens=request.max_tokens)
-        out[(text, finish, claimed)] = verify(tokens, end, finish_reason=finish, max_tokens=request.max_tokens,
-                                     temperature=request.temperature)
+        if replay and isinstance(reference, LocalReference):
+            tokens, end, drawn = reference.replay(prompt, completion, temperature=request.temperature,
+                                                  max_tokens=request.max_tokens, seed=request.seed)
+        else:
+            drawn = None
+            tokens, end = reference.evidence(prompt, completion, temperature=request.temperature,
+                                             max_tokens=request.max_tokens)
+        verdict = verify(tokens, end, finish_reason=finish, max_tokens=request.max_tokens,
+                         temperature=request.temperature)
+        if drawn is not None:
+            agreement = replay_agreement(completion, drawn, end_ids=reference.generator.eos_ids,
+                                         finish_reason=finish, max_tokens=request.max_tokens)
+            replayed = replay_score(agreement)
+            if replayed < verdict.score:
+                verdict = replace(verdict, score=replayed,
+                                  reason=f"the seed's draws agree on {agreement:.0%} of positions")
+        out[(text, finish, claimed)] = verdict
     return out
