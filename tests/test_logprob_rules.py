@@ -177,4 +177,4 @@ def test_replay_agreement_counts_the_end_and_needs_the_budget_spent_for_a_length
     assert replay_agreement([5, 6, 7], [5, 9, 7, 0], end_ids=ends, finish_reason="stop", max_tokens=8) == 0.75
     assert replay_agreement([5, 6], [5, 6, 1], end_ids=ends, finish_reason="length", max_tokens=2) == 1.0
     assert replay_agreement([5, 6], [5, 6, 1], end_ids=ends, finish_reason="length", max_tokens=4) == 0.0
-    assert replay_score(0.95) == 1.0 and replay_score(0.5) == 0.0
+    assert replay_score(0.95) == 1.0 and replay_score(0.7) == 0.0 and 0 < replay_score(0.85) < 1

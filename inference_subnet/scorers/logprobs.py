@@ -266,6 +266,12 @@ def replay_agreement(
     return 0.0
 
 
+REPLAY_FULL, REPLAY_NONE = 0.95, 0.75
+"""Replay: shares of agreeing draws that give the whole score and none of it. Honest answers agree on every
+draw but a rare near-boundary one. Stricter than the greedy ramp because a nearly flat model's draws are
+decided by the seed more than by the model, so another model with the same seed agrees on many."""
+
+
 def replay_score(agreement: float) -> float:
-    """A replay's agreement as a score, on the greedy ramp (:data:`ARGMAX_FULL`, :data:`ARGMAX_NONE`)."""
-    return _ramp(agreement, ARGMAX_FULL, ARGMAX_NONE)
+    """A replay's agreement as a score (:data:`REPLAY_FULL`, :data:`REPLAY_NONE`)."""
+    return _ramp(agreement, REPLAY_FULL, REPLAY_NONE)
