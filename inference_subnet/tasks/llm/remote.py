@@ -24,6 +24,7 @@ from typing import Any
 import httpx
 from pydantic import SecretStr
 
+from inference_subnet.redaction import redact_url
 from inference_subnet.scorers.logprobs import TokenEvidence, evidence_from_top
 
 MAX_TOP = 20
@@ -58,6 +59,8 @@ class RemoteReference:
         if not 1 <= top <= 100:
             raise ValueError(f"top must be 1 to 100, got {top}")
         self.url = completions_url(base_url)
+        self.shown = redact_url(self.url)
+        """The URL as errors name it: a password in it masked."""
         self.model = model
         self.top = top
         self.timeout = timeout
@@ -87,13 +90,13 @@ class RemoteReference:
         try:
             entries = json.loads(raw)["choices"][0]["prompt_logprobs"]
         except (ValueError, KeyError, IndexError, TypeError):
-            raise ReferenceError(f"{self.url} did not answer prompt_logprobs: {raw[:200]!r}") from None
+            raise ReferenceError(f"{self.shown} did not answer prompt_logprobs: {raw[:200]!r}") from None
         if not isinstance(entries, list) or len(entries) != len(ids):
             raise ReferenceError(
-                f"{self.url} answered {len(entries) if isinstance(entries, list) else 'no'} prompt_logprobs "
+                f"{self.shown} answered {len(entries) if isinstance(entries, list) else 'no'} prompt_logprobs "
                 f"entries for {len(ids)} tokens"
             )
-        return [_entry(e, self.url) for e in entries[1:]]
+        return [_entry(e, self.shown) for e in entries[1:]]
 
     def token_logprobs(
         self,
@@ -113,7 +116,7 @@ class RemoteReference:
         evidence = []
         for token, top in zip([*completion_ids, end_id], positions):
             if token not in top:
-                raise ReferenceError(f"{self.url} left token {token} out of its own prompt_logprobs")
+                raise ReferenceError(f"{self.shown} left token {token} out of its own prompt_logprobs")
             logprob, rank = top[token]
             others = {t: lp for t, (lp, _) in top.items()}
             if rank < 1:  # a server that gives no ranks: at least as low as the known tokens above it
@@ -132,16 +135,16 @@ class RemoteReference:
                 for chunk in response.iter_bytes():
                     size += len(chunk)
                     if size > self.max_bytes:
-                        raise ReferenceError(f"{self.url} answered more than {self.max_bytes} bytes")
+                        raise ReferenceError(f"{self.shown} answered more than {self.max_bytes} bytes")
                     if time.monotonic() > deadline:
-                        raise ReferenceError(f"{self.url} took more than {self.timeout:g} s")
+                        raise ReferenceError(f"{self.shown} took more than {self.timeout:g} s")
                     chunks.append(chunk)
                 raw = b"".join(chunks)
                 if response.status_code != 200:
-                    raise ReferenceError(f"{self.url} answered {response.status_code}: {raw[:200]!r}")
+                    raise ReferenceError(f"{self.shown} answered {response.status_code}: {raw[:200]!r}")
                 return raw
         except httpx.HTTPError as exc:
-            raise ReferenceError(f"{self.url}: {type(exc).__name__}: {exc}") from None
+            raise ReferenceError(f"{self.shown}: {type(exc).__name__}: {exc}") from None
 
 
 def _entry(entry: Any, url: str) -> dict[int, tuple[float, int]]:
