@@ -108,6 +108,21 @@ def test_replay_with_the_seed_catches_what_sampling_hides(
         assert max(scores.values()) <= 0.2, sorted(scores.items())
 
 
+@pytest.mark.parametrize("temperature", [0.0, 0.8])
+async def test_the_framework_s_wrong_miner_scores_low(temperature: float) -> None:
+    """The local subnet's ``wrong`` behaviour (every chunk corrupted, token ids included) through the real
+    handler, scored by the default verification."""
+    from inference_subnet.protocol.handlers import load_handler
+
+    for request in fixed_requests(temperature)[:3]:
+        answers = []
+        for behaviour in ("honest", "wrong"):
+            handler = load_handler(TASK, {"behaviour": behaviour, "seed": 1})
+            answers.append(TASK.assemble([chunk async for chunk in handler(request)]))  # type: ignore[union-attr]
+        honest, wrong = TASK.score(request, answers, [0.1, 0.1])
+        assert honest >= 0.9 and wrong <= 0.2, (honest, wrong)
+
+
 def test_token_ids_that_do_not_spell_the_text_are_ignored(generator: TextGenerator) -> None:
     request = fixed_requests(0.0)[0]
     honest = reply(generator, request)
