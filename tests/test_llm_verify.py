@@ -1,9 +1,10 @@
 """The ``llm`` example verified by log-probabilities, with its real tiny model: on a fixed set of prompts an
 honest miner scores at least 0.9 and another model, a truncated, shuffled or random answer at most 0.2
 (greedy); sampled at 0.8, another model, random tokens, the greedy reply and an answer cut short but
-claiming the budget ran out score at most 0.2. The evidence of an OpenAI-compatible server (the project's own,
-vLLM-shaped ``prompt_logprobs``) equals the in-process model's, and a validator pointed at it scores alike
-(coarser when sampled: the server resolves 20 tokens); the server's answer is bounded. ``regenerate`` stays selectable and still checks the seed."""
+claiming the budget ran out score at most 0.2, and with ``replay`` every fault does. The evidence of an
+OpenAI-compatible server (the project's own, vLLM-shaped ``prompt_logprobs``) equals the in-process
+model's, and a validator pointed at it scores alike (coarser when sampled: the server resolves 20 tokens);
+the server's answer is bounded. ``regenerate`` stays selectable and still checks the seed."""
 
 from __future__ import annotations
 
@@ -188,11 +189,17 @@ def test_a_validator_pointed_at_a_server_scores_like_one_holding_the_model(
                 assert score["truncated (claims length)"] <= 0.2 and score["greedy instead of sampled"] <= 0.2
 
 
+HOSTILE_BODIES = {
+    "endless": b"x" * 10_000_000,
+    "shape": json.dumps({"choices": [{"text": "hi"}]}).encode(),
+    "count": json.dumps({"choices": [{"prompt_logprobs": [None]}]}).encode(),
+}
+
+
 class _Hostile(BaseHTTPRequestHandler):
     def do_POST(self) -> None:  # noqa: N802 - the standard library's spelling
         self.rfile.read(int(self.headers.get("content-length", 0)))
-        body = {"endless": b"x" * 10_000_000, "shape": json.dumps({"choices": [{"text": "hi"}]}).encode(),
-                "count": json.dumps({"choices": [{"prompt_logprobs": [None]}]}).encode()}[self.server.mode]  # type: ignore[attr-defined]
+        body = HOSTILE_BODIES[self.server.mode]  # type: ignore[attr-defined]
         self.send_response(200)
         self.send_header("content-length", str(len(body)))
         self.end_headers()

@@ -253,8 +253,9 @@ def replay_agreement(
 ) -> float:
     """Share of positions where the reference's sampler, replayed with the request's seed over the miner's
     own tokens, drew the miner's token; 0 when the ending is false (for a ``stop``, the draw after the last
-    token must end the turn; for a ``length``, the budget must be spent exactly). Each draw consumes the seeded generator alike whatever
-    was drawn before, so one flipped near-tie costs one position, not the rest."""
+    token must end the turn; for a ``length``, the budget must be spent exactly). Each draw consumes the
+    seeded generator alike whatever was drawn before, so one flipped near-tie costs one position, not the
+    rest."""
     n = len(completion)
     if len(replayed) != n + 1:
         raise ValueError(f"{len(replayed)} replayed draws for {n} tokens: expected one more")

@@ -9,11 +9,9 @@ sampled request) the greedy reply, all with token ids that spell their text, as 
 from __future__ import annotations
 
 import random
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
-
-from inference_subnet.tasks.llm.model import TextGenerator, build_tiny_llm, load_text_generator
+from inference_subnet.tasks.llm.model import FinishReason, TextGenerator, build_tiny_llm, load_text_generator
 from inference_subnet.tasks.llm.task import LLMRequest, LLMResponse
 
 OTHER_SEED = 7
@@ -36,9 +34,8 @@ def reply(generator: TextGenerator, request: LLMRequest, *, temperature: float |
                        completion_tokens=len(out.token_ids), token_ids=list(out.token_ids))
 
 
-def _from_ids(generator: TextGenerator, ids: list[int], finish: str) -> LLMResponse:
-    return LLMResponse(text=generator._text(ids), finish_reason=finish, completion_tokens=len(ids),  # type: ignore[arg-type]
-                       token_ids=ids)
+def _from_ids(generator: TextGenerator, ids: list[int], finish: FinishReason) -> LLMResponse:
+    return LLMResponse(text=generator._text(ids), finish_reason=finish, completion_tokens=len(ids), token_ids=ids)
 
 
 def faulty(generator: TextGenerator, other: TextGenerator, request: LLMRequest, honest: LLMResponse,
@@ -63,5 +60,3 @@ def faulty(generator: TextGenerator, other: TextGenerator, request: LLMRequest, 
         faults["greedy instead of sampled"] = reply(generator, request, temperature=0.0)
     return faults
 
-
-FaultMaker = Callable[[TextGenerator, TextGenerator, LLMRequest, LLMResponse, random.Random], Mapping[str, Any]]

@@ -8,8 +8,8 @@ It costs a fraction of decoding and the model may sit on another server; it does
 miners that run the reference handler.
 
 Or scoring reproduces the answer (``regenerate``): the validator decodes the same conversation with the
-same model, seed and temperature, and compares. Token-level agreement is the main signal (an honest miner matches token for
-token, greedy or seeded); sentence-embedding similarity is a softer one for answers that drift apart
+same model, seed and temperature, and compares. Token-level agreement is the main signal (an honest miner
+matches token for token, greedy or seeded); sentence-embedding similarity is a softer one for answers that drift apart
 midway (a different CPU thread count can flip one near-tie). Speed scales the result a little, so a fast
 wrong answer is still worth nothing.
 
