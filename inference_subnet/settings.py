@@ -32,6 +32,7 @@ from pydantic import (
     SecretStr,
     ValidationError,
     field_validator,
+    model_validator,
 )
 from pydantic_settings import (
     BaseSettings,
@@ -377,6 +378,36 @@ class ExamplesSettings(Section):
     llm_backend_connections: int = Field(
         64, ge=1, le=4096, description="Most connections one miner process opens to `llm_backend_url`."
     )
+    llm_verify: Literal["logprobs", "replay", "regenerate"] = Field(
+        "logprobs",
+        description="How the validator checks `llm` answers: `logprobs` reads each completion in one "
+        "teacher-forced pass of the reference model (or one `prompt_logprobs` call to `llm_reference_url`) "
+        "and checks its tokens are what the model produces at the request's temperature, whatever engine "
+        "the miner runs (it does not check the seed); `replay` adds, from the same pass, the reference "
+        "sampler's draws with the request's seed, which must be the miner's tokens (for miners running the "
+        "reference handler; in process only); `regenerate` decodes the request again with the same seed and "
+        "compares (about the miner's cost).",
+    )
+    llm_reference_url: str | None = Field(
+        None,
+        description="OpenAI-compatible server holding the `llm` model (e.g. vLLM, `http://127.0.0.1:8000/v1`) "
+        "for `llm_verify = logprobs`: the validator then loads only the tokenizer of `llm_model`. Unset: "
+        "the model runs in the validator's process.",
+    )
+    llm_reference_model: str | None = Field(
+        None, description="Model name sent to `llm_reference_url`; default: `llm_model`."
+    )
+    llm_reference_key: SecretStr | None = Field(
+        None, description="Bearer key for `llm_reference_url` (never logged or shown)."
+    )
+    llm_reference_timeout: float = Field(
+        10.0, gt=0, description="Seconds one call to `llm_reference_url` may take, answer read in full."
+    )
+    llm_reference_top: int = Field(
+        20, ge=1, le=100,
+        description="Alternatives per position asked of `llm_reference_url` (`prompt_logprobs`; vLLM allows 20 "
+        "unless started with a larger `--max-logprobs`).",
+    )
     image_model: str = Field(
         "inference-subnet/tiny-diffusion",
         description="Diffusion pipeline of the `image` example (hub id or local path; the default is built "
@@ -421,6 +452,13 @@ class ExamplesSettings(Section):
         description="Face detector of the `vision` miner: a Haar cascade file name in OpenCV's "
         "`cv2.data.haarcascades`, or a path to a cascade XML.",
     )
+
+    @model_validator(mode="after")
+    def _replay_needs_the_model(self) -> ExamplesSettings:
+        if self.llm_verify == "replay" and self.llm_reference_url:
+            raise ValueError("examples.llm_verify = replay draws with the model's own sampler, in process: "
+                             "unset examples.llm_reference_url or choose logprobs")
+        return self
 
 
 class BuilderSettings(Section):

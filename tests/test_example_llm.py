@@ -40,7 +40,12 @@ def requests(n: int, seed: int = 3) -> list[LLMRequest]:
     return [TASK.synthesize(rng) for _ in range(n)]
 
 
-async def test_honest_scores_high_and_wrong_seed_blank_copied_random_score_low() -> None:
+async def test_honest_scores_high_and_wrong_seed_blank_copied_random_score_low(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Another seed's sample is a right answer to log-probabilities (tests/test_llm_verify.py); reproducing
+    # the answer is what checks the seed.
+    monkeypatch.setenv("ISN_EXAMPLES__LLM_VERIFY", "regenerate")
     generator = load_text_generator()
     vocabulary = generator.tokenizer.vocab_size
     rng = random.Random(9)
@@ -59,7 +64,9 @@ async def test_honest_scores_high_and_wrong_seed_blank_copied_random_score_low()
         assert scores[-1] == 0.0
 
 
-async def test_greedy_requests_ignore_the_seed_and_score_by_tokens() -> None:
+async def test_greedy_requests_ignore_the_seed_and_score_by_tokens(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Partial credit for half an answer is regeneration's rule; log-probabilities refuse a false ending.
+    monkeypatch.setenv("ISN_EXAMPLES__LLM_VERIFY", "regenerate")
     request = LLMRequest(messages=[Message(role="user", content="Why is the sky blue?")], max_tokens=24,
                          temperature=0.0, seed=5)
     honest = await answer("honest", request)

@@ -49,6 +49,7 @@ def make_handler(options: dict[str, Any]) -> Handler:
             finish_reason=decoding.finish_reason,
             prompt_tokens=decoding.prompt_tokens,
             completion_tokens=len(decoding.token_ids),
+            token_ids=list(decoding.token_ids),
         )
 
     return handle

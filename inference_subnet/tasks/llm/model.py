@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from inference_subnet.scorers.logprobs import TokenEvidence
 from inference_subnet.tasks.llm.stops import StopState, cut_at_stops
 from inference_subnet.tasks.tiny import (
     ModelLoader,
@@ -47,9 +48,10 @@ CHAT_TEMPLATE = (
 """ChatML, the template of the tiny model; production models bring their own."""
 
 
-def build_tiny_llm(directory: Path) -> None:
+def build_tiny_llm(directory: Path, seed: int = _TINY_SEED) -> None:
     """Write the tiny model and its tokenizer to ``directory`` with ``save_pretrained``: same bytes on
-    every machine with the same library versions, in about a second."""
+    every machine with the same library versions, in about a second. Another ``seed`` builds another
+    model over the same tokenizer (a wrong miner's, in tests and benchmarks)."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import GenerationConfig, GPT2Config, GPT2LMHeadModel, PreTrainedTokenizerFast
     from transformers.utils import logging as hf_logging
@@ -83,7 +85,7 @@ def build_tiny_llm(directory: Path) -> None:
         pad_token_id=eos[1],
     )
     model = GPT2LMHeadModel(config)
-    fill_parameters(model, _TINY_SEED, std=0.05)
+    fill_parameters(model, seed, std=0.05)
     model.generation_config = GenerationConfig(eos_token_id=eos, bos_token_id=eos[1], pad_token_id=eos[1])
     hf_logging.disable_progress_bar()
     model.save_pretrained(directory)
@@ -104,6 +106,18 @@ class Generation:
 
     def __iter__(self) -> Iterator[str]:
         return self.pieces
+
+
+@dataclass(frozen=True)
+class Reading:
+    """One teacher-forced pass over a completion (:meth:`TextGenerator.read`)."""
+
+    tokens: list[TokenEvidence]
+    """The evidence for each completion token."""
+    end: TokenEvidence
+    """The evidence for ending the turn after the last token."""
+    replayed: list[int] | None = None
+    """With a seed: the token the model's sampler draws at each completion position and after the last."""
 
 
 class TextGenerator:
@@ -236,6 +250,93 @@ class TextGenerator:
                 return
             step = torch.tensor([[token]], dtype=torch.long)
 
+    # -- verification ---------------------------------------------------------------------------------
+    def token_logprobs(
+        self,
+        prompt_ids: Sequence[int],
+        completion_ids: Sequence[int],
+        *,
+        temperature: float,
+        top_p: float = 1.0,
+        max_new_tokens: int | None = None,
+    ) -> tuple[list[TokenEvidence], TokenEvidence]:
+        """The evidence for each completion token under the request's distribution, and for ending the
+        turn after the last one (the likeliest of the end-of-sequence tokens), from one teacher-forced
+        forward pass over prompt and completion: what verifying a completion costs instead of decoding it.
+
+        The prompt is cut from the left as :meth:`decode` cuts it for ``max_new_tokens`` (default: the
+        completion's length), so the positions the miner decoded from are the ones scored."""
+        reading = self.read(prompt_ids, completion_ids, temperature=temperature, top_p=top_p,
+                            max_new_tokens=max_new_tokens)
+        return reading.tokens, reading.end
+
+    def read(
+        self,
+        prompt_ids: Sequence[int],
+        completion_ids: Sequence[int],
+        *,
+        temperature: float,
+        top_p: float = 1.0,
+        max_new_tokens: int | None = None,
+        seed: int | None = None,
+    ) -> Reading:
+        """:meth:`token_logprobs`, and with a ``seed`` the tokens this model's own sampler draws at each
+        position from the same forward pass (:attr:`Reading.replayed`): the draws :meth:`decode` makes for
+        that seed when the completion is its own, at no second pass, since a draw consumes the seeded
+        generator alike whatever the distribution."""
+        import torch
+
+        completion = list(completion_ids)
+        prompt = list(prompt_ids) or [self.model.config.bos_token_id or 0]
+        if self.context:
+            budget = max(max_new_tokens or 0, len(completion), 1)
+            room = self.context - budget
+            if room < 1:
+                raise ValueError(f"a {budget}-token completion leaves no room in a {self.context}-token context")
+            prompt = prompt[-room:]
+        with torch.inference_mode():
+            logits = self.model(input_ids=torch.tensor([prompt + completion], dtype=torch.long)).logits[0]
+        # Row i predicts token i + 1: the rows from the prompt's last token on predict the completion, and
+        # the last row predicts what follows it (the end of the turn, for a ``stop``).
+        rows = logits[len(prompt) - 1 :].float()
+        replayed = None
+        if seed is not None:
+            if temperature <= 0:
+                replayed = [int(t) for t in torch.argmax(rows, dim=-1)]
+            else:
+                generator = torch.Generator().manual_seed(seed)
+                tempered = torch.softmax(rows / temperature, dim=-1)
+                replayed = [int(torch.multinomial(tempered[i], 1, generator=generator)) for i in range(len(rows))]
+        scale = 1.0 / temperature if temperature > 0 else 1.0
+        logp = torch.log_softmax(rows * scale, dim=-1)
+        probs = logp.exp()
+        eos = sorted(self.eos_ids)
+        end_token = eos[int(torch.argmax(logp[-1, eos]))] if eos else 0
+        chosen = torch.tensor([*completion, end_token], dtype=torch.long)
+        own = logp.gather(1, chosen[:, None])[:, 0]
+        above_mask = logp > own[:, None]
+        rank = above_mask.sum(dim=1) + 1
+        mass_above = (probs * above_mask).sum(dim=1)
+        best = logp.max(dim=1).values
+        if temperature > 0 and top_p < 1.0:
+            # The nucleus: the likeliest tokens whose mass reaches top_p, renormalised.
+            sorted_p, order = probs.sort(dim=1, descending=True)
+            keep_sorted = (sorted_p.cumsum(dim=1) - sorted_p) < top_p
+            keep = torch.zeros_like(keep_sorted).scatter(1, order, keep_sorted)
+            logp = torch.where(keep, logp - torch.log((probs * keep).sum(dim=1, keepdim=True)), -torch.inf)
+            probs = logp.exp()
+            own = torch.where(keep.gather(1, chosen[:, None])[:, 0], logp.gather(1, chosen[:, None])[:, 0], own)
+            best = logp.max(dim=1).values
+        plogp = torch.where(probs > 0, probs * logp, torch.zeros_like(probs))
+        entropy = -plogp.sum(dim=1)
+        variance = (torch.where(probs > 0, probs * logp * logp, torch.zeros_like(probs))).sum(dim=1) - entropy**2
+        evidence = [
+            TokenEvidence(float(own[i]), int(rank[i]), float(best[i]), float(mass_above[i]),
+                          float(entropy[i]), max(float(variance[i]), 0.0))
+            for i in range(len(chosen))
+        ]
+        return Reading(evidence[:-1], evidence[-1], replayed)
+
     @staticmethod
     def _finish(generation: Generation) -> Generation:
         for _ in generation:
@@ -279,6 +380,59 @@ def load_text_generator(model: str | None = None) -> TextGenerator:
         return TextGenerator(lm, tokenizer, name)
 
     return LANGUAGE_MODELS.load(name, open_model)
+
+
+class ChatTokenizer:
+    """The tokenizer of a model without the model: what a validator needs when an inference server holds
+    the model (``examples.llm_reference_url``). Thread-safe like :class:`TextGenerator`."""
+
+    def __init__(self, tokenizer: Any, eos_ids: frozenset[int]) -> None:
+        self.tokenizer = tokenizer
+        self.eos_ids = eos_ids
+        self.vocab_size = len(tokenizer)
+        self._lock = threading.Lock()
+
+    def chat_prompt(self, messages: Sequence[Mapping[str, str]]) -> list[int]:
+        with self._lock:
+            text = self.tokenizer.apply_chat_template(
+                [dict(m) for m in messages], add_generation_prompt=True, tokenize=False
+            )
+        return self.encode(text)
+
+    def encode(self, text: str) -> list[int]:
+        with self._lock:
+            return list(self.tokenizer(text, add_special_tokens=False)["input_ids"])
+
+    def decode(self, ids: Sequence[int]) -> str:
+        """``ids`` as text, the way :class:`TextGenerator` writes a reply (special tokens skipped)."""
+        with self._lock:
+            return str(self.tokenizer.decode(list(ids), skip_special_tokens=True))
+
+
+_TOKENIZERS = ProcessCache()
+
+
+def load_chat_tokenizer(model: str | None = None) -> ChatTokenizer:
+    """The tokenizer of ``model`` (default: ``examples.llm_model``) and its end-of-turn ids (the tokenizer's
+    EOS and the generation config's), once per process; the built-in tiny model is built first. Blocking."""
+    name = model or example_settings().llm_model
+
+    def load() -> ChatTokenizer:
+        from transformers import AutoTokenizer, GenerationConfig
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()
+        location = LANGUAGE_MODELS.location(name)
+        tokenizer = AutoTokenizer.from_pretrained(location)
+        ids = {tokenizer.eos_token_id} if tokenizer.eos_token_id is not None else set()
+        try:
+            eos = GenerationConfig.from_pretrained(location).eos_token_id
+        except OSError:  # no generation_config.json: the tokenizer's EOS alone
+            eos = None
+        ids.update(eos if isinstance(eos, list) else [eos] if eos is not None else [])
+        return ChatTokenizer(tokenizer, frozenset(ids))
+
+    return _TOKENIZERS.get(name, load)
 
 
 class Embedder:

@@ -1,8 +1,15 @@
 """The ``llm`` task: a chat completion (messages, max tokens, temperature, seed), streamed token by token.
 
-Scoring reproduces the answer: the validator decodes the same conversation with the same model, seed and
-temperature, and compares. Token-level agreement is the main signal (an honest miner matches token for
-token, greedy or seeded); sentence-embedding similarity is a softer one for answers that drift apart
+Scoring (``examples.llm_verify``) reads the answer by default: one teacher-forced pass of the reference
+model over prompt and answer says how likely each answer token was, and :mod:`~inference_subnet.tasks.llm.
+verify` checks the answer is what the model produces at the request's temperature (the argmax when greedy).
+It costs a fraction of decoding and the model may sit on another server; it does not check the seed.
+``replay`` also draws, from the same pass, with the reference sampler and the request's seed: exact, for
+miners that run the reference handler.
+
+Or scoring reproduces the answer (``regenerate``): the validator decodes the same conversation with the
+same model, seed and temperature, and compares. Token-level agreement is the main signal (an honest miner
+matches token for token, greedy or seeded); sentence-embedding similarity is a softer one for answers that drift apart
 midway (a different CPU thread count can flip one near-tie). Speed scales the result a little, so a fast
 wrong answer is still worth nothing.
 
@@ -19,8 +26,9 @@ from pydantic import BaseModel, Field, field_validator
 
 from inference_subnet.protocol.task import Task
 from inference_subnet.scorers import cosine_similarity, token_match_rate
+from inference_subnet.settings import ExamplesSettings
 from inference_subnet.tasks.llm.model import FinishReason, load_embedder, load_text_generator
-from inference_subnet.tasks.tiny import speed_scaled
+from inference_subnet.tasks.tiny import example_settings, speed_scaled
 
 MAX_TOKENS = 512
 MAX_STOPS = 4
@@ -59,11 +67,18 @@ class LLMRequest(BaseModel):
         return [value] if isinstance(value, str) else value
 
 
+_TOKEN_IDS_DESCRIPTION = (
+    "The completion's token ids, end-of-turn excluded (optional): a validator scoring by log-probabilities "
+    "scores these when they decode to `text`, else the canonical encoding of `text`."
+)
+
+
 class LLMResponse(BaseModel):
     text: str = Field(max_length=200_000)
     finish_reason: FinishReason = "stop"
     prompt_tokens: int = Field(0, ge=0)
     completion_tokens: int = Field(0, ge=0)
+    token_ids: list[int] | None = Field(None, max_length=2 * MAX_TOKENS, description=_TOKEN_IDS_DESCRIPTION)
 
 
 class LLMChunk(BaseModel):
@@ -73,6 +88,7 @@ class LLMChunk(BaseModel):
     finish_reason: FinishReason | None = None
     prompt_tokens: int | None = Field(None, ge=0)
     completion_tokens: int | None = Field(None, ge=0)
+    token_ids: list[int] | None = Field(None, max_length=2 * MAX_TOKENS, description=_TOKEN_IDS_DESCRIPTION)
 
 
 _SYSTEM = "You are a helpful assistant. Answer briefly."
@@ -124,6 +140,7 @@ class LLMTask(Task[LLMRequest, LLMResponse]):
             finish_reason=last.finish_reason if last and last.finish_reason else "length",
             prompt_tokens=(last.prompt_tokens or 0) if last else 0,
             completion_tokens=(last.completion_tokens or 0) if last else 0,
+            token_ids=last.token_ids if last else None,
         )
 
     def score(
@@ -131,6 +148,29 @@ class LLMTask(Task[LLMRequest, LLMResponse]):
     ) -> list[float]:
         if all(r is None for r in responses):
             return [0.0] * len(responses)
+        settings = example_settings()
+        if settings.llm_verify in ("logprobs", "replay"):
+            return self._score_by_logprobs(request, responses, timings, settings)
+        return self._score_by_regenerating(request, responses, timings)
+
+    def _score_by_logprobs(
+        self, request: LLMRequest, responses: Sequence[LLMResponse | None], timings: Sequence[float],
+        settings: ExamplesSettings,
+    ) -> list[float]:
+        from inference_subnet.tasks.llm.verify import reference_for, verdicts
+
+        answers = [(r.text, r.finish_reason, tuple(r.token_ids or ())) for r in responses if r is not None]
+        judged = verdicts(reference_for(settings), request, answers, replay=settings.llm_verify == "replay")
+        return [
+            0.0 if r is None
+            else speed_scaled(judged[(r.text, r.finish_reason, tuple(r.token_ids or ()))].score, seconds,
+                              self.timeout)
+            for r, seconds in zip(responses, timings)
+        ]
+
+    def _score_by_regenerating(
+        self, request: LLMRequest, responses: Sequence[LLMResponse | None], timings: Sequence[float]
+    ) -> list[float]:
         generator = load_text_generator()
         reference = generator.chat(
             [m.model_dump() for m in request.messages],
