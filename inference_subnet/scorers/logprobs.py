@@ -151,13 +151,14 @@ def verify(
     """The score of a completion of ``len(tokens)`` tokens, given the reference's evidence for each and,
     for ``end``, for the end-of-sequence token after the last one (needed when ``finish_reason`` is
     ``stop``). ``stop_sequences``: the request had stop sequences, so a ``stop`` may be one of them rather
-    than the model's end of turn; the end is then not checked, only the tokens before it."""
+    than the model's end of turn; the end is then not checked, only the tokens before the last one."""
     n = len(tokens)
     if padded(n, max_tokens):
         return Verdict(0.0, n, 0.0, 0.0, False, f"{n} tokens for a budget of {max_tokens}: padded")
     greedy = temperature <= 0
     if finish_reason == "stop" and stop_sequences:
-        ended, why, end = True, "", None
+        # Cut at a character, the last token may be the head of one the model would write whole: not judged.
+        ended, why, end, tokens = True, "", None, tokens[:-1]
     elif finish_reason == "stop":
         ended = end is not None and (is_argmax(end) if greedy else is_plausible(end, top_p))
         why = "" if ended else "claims a stop the model would not make there"

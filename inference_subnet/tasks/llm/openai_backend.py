@@ -136,6 +136,9 @@ def request_body(request: LLMRequest, model: str) -> dict[str, Any]:
         "seed": request.seed,
         "stream": True,
         "stream_options": {"include_usage": True},
+        # vLLM's (and `inference-subnet llm serve`'s) extension: the reply's token ids, which spare the
+        # validator re-encoding the text (a re-encoding may split it otherwise than the model did).
+        "return_token_ids": True,
     }
 
 
@@ -155,6 +158,19 @@ class Event:
     finish_reason: FinishReason | None = None
     prompt_tokens: int | None = None
     completion_tokens: int | None = None
+    token_ids: list[int] | None = None
+
+
+MAX_TOKEN_IDS = 4096
+"""Most token ids the handler keeps of one reply (a task's replies are far shorter)."""
+
+
+def _ids(value: Any) -> list[int] | None:
+    if isinstance(value, list) and len(value) <= MAX_TOKEN_IDS and all(
+        isinstance(i, int) and not isinstance(i, bool) and 0 <= i < 2**31 for i in value
+    ):
+        return value
+    return None
 
 
 def _count(usage: Mapping[str, Any], name: str) -> int | None:
@@ -194,6 +210,7 @@ def read_event(data: str) -> Event:
         raise BackendError("sent a chunk whose content is not text")
     event.text = content or ""
     event.finish_reason = finish_reason_of(choice.get("finish_reason"))
+    event.token_ids = _ids(choice.get("token_ids"))
     return event
 
 
@@ -288,6 +305,7 @@ class OpenAIBackend:
         reader = EventReader(max_line=c.max_line_bytes, max_total=c.max_stream_bytes)
         raw = response.aiter_raw()
         last = Event()
+        ids: list[int] | None = []
         chars = 0
         first = True
         done = saw_done = False
@@ -324,6 +342,8 @@ class OpenAIBackend:
                         first = False
                         yield LLMChunk(delta=event.text)
                     last.finish_reason = event.finish_reason or last.finish_reason
+                    if event.token_ids is not None and ids is not None:
+                        ids = ids + event.token_ids if len(ids) + len(event.token_ids) <= MAX_TOKEN_IDS else None
                     if event.prompt_tokens is not None:
                         last.prompt_tokens = event.prompt_tokens
                     if event.completion_tokens is not None:
@@ -339,6 +359,7 @@ class OpenAIBackend:
             finish_reason=last.finish_reason or "stop",
             prompt_tokens=last.prompt_tokens,
             completion_tokens=last.completion_tokens,
+            token_ids=ids or None,
         )
 
     async def _reason(self, response: httpx.Response, end: float) -> str:

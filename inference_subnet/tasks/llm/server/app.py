@@ -237,18 +237,23 @@ class OpenAIServer:
                 text = await self._whole(pieces)
             finally:
                 release()
+            choice: dict[str, Any] = {"index": 0, "message": {"role": "assistant", "content": text},
+                                      "logprobs": None, "finish_reason": outcome.finish_reason}
+            if body.return_token_ids:
+                choice["token_ids"] = list(outcome.token_ids)
             return JSONResponse({
                 "id": ident, "object": "chat.completion", "created": created, "model": self.engine.name,
-                "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "logprobs": None,
-                             "finish_reason": outcome.finish_reason}],
-                "usage": _usage(outcome),
+                "choices": [choice], "usage": _usage(outcome),
             })
         usage = body.include_usage()
 
-        def chunk(delta: dict[str, str], finish: str | None = None) -> bytes:
+        def chunk(delta: dict[str, str], finish: str | None = None, token_ids: list[int] | None = None) -> bytes:
+            choice: dict[str, Any] = {"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}
+            if token_ids is not None:
+                choice["token_ids"] = token_ids
             payload: dict[str, Any] = {
                 "id": ident, "object": "chat.completion.chunk", "created": created, "model": self.engine.name,
-                "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}],
+                "choices": [choice],
             }
             if usage:
                 payload["usage"] = None
@@ -259,7 +264,8 @@ class OpenAIServer:
                 yield chunk({"role": "assistant", "content": ""})
                 async for piece in pieces:
                     yield chunk({"content": piece})
-            yield chunk({}, outcome.finish_reason)
+            # The reply's ids in its last chunk: a piece of text may end inside a token still being decoded.
+            yield chunk({}, outcome.finish_reason, list(outcome.token_ids) if body.return_token_ids else None)
             if usage:
                 yield _sse({"id": ident, "object": "chat.completion.chunk", "created": created,
                             "model": self.engine.name, "choices": [], "usage": _usage(outcome)})

@@ -65,6 +65,7 @@ class ChatRequest(Sampling):
     messages: list[ChatMessage] = Field(min_length=1, max_length=256)
     max_completion_tokens: int | None = Field(None, ge=1)
     logprobs: bool = False
+    return_token_ids: bool = Field(False, description="vLLM's: the reply's token ids in its choice (and chunks).")
 
 
 class CompletionRequest(Sampling):
