@@ -208,7 +208,7 @@ class ScoringSettings(Section):
     prior_score: float = Field(
         0.0, ge=0, le=1, description="The fixed prior, and the population prior before any miner has samples."
     )
-    prior_strength: float = Field(2.0, ge=0, description="How many pseudo-samples the prior counts as.")
+    prior_strength: float = Field(1.0, ge=0, description="How many pseudo-samples the prior counts as.")
     ramp_samples: int = Field(
         3,
         ge=0,
