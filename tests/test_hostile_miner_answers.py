@@ -361,12 +361,15 @@ async def test_oversized_answer_is_invalid_and_its_connection_discarded(
     neuron = neuron_of(miner)
     assert (await client.call(BLOB, neuron, Ask(mode="honest"))).ok  # an idle pooled connection...
     result = await client.call(BLOB, neuron, Ask(mode=mode))  # ...which the attack is served on
-    assert (result.ok, result.outcome, result.status) == (False, "invalid", 200)
+    # Bytes past a declared length arrive with the head: the whole answer is then no HTTP message at all.
+    assert (result.ok, result.outcome, result.status) == (False, "invalid", None if mode == "lying_length" else 200)
     assert CALL_ATTACKS[mode] in result.error and len(result.error) <= 300
     assert result.latency < DEADLINE
     attacked = miner.connection_of_last(mode)
     after = await client.call(BLOB, neuron, Ask(mode="honest"))
     assert (after.outcome, after.response) == ("ok", Answer(text="ok"))
+    if mode == "gzip_bomb":
+        return  # a whole message, read to its declared end: its connection is clean HTTP and may be reused
     assert miner.connection_of_last("honest") != attacked, "the attacked connection went back to the pool"
     assert await miner.wait_closed(attacked)
 

@@ -2,14 +2,15 @@
 
 A miner is untrusted and often broken: slow, refusing connections, answering 5xx or garbage. None of that
 is an exception here; every call returns a :class:`CallResult` with its outcome and latency, so loops that
-call hundreds of miners never die on one of them. Connections are pooled (one pool per miner address) with a hard limit, every call has
-a deadline, and every request (and every retry) is signed afresh with btauth/1 for the receiving hotkey.
+call hundreds of miners never die on one of them. Connections are pooled per miner address with a limit per
+miner and an overall cap, every call has a deadline, and every request (and every retry) is signed afresh
+with btauth/1 for the receiving hotkey.
 
-Requests go straight to httpx's pooled transport (``AsyncHTTPTransport``), not through an ``AsyncClient``:
-the client layer's per-request work (URL and header merging, cookie extraction, the auth and redirect
-flows) cost about a fifth of a whole call, and none of it applies here. Redirects are never followed,
-requests carry no credentials but their signature, and a cookie set by one miner must not travel to
-another miner on the same IP.
+The transport is aiohttp's client: its C HTTP parser and per-address connection lookup cost about a fifth of
+the CPU per call of httpx's pooled transport (``benchmarks/gateway.py`` measures both through the gateway),
+and a validator's CPU is mostly this client. Redirects are never followed, requests carry no credentials but
+their signature, no cookie is kept (one set by one miner must not travel to another miner on the same IP),
+and a miner's response head is bounded in line length, field size and number of fields.
 
 What a miner sends is read with a cap, never whole: an answer (a body, or a whole stream) up to the task's
 ``max_response_bytes``, each streamed line up to ``max_stream_line_bytes``, an error body only up to
@@ -30,7 +31,9 @@ from dataclasses import dataclass
 from types import TracebackType
 from typing import Literal, Self
 
-import httpx
+from yarl import URL
+
+import aiohttp
 from bittensor_wallet import Keypair
 from pydantic import BaseModel, ValidationError
 
@@ -51,9 +54,13 @@ _LIMITS = ValidatorSettings.model_fields
 DEFAULT_MAX_RESPONSE_BYTES: int = _LIMITS["max_response_bytes"].default
 DEFAULT_MAX_STREAM_LINE_BYTES: int = _LIMITS["max_stream_line_bytes"].default
 DEFAULT_MAX_ERROR_BODY_BYTES: int = _LIMITS["max_error_body_bytes"].default
-MAX_POOLS = 1024
-"""Connection pools kept (one per miner address); past it, pools with no connection in use are closed.
-A metagraph has at most a few hundred axons, so this only bounds axons that moved."""
+MAX_TOTAL_CONNECTIONS = 1024
+"""Connections open to all miners together, whatever the limit per miner: a metagraph has at most a few
+hundred axons, and a validator's file descriptors are finite."""
+MAX_HEAD_LINE_BYTES = 8190
+"""Longest status line or header field a miner may send (aiohttp's default, stated here as a bound)."""
+MAX_HEAD_FIELDS = 64
+"""Most header fields in a miner's answer: with :data:`MAX_HEAD_LINE_BYTES`, at most half a MiB of head."""
 MAX_CAPACITY_BYTES = 65_536
 """Largest ``GET /capacity`` answer read: a few task names and numbers."""
 
@@ -142,50 +149,46 @@ class LineSplitter:
         return [line]
 
 
-def _check_encoding(response: httpx.Response) -> None:
+def _check_encoding(response: aiohttp.ClientResponse) -> None:
     encoding = response.headers.get("content-encoding")
     if encoding is not None and encoding.strip().lower() not in ("", "identity"):
         raise AnswerRefused(f"content-encoding {encoding[:40]!r} was not asked for")
 
 
-def _check_declared(response: httpx.Response, cap: int) -> None:
-    """Refuse a body whose declared length passes ``cap`` before reading any of it (h11 has checked the
-    header is a number, and ends the body there)."""
+def _check_declared(response: aiohttp.ClientResponse, cap: int) -> None:
+    """Refuse a body whose declared length passes ``cap`` before reading any of it (the parser has checked
+    the header is a number, and ends the body there)."""
     declared = response.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > cap:
         raise AnswerRefused(f"the miner declared {declared} bytes, over the cap of {cap}")
 
 
-async def _read_capped(response: httpx.Response, cap: int) -> bytes:
+async def _read_capped(response: aiohttp.ClientResponse, cap: int) -> bytes:
     """The whole body, or :class:`AnswerRefused` as soon as it passes ``cap`` bytes."""
     _check_encoding(response)
     _check_declared(response, cap)
     parts: list[bytes] = []
     total = 0
-    async with contextlib.aclosing(response.aiter_raw()) as chunks:
-        async for chunk in chunks:
-            total += len(chunk)
-            if total > cap:
-                raise AnswerRefused(f"the answer passed its cap of {cap} bytes")
-            parts.append(chunk)
+    while chunk := await response.content.readany():
+        total += len(chunk)
+        if total > cap:
+            raise AnswerRefused(f"the answer passed its cap of {cap} bytes")
+        parts.append(chunk)
     return b"".join(parts)
 
 
-async def _read_prefix(response: httpx.Response, limit: int) -> bytes:
+async def _read_prefix(response: aiohttp.ClientResponse, limit: int) -> bytes:
     """At most ``limit`` bytes of a body (an error's reason); the rest is never read."""
     parts: list[bytes] = []
     total = 0
-    async with contextlib.aclosing(response.aiter_raw()) as chunks:
-        async for chunk in chunks:
-            parts.append(chunk)
-            total += len(chunk)
-            if total >= limit:
-                break
+    while total < limit and (chunk := await response.content.readany()):
+        parts.append(chunk)
+        total += len(chunk)
     return b"".join(parts)[:limit]
 
 
-async def _lines(response: httpx.Response, splitter: LineSplitter) -> AsyncGenerator[bytes, None]:
-    async for chunk in response.aiter_raw():
+async def _lines(response: aiohttp.ClientResponse, splitter: LineSplitter) -> AsyncGenerator[bytes, None]:
+    while chunk := await response.content.readany():
         for line in splitter.feed(chunk):
             yield line
     for line in splitter.end():
@@ -224,6 +227,7 @@ class MinerClient:
         keypair: Keypair,
         *,
         max_connections: int = 256,
+        max_total_connections: int = MAX_TOTAL_CONNECTIONS,
         ip_override: str | None = None,
         connect_timeout: float = 2.0,
         grace: float = DEFAULT_GRACE,
@@ -239,12 +243,11 @@ class MinerClient:
         self.max_stream_line_bytes = max_stream_line_bytes
         self.max_error_body_bytes = max_error_body_bytes
         self._connect_timeout = connect_timeout
-        self._urls: dict[tuple[str, int, str], httpx.URL] = {}
-        self._limits = httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections)
-        self._pools: dict[tuple[bytes, bytes, int | None], httpx.AsyncHTTPTransport] = {}
-        """One pool per miner address, each with the connection limit: a pool looks over every one of its
-        connections on each request (to find an idle one, and to drop expired ones), so one pool for all
-        miners cost every call a scan of every miner's idle connections."""
+        self._max_connections = max_connections
+        self._max_total = max(max_connections, max_total_connections)
+        self._urls: dict[tuple[str, int, str], URL] = {}
+        self._session: aiohttp.ClientSession | None = None
+        """Made on the first call, inside the event loop that uses it."""
 
     async def __aenter__(self) -> Self:
         return self
@@ -255,46 +258,54 @@ class MinerClient:
         await self.aclose()
 
     async def aclose(self) -> None:
-        pools, self._pools = list(self._pools.values()), {}
-        for pool in pools:
-            await pool.aclose()
+        session, self._session = self._session, None
+        if session is not None:
+            await session.close()
 
-    async def _pool(self, url: httpx.URL) -> httpx.AsyncHTTPTransport:
-        key = (url.raw_scheme, url.raw_host, url.port)
-        pool = self._pools.get(key)
-        if pool is None:
-            if len(self._pools) >= MAX_POOLS:
-                await self._close_idle_pools()
-            pool = self._pools[key] = httpx.AsyncHTTPTransport(limits=self._limits, trust_env=False)
-        return pool
-
-    async def _close_idle_pools(self) -> None:
-        """Close the pools of addresses with no request in flight (the others stay until theirs end)."""
-        for key, pool in list(self._pools.items()):
-            if all(c.is_idle() or c.is_closed() for c in pool._pool.connections):
-                del self._pools[key]
-                await pool.aclose()
+    def _http(self) -> aiohttp.ClientSession:
+        if self._session is None:
+            connector = aiohttp.TCPConnector(
+                limit=self._max_total, limit_per_host=self._max_connections, use_dns_cache=False
+            )
+            self._session = aiohttp.ClientSession(
+                connector=connector,
+                cookie_jar=aiohttp.DummyCookieJar(),
+                skip_auto_headers=("Accept-Encoding", "User-Agent"),
+                auto_decompress=False,
+                trust_env=False,
+                timeout=aiohttp.ClientTimeout(total=None),
+                max_line_size=MAX_HEAD_LINE_BYTES,
+                max_field_size=MAX_HEAD_LINE_BYTES,
+                max_headers=MAX_HEAD_FIELDS,
+            )
+        return self._session
 
     async def _send(
         self,
         method: str,
-        url: httpx.URL,
+        url: URL,
         timeout: float,
         *,
         body: bytes = b"",
         headers: dict[str, str] | None = None,
-    ) -> httpx.Response:
+    ) -> aiohttp.ClientResponse:
         """One request on the pool, up to the answer's head; the caller reads the body (with a cap) and
-        closes the response: a finished body returns the connection to the pool, an unfinished one closes
-        it."""
-        extensions = {"timeout": self._timeout(timeout).as_dict()}
-        request = httpx.Request(method, url, content=body, headers=headers, extensions=extensions)
-        return await (await self._pool(url)).handle_async_request(request)
+        releases the response: a finished body returns the connection to the pool, an unfinished one
+        closes it. Waiting for a free connection counts against the connect deadline."""
+        connect = min(self._connect_timeout, timeout)
+        return await self._http().request(
+            method,
+            url,
+            data=body if method != "GET" else None,
+            headers=headers,
+            allow_redirects=False,
+            timeout=aiohttp.ClientTimeout(total=None, connect=connect, sock_read=timeout),
+        )
 
     def _cap(self, task: Task) -> int:
         return task.max_response_bytes or self.max_response_bytes
 
-    def _url(self, neuron: Neuron, path: str) -> httpx.URL | None:
+    def _url(self, neuron: Neuron, path: str) -> URL | None:
         """The miner's URL for ``path``, parsed once per axon and route rather than on every call."""
         axon = neuron.axon
         if axon is None or axon.port == 0:
@@ -306,16 +317,13 @@ class MinerClient:
         if url is None:
             if len(self._urls) >= URL_CACHE_LIMIT:
                 self._urls.clear()
-            url = self._urls[key] = httpx.URL(axon.url(self.ip_override) + path)
+            url = self._urls[key] = URL(axon.url(self.ip_override) + path)
         return url
 
     def _signed(self, neuron: Neuron, path: str, body: bytes) -> dict[str, str]:
         headers = btauth.sign(self.keypair, method="POST", path=path, body=body, receiver_ss58=neuron.hotkey)
         headers["Content-Type"] = "application/json"
         return headers
-
-    def _timeout(self, seconds: float) -> httpx.Timeout:
-        return httpx.Timeout(seconds, connect=min(self._connect_timeout, seconds))
 
     async def call(
         self, task: Task, neuron: Neuron, request: BaseModel, *, timeout: float | None = None
@@ -344,20 +352,22 @@ class MinerClient:
                     "POST", url, deadline, body=body, headers=self._signed(neuron, task.route, body)
                 )
                 try:
-                    status = response.status_code
+                    status = response.status
                     if status == 200:
                         content = await _read_capped(response, self._cap(task))
                     else:
                         content = await _read_prefix(response, self.max_error_body_bytes)
                 finally:
-                    await response.aclose()
+                    response.release()  # (a body not read to its end closes the connection)
         except AnswerRefused as exc:
             return result("invalid", status=status, error=f"invalid response: {exc}"[:300])
-        except (TimeoutError, httpx.TimeoutException) as exc:
-            if isinstance(exc, httpx.ConnectTimeout):
-                return result("connect_error", error="connect timeout")
+        except aiohttp.ConnectionTimeoutError:
+            return result("connect_error", error="connect timeout")
+        except TimeoutError:
             return result("timeout", error=f"no answer within {deadline:g}s")
-        except httpx.TransportError as exc:
+        except aiohttp.ClientResponseError as exc:  # not HTTP: a bad head, or bytes past the declared body
+            return result("invalid", status=status, error=f"invalid response: {exc.message}"[:300])
+        except aiohttp.ClientError as exc:
             return result("connect_error", error=f"{type(exc).__name__}: {exc}"[:300])
         if status != 200:
             code, reason = _miner_error(content)
@@ -406,22 +416,25 @@ class MinerClient:
         sending = self._send("POST", url, timeout, body=body, headers=self._signed(neuron, task.route, body))
         try:
             response = await asyncio.wait_for(sending, first_end - loop.time())
-        except (TimeoutError, httpx.TimeoutException) as exc:
+        except aiohttp.ConnectionTimeoutError as exc:
+            raise StreamError("cannot reach miner: connect timeout", outcome="connect_error",
+                              hotkey=neuron.hotkey) from exc
+        except TimeoutError as exc:
             raise StreamError("no answer before the first-byte deadline", outcome="timeout",
                               hotkey=neuron.hotkey) from exc
-        except httpx.TransportError as exc:
+        except aiohttp.ClientError as exc:
             raise StreamError(f"cannot reach miner: {type(exc).__name__}", outcome="connect_error",
                               hotkey=neuron.hotkey) from exc
         lines: AsyncGenerator[bytes, None] | None = None
         try:
-            if response.status_code != 200:
+            if response.status != 200:
                 reason = ""
-                with contextlib.suppress(TimeoutError, httpx.HTTPError):  # no reason is still an HTTP error
+                with contextlib.suppress(TimeoutError, aiohttp.ClientError):  # no reason is still an HTTP error
                     async with asyncio.timeout_at(end):
                         _, reason = _miner_error(await _read_prefix(response, self.max_error_body_bytes))
-                raise StreamError(f"HTTP {response.status_code}: {reason}",
-                                  outcome="timeout" if response.status_code == 504 else "http_error",
-                                  status=response.status_code, hotkey=neuron.hotkey)
+                raise StreamError(f"HTTP {response.status}: {reason}",
+                                  outcome="timeout" if response.status == 504 else "http_error",
+                                  status=response.status, hotkey=neuron.hotkey)
             cap = self._cap(task)
             try:
                 _check_encoding(response)
@@ -439,10 +452,10 @@ class MinerClient:
                         raise StreamError("the miner sent an empty stream", outcome="invalid",
                                           status=200, hotkey=neuron.hotkey) from None
                     return
-                except (TimeoutError, httpx.TimeoutException) as exc:
+                except TimeoutError as exc:
                     raise StreamError("the stream stalled past its deadline", outcome="timeout", status=200,
                                       hotkey=neuron.hotkey) from exc
-                except httpx.TransportError as exc:
+                except aiohttp.ClientError as exc:
                     raise StreamError(f"the stream broke: {type(exc).__name__}", outcome="connect_error",
                                       status=200, hotkey=neuron.hotkey) from exc
                 except AnswerRefused as exc:
@@ -459,7 +472,7 @@ class MinerClient:
         finally:
             if lines is not None:
                 await lines.aclose()
-            await response.aclose()
+            response.release()  # (a body not read to its end closes the connection instead of pooling it)
 
     async def capacity(self, neuron: Neuron, *, timeout: float = 5.0) -> CapacityInfo | None:
         """The miner's declared capacities, or ``None`` when it cannot say (unreachable, invalid)."""
@@ -470,11 +483,11 @@ class MinerClient:
             async with asyncio.timeout(timeout):
                 response = await self._send("GET", url, timeout)
                 try:
-                    if response.status_code != 200:
+                    if response.status != 200:
                         return None
                     content = await _read_capped(response, MAX_CAPACITY_BYTES)
                 finally:
-                    await response.aclose()
+                    response.release()
             return CapacityInfo.model_validate_json(content)
-        except (TimeoutError, httpx.HTTPError, ValidationError, AnswerRefused):
+        except (TimeoutError, aiohttp.ClientError, ValidationError, AnswerRefused):
             return None
