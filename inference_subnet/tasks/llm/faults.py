@@ -35,7 +35,7 @@ def reply(generator: TextGenerator, request: LLMRequest, *, temperature: float |
 
 
 def _from_ids(generator: TextGenerator, ids: list[int], finish: FinishReason) -> LLMResponse:
-    return LLMResponse(text=generator._text(ids), finish_reason=finish, completion_tokens=len(ids), token_ids=ids)
+    return LLMResponse(text=generator.text(ids), finish_reason=finish, completion_tokens=len(ids), token_ids=ids)
 
 
 def faulty(generator: TextGenerator, other: TextGenerator, request: LLMRequest, honest: LLMResponse,

@@ -177,7 +177,8 @@ class TextGenerator:
         with self._tokenizer_lock:
             return list(self.tokenizer(text, add_special_tokens=False)["input_ids"])
 
-    def _text(self, ids: Sequence[int]) -> str:
+    def text(self, ids: Sequence[int]) -> str:
+        """The text of token ids, as a miner's answer carries it (special tokens dropped)."""
         with self._tokenizer_lock:
             return str(self.tokenizer.decode(list(ids), skip_special_tokens=True))
 
@@ -213,15 +214,15 @@ class TextGenerator:
                 out.finish_reason = "stop"
                 break
             ids.append(token)
-            before = self._text(ids[prefix:read])
-            now = self._text(ids[prefix:])
+            before = self.text(ids[prefix:read])
+            now = self.text(ids[prefix:])
             if len(now) > len(before) and not now.endswith("\ufffd"):
                 piece = now[len(before):]
                 prefix, read = read, len(ids)
                 out.text += piece
                 yield piece
-        rest = self._text(ids[prefix:])
-        before = self._text(ids[prefix:read])
+        rest = self.text(ids[prefix:])
+        before = self.text(ids[prefix:read])
         if len(rest) > len(before):
             out.text += rest[len(before):]
             yield rest[len(before):]

@@ -61,7 +61,7 @@ class LocalReference:
         return self.generator.encode(text)
 
     def decode(self, ids: Sequence[int]) -> str:
-        return self.generator._text(ids)
+        return self.generator.text(ids)
 
     def evidence(self, prompt: Sequence[int], completion: Sequence[int], *, temperature: float,
                  max_tokens: int) -> tuple[list[TokenEvidence], TokenEvidence]:

@@ -68,7 +68,7 @@ class Engine:
 
     async def text_of(self, ids: Sequence[int]) -> str:
         """The text of a token sequence, as a reply would read."""
-        return str(await self._run(self.generator._text, list(ids)))
+        return str(await self._run(self.generator.text, list(ids)))
 
     def _texts(self, ids: list[int]) -> list[str]:
         tokenizer = self.generator.tokenizer
