@@ -259,3 +259,30 @@ def test_the_key_of_the_reference_server_is_never_shown(tmp_path: Path, monkeypa
     assert result.exit_code == 0, result.output
     assert "sk-very-secret-value" not in result.output and "pw-secret" not in result.output
     assert "llm_reference_key" in result.output
+
+
+async def test_synthetic_challenges_carry_stops_and_honest_answers_to_them_score_high() -> None:
+    """A share of synthetic challenges ask for stop sequences, as users do; the honest handler's answers to
+    them verify, and the same answer run past the stop sequence scores nothing."""
+    from inference_subnet.protocol.handlers import load_handler
+
+    rng = random.Random(5)
+    challenges = [TASK.synthesize(rng) for _ in range(40)]
+    with_stops = [c for c in challenges if c.stop]
+    assert 4 <= len(with_stops) <= 20
+    handler = load_handler(TASK, {"behaviour": "honest", "seed": 1})
+    stopped = 0
+    for request in with_stops[:6]:
+        honest = TASK.assemble([chunk async for chunk in handler(request)])  # type: ignore[union-attr]
+        assert not any(stop in honest.text for stop in request.stop)
+        # The token ids the model wrote: the last ones run past the cut, into the stop sequence.
+        [score] = TASK.score(request, [honest], [0.1])
+        assert score >= 0.9, (request.stop, honest.text, score)
+        if honest.finish_reason == "stop":
+            stopped += 1
+            past = honest.model_copy(update={"text": honest.text + request.stop[0] + " more", "token_ids": None})
+            assert TASK.score(request, [past], [0.1]) == [0.0]
+            # Ids that spell the text and then something that is no stop sequence are not taken as written.
+            other = honest.model_copy(update={"token_ids": [*honest.token_ids, *honest.token_ids]})
+            assert TASK.score(request, [other], [0.1])[0] <= TASK.score(request, [honest], [0.1])[0]
+    assert stopped >= 1

@@ -107,6 +107,10 @@ _PROMPTS = (
     "Summarise the weather in the valley this spring.",
 )
 _TEMPERATURES = (0.0, 0.6, 0.8, 1.0, 1.2)
+_STOPS = ((".",), ("\n",), (" the", " a"), ("?", "!"))
+STOP_SHARE = 0.25
+"""Share of synthetic challenges that carry stop sequences: users send them, so a miner that ignores them
+(or cuts answers short and claims a stop) must be seen in synthetic rounds too."""
 
 
 class LLMTask(Task[LLMRequest, LLMResponse]):
@@ -130,6 +134,7 @@ class LLMTask(Task[LLMRequest, LLMResponse]):
             max_tokens=rng.choice((16, 32, 48, 64)),
             temperature=rng.choice(_TEMPERATURES),
             seed=rng.randrange(2**32),
+            stop=list(rng.choice(_STOPS)) if rng.random() < STOP_SHARE else [],
         )
 
     def assemble(self, chunks: Sequence[BaseModel]) -> LLMResponse:

@@ -124,11 +124,20 @@ Answer = tuple[str, str, tuple[int, ...]]
 """An answer as scored: its text, finish reason and the token ids it claims (empty: none)."""
 
 
-def completion_ids(reference: Reference, text: str, claimed: Sequence[int]) -> list[int]:
-    """The ids to score: the claimed ones when they spell ``text`` exactly, else ``text``'s encoding."""
+def completion_ids(reference: Reference, text: str, claimed: Sequence[int], *, stops: Sequence[str] = ()
+                   ) -> list[int]:
+    """The ids to score: the claimed ones when they spell ``text`` exactly, else ``text``'s encoding.
+
+    ``stops``: the request's stop sequences, when the answer claims to have ended at one. A server cuts the
+    text where the stop sequence begins, often inside a token, and sends the ids it generated: those are
+    taken when they spell ``text`` followed by one of the stop sequences. Re-encoding a cut text would split
+    its end into tokens the model never wrote."""
     if claimed and len(claimed) <= 4 * len(text) + 4 and min(claimed) >= 0:
         try:
-            if reference.decode(claimed) == text:
+            whole = reference.decode(claimed)
+            if whole == text:
+                return list(claimed)
+            if whole.startswith(text) and any(whole.startswith(stop, len(text)) for stop in stops if stop):
                 return list(claimed)
         except (IndexError, OverflowError, TypeError, ValueError):  # ids outside the vocabulary
             pass
@@ -143,7 +152,7 @@ def verdicts(reference: Reference, request: Any, answers: Sequence[Answer], *, r
     prompt = reference.prompt_ids([m.model_dump() for m in request.messages])
     out: dict[Answer, Verdict] = {}
     for text, finish, claimed in dict.fromkeys(answers):
-        completion = completion_ids(reference, text, claimed)
+        completion = completion_ids(reference, text, claimed, stops=request.stop if finish == "stop" else ())
         if ignored := next((stop for stop in request.stop if stop and stop in text), None):
             out[(text, finish, claimed)] = Verdict(0.0, len(completion), 0.0, 0.0, False,
                                                    f"the answer goes on past the stop sequence {ignored!r}")
