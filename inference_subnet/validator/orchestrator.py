@@ -260,7 +260,8 @@ class Orchestrator(Service):
         entries = [job_response(n, r) for n, r in zip(targets, results)]
         scorable = [e for e in entries if e.outcome != RATE_LIMITED]
         if self.volumes is not None:
-            await self.volumes.count(Counter(e.identity for e in entries if e.outcome == "ok"), task.name, "synthetic")
+            served = Counter(e.identity for e in entries if e.outcome == "ok")
+            await self.volumes.count(served, task.name, "synthetic")
         admitted = await self.scores.admit_many([e.identity for e in scorable], task.name, "synthetic", self.rng)
         kept = [e for e, ok in zip(scorable, admitted) if ok]
         self._count_calls(targets, by_identity)

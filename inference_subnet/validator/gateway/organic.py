@@ -125,7 +125,8 @@ class OrganicFeed:
         name = item.task.name
         served = any(a.outcome == "ok" for a in item.attempts)
         if self._volumes is not None and served:  # the miner's verified volume: answers users got
-            await self._volumes.count({a.identity: 1 for a in item.attempts if a.outcome == "ok"}, name, "organic")
+            served = {a.identity: 1 for a in item.attempts if a.outcome == "ok"}
+            await self._volumes.count(served, name, "organic")
         if (
             self._reuse
             and served
