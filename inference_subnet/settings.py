@@ -164,6 +164,15 @@ class QuotaSettings(Section):
     synthetic_fraction: float = Field(
         0.3, ge=0, le=1, description="Share of a validator's quota that synthetic traffic may use."
     )
+    synthetic_min_fraction: float = Field(
+        0.008,
+        ge=0,
+        le=1,
+        description="Synthetic requests a validator may send a miner per epoch are at least this fraction of "
+        "the miner's declared capacity (within the validator's share), whatever its stake: synthetic_fraction of "
+        "a floor share is too few samples to score on. A fraction of capacity, not a count per uid, so splitting "
+        "a machine over uids brings no more synthetic volume.",
+    )
     max_capacity: int = Field(100_000, gt=0, description="Declared capacities are clamped to this.")
     min_capacity: int = Field(1, ge=0, description="Declared capacities below this are raised to it.")
     organic_contenders: int = Field(
@@ -219,11 +228,35 @@ class ScoringSettings(Section):
         20, gt=0, description="Newest samples whose mean quality decides if a miner may serve users."
     )
     max_scored_per_period: int = Field(
-        20, gt=0, description="Dropout: at most this many scored samples per miner and task per period."
+        12, gt=0, description="Dropout: at most this many scored samples per miner and task per period."
     )
-    dropout_period_seconds: float = Field(600.0, gt=0, description="Dropout period length.")
+    dropout_period_seconds: float = Field(
+        4320.0,
+        gt=0,
+        description="Dropout period length; one quota epoch by default, so the cap is per miner and epoch and "
+        "the same for every validator, whatever its stake.",
+    )
     organic_sample_rate: float = Field(
         0.15, ge=0, le=1, description="Share of organic responses sent for scoring."
+    )
+    volume_weighting: bool = Field(
+        True,
+        description="Weights pay quality times verified served volume (answers served OK to this validator, "
+        "organic and synthetic, over the current and previous epoch), so one machine split over many uids "
+        "earns what it would behind one; off, weights follow scores alone (paid per uid).",
+    )
+    weight_power: float = Field(
+        2.0,
+        gt=0,
+        description="Exponent of a miner's score in its weight (score^p x volume): above 1 a better answer is "
+        "worth more than proportionally more, so volume of poor answers buys little.",
+    )
+    volume_min_score: float = Field(
+        0.2,
+        ge=0,
+        le=1,
+        description="Miners scoring under this earn no weight whatever their volume (a lazy miner answering "
+        "wrongly at volume gains nothing).",
     )
     max_job_attempts: int = Field(5, gt=0, description="Scoring attempts before a job is set aside.")
     workers: int = Field(2, gt=0, description="Scoring worker tasks per process.")

@@ -29,6 +29,7 @@ from inference_subnet.validator.client import CallResult
 from inference_subnet.validator.gateway.app import create_gateway_app
 from inference_subnet.validator.gateway.limits import KeyLimiter
 from inference_subnet.validator.gateway.organic import OrganicFeed, OrganicItem
+from inference_subnet.validator.managing.volume import VolumeBook
 from inference_subnet.validator.gateway.routing import Attempt, NoMinerAvailable, Router, ScoreCache, servable
 from inference_subnet.validator.managing import QuotaBook, ScoreBook
 from inference_subnet.validator.managing.breaker import Breaker
@@ -318,8 +319,14 @@ async def test_capacity_refusals_are_tried_past_but_not_scored(redis: aioredis.R
 
     score_settings = SETTINGS.validator.scoring.model_copy(update={"organic_sample_rate": 1.0})
     book = ScoreBook(redis, keys, score_settings)
-    feed = OrganicFeed(redis, keys, admit=book.admit, reuse=True, reuse_cap=10, rng=random.Random(0))
+    volumes = VolumeBook(redis, keys, epoch_seconds=SETTINGS.validator.quotas.epoch_seconds)
+    feed = OrganicFeed(
+        redis, keys, admit=book.admit, reuse=True, reuse_cap=10, rng=random.Random(0), volumes=volumes
+    )
     await feed.process(OrganicItem(TASK, REQUEST, served.attempts))
+    # The answer the user got is the serving miner's verified volume; the 429 is nobody's.
+    ids = [graph.by_uid[1].identity, graph.by_uid[2].identity]
+    assert (await volumes.volumes(ids, [TASK.name]))[TASK.name] == {ids[0]: 0, ids[1]: 1}
     ((_, fields),) = await redis.xrange(keys.scoring_stream())
     job = json.loads(fields[b"job"])
     assert [r["uid"] for r in job["responses"]] == [2] and job["kind"] == "organic"

@@ -113,6 +113,10 @@ async def test_loop_keeps_going_and_capacity_refresh(redis, keys) -> None:
         metagraph = await net.metagraph()
         caps = await parts["quotas"].capacities(metagraph.by_uid[1].identity)
         assert caps == {TASK.name: 1000}
+        # Synthetic answers received OK are the miners' verified volume; timeouts are none.
+        ids = [metagraph.by_uid[1].identity, metagraph.by_uid[2].identity]
+        volume = (await parts["volumes"].volumes(ids, [TASK.name]))[TASK.name]
+        assert volume[ids[0]] >= 3 and volume[ids[1]] == 0
 
 
 @pytest.fixture(autouse=True)

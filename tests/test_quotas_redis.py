@@ -291,3 +291,24 @@ async def test_redis_restart_restores_shares_and_never_grants_beyond_them(keys, 
     finally:
         await client.aclose()
         server.stop()
+
+
+async def test_a_small_validator_may_use_a_fraction_of_capacity_for_synthetic_whatever_its_stake(redis, keys, clock):
+    """A floor validator's synthetic_fraction of its share is too few samples to score on: it may send at
+    least synthetic_min_fraction of the miner's capacity (within its share), in proportion to capacity, so a
+    machine split over k uids gets no more synthetic requests than behind one."""
+    settings = QuotaSettings(epoch_seconds=600, min_share=0.01, synthetic_fraction=0.3, synthetic_min_fraction=0.008)
+    book = QuotaBook(redis, keys, settings, clock=clock)
+    stakes = {ME: 1.0, **{f"big{i}": 1000.0 for i in range(9)}}
+    await book.set_stakes(metagraph(stakes, [("whole", 5), *((f"part{i}", 6 + i) for i in range(8))]), ME)
+    assert (await book.set_capacity("whole@5", {"arithmetic": 8000}))["arithmetic"] == 80  # the floor share
+    for i in range(8):
+        await book.set_capacity(f"part{i}@{6 + i}", {"arithmetic": 1000})
+    whole = (await book.status(["whole@5"], "arithmetic"))["whole@5"]
+    parts = await book.status([f"part{i}@{6 + i}" for i in range(8)], "arithmetic")
+    assert whole.synthetic_limit == 64 > synthetic_limit(80, 0.3)
+    assert sum(s.synthetic_limit for s in parts.values()) == 8 * 8 == whole.synthetic_limit
+    # Never beyond the share: a tiny miner's whole share may go to synthetic, no more.
+    await book.set_capacity("part0@6", {"arithmetic": 150})
+    tiny = (await book.status(["part0@6"], "arithmetic"))["part0@6"]
+    assert tiny.synthetic_limit == min(tiny.share, 1)

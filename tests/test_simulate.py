@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import math
 import random
@@ -26,7 +27,7 @@ from inference_subnet.simulate.metrics import (
     ranking_tau,
 )
 from inference_subnet.simulate.plots import write_plots
-from inference_subnet.simulate.population import SYBIL_OVERCOMMIT, TOTAL_STAKE, generate
+from inference_subnet.simulate.population import SYBIL_OVERCOMMIT, TOTAL_STAKE, TWIN, generate
 from inference_subnet.simulate.report import write_json
 from inference_subnet.simulate.results import SimulationResult
 from inference_subnet.simulate.scenario import Mix, Scenario, ScenarioError
@@ -106,13 +107,15 @@ def test_population_shape_is_mainnet_like_and_seeded() -> None:
     scenario = Scenario()
     population = generate(scenario)
     stakes = [v.stake for v in population.validators]
-    assert len(stakes) == 64 and len(population.miners) == 192
+    twins = [m for m in population.miners if m.behaviour == TWIN]
+    assert len(stakes) == 64 and len(population.miners) == 192 + len(twins)
     assert stakes == sorted(stakes, reverse=True)
     assert sum(stakes) == pytest.approx(TOTAL_STAKE)
     assert 0.15 < stakes[0] / TOTAL_STAKE < 0.4  # a few hold most of the stake...
     assert sum(s < 0.01 * TOTAL_STAKE for s in stakes) > 32  # ...and a long tail sits below 1%
     assert sum(v.demand_weight for v in population.validators) == pytest.approx(1.0)
     counts = {c: sum(m.behaviour == c for m in population.miners) for c in scenario.counts()}
+    assert all(m.uid > max(o.uid for o in population.miners if o.behaviour != TWIN) for m in twins)
     assert (
         counts
         == scenario.counts()
@@ -124,11 +127,16 @@ def test_population_shape_is_mainnet_like_and_seeded() -> None:
         uids = [m for m in population.miners if m.backend == name]
         declared = sum(m.declared for m in uids)  # ...and together claim more than it has
         assert declared == pytest.approx(SYBIL_OVERCOMMIT * population.backends[name].capacity, rel=0.01)
+        # Each group has a twin: the same machine on its own, behind one uid declaring the group's total.
+        (twin,) = [m for m in twins if m.backend == f"t{name[1:]}"]
+        assert twin.declared == declared
+        assert population.backends[twin.backend] == dataclasses.replace(population.backends[name], name=twin.backend)
+    assert len(twins) == len(sybil_backends)
     honest_backends = {m.backend for m in population.miners if m.behaviour == "honest"}
     assert all(m.source in honest_backends for m in population.miners if m.behaviour == "copycat")
     assert generate(scenario) == population
     assert generate(Scenario(seed=1)) != population
-    assert len({m.uid for m in population.miners} | {v.uid for v in population.validators}) == 256
+    assert len({m.uid for m in population.miners} | {v.uid for v in population.validators}) == 256 + len(twins)
 
 
 def test_behaviours() -> None:
@@ -270,9 +278,14 @@ async def test_small_run(redis_url: str, tmp_path: Path) -> None:
     assert result.epochs[-1].tau_truth > 0.5
     assert sum(result.epochs[-1].class_incentive.values()) == pytest.approx(1.0, abs=1e-5)  # each rounded to 6 places
     # The dropout cap keeps every validator's scoring bounded: at most the cap per miner and period.
-    periods = SMALL.epochs * load_settings().validator.quotas.epoch_seconds / 600.0
-    cap = load_settings().validator.scoring.max_scored_per_period
-    assert all(v.scored <= cap * (periods + 1) * SMALL.miners for v in result.validators)
+    scoring = load_settings().validator.scoring
+    periods = SMALL.epochs * load_settings().validator.quotas.epoch_seconds / scoring.dropout_period_seconds
+    cap = scoring.max_scored_per_period
+    assert all(v.scored <= cap * (periods + 1) * len(result.miners) for v in result.validators)
+    # The sybil group's twin is reported apart, and the summary sets what the group earns against it.
+    assert {m.behaviour for m in result.miners} >= {"sybil", TWIN} and "twin" in result.epochs[-1].class_incentive
+    ratio = result.summary["adversarial"]["sybil_machine_vs_single_uid"]
+    assert ratio is not None and ratio > 0
     json_path = write_json(result, tmp_path)
     assert (
         SimulationResult.model_validate_json(json_path.read_text()).summary

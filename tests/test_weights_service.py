@@ -20,7 +20,14 @@ from inference_subnet.settings import ScoringSettings
 from inference_subnet.validator import metrics
 from inference_subnet.validator.managing.score_math import Sample
 from inference_subnet.validator.managing.scores import ScoreBook
-from inference_subnet.validator.weights import WeightSetter, interval_blocks, scores_to_weights
+from inference_subnet.validator.managing.volume import VolumeBook
+from inference_subnet.validator.weights import (
+    WeightSetter,
+    interval_blocks,
+    scores_to_weights,
+    volume_shares,
+    volume_weighted,
+)
 
 NETUID = 1
 
@@ -64,6 +71,64 @@ def test_scores_to_weights_properties(scores: list[float], strangers: dict[str, 
                     assert weights[a] >= weights[b]
     else:
         assert weights == [0.0] * len(scores)
+
+
+
+# -- volume-aware weights (pure) ---------------------------------------------------------------------------
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    score=st.floats(min_value=0.01, max_value=1.0),
+    volume=st.integers(min_value=1, max_value=10_000),
+    k=st.integers(min_value=2, max_value=32),
+    others=st.lists(st.tuples(st.floats(min_value=0, max_value=1), st.integers(0, 5000)), max_size=10),
+    power=st.sampled_from([1.0, 2.0, 3.0]),
+)
+def test_a_machine_split_over_k_uids_earns_no_more_than_behind_one(score, volume, k, others, power) -> None:
+    """The same answers (same quality, same total volume) earn the same whether one uid serves them or k uids
+    each serve their part: the k uids' weights sum to the one uid's."""
+    rest_scores = {f"o{i}": s for i, (s, _) in enumerate(others)}
+    rest_volumes = {f"o{i}": float(v) for i, (_, v) in enumerate(others)}
+    one = volume_weighted({"m": score, **rest_scores}, {"m": float(volume), **rest_volumes}, power=power)
+    parts = [volume // k + (1 if j < volume % k else 0) for j in range(k)]
+    split = volume_weighted(
+        {**{f"s{j}": score for j in range(k)}, **rest_scores},
+        {**{f"s{j}": float(parts[j]) for j in range(k)}, **rest_volumes},
+        power=power,
+    )
+    share_one = one["m"] / math.fsum(one.values())
+    share_split = math.fsum(split[f"s{j}"] for j in range(k)) / math.fsum(split.values())
+    assert share_split <= share_one * (1 + 1e-9) + 1e-12
+
+
+def test_lazy_volume_earns_nothing_and_poor_volume_little() -> None:
+    scores = {"honest": 0.8, "lazy": 0.08, "mediocre": 0.4}
+    volumes = {"honest": 100.0, "lazy": 5000.0, "mediocre": 100.0}
+    raw = volume_weighted(scores, volumes, power=2.0, min_score=0.2)
+    assert raw["lazy"] == 0.0
+    assert raw["honest"] == pytest.approx(0.64 * 100) and raw["mediocre"] == pytest.approx(0.16 * 100)
+    # Without the floor the power alone keeps 50 times the volume of wrong answers below one honest uid.
+    assert volume_weighted(scores, volumes, power=2.0)["lazy"] < raw["honest"]
+
+
+def test_no_volume_at_all_still_gives_weights_by_quality() -> None:
+    """A validator that has counted no answer yet (no organic traffic, no synthetic answer so far) still sets
+    weights, ordered by score; one with volume pays nothing to a miner it has no volume of."""
+    metagraph = Metagraph(netuid=1, block=1, neurons=(neuron(0, "a"), neuron(1, "b"), neuron(2, "c")))
+    scores = {"a@1": 0.9, "b@1": 0.5, "c@1": 0.0}
+    _, weights = scores_to_weights(volume_weighted(scores, {}, power=2.0), metagraph)
+    assert weights[0] > weights[1] > weights[2] == 0.0 and math.isclose(sum(weights), 1.0)
+    _, weights = scores_to_weights(volume_weighted(scores, {"b@1": 3.0}, power=2.0), metagraph)
+    assert weights == [0.0, 1.0, 0.0]
+    with pytest.raises(ValueError):
+        volume_weighted(scores, {}, power=0.0)
+
+
+def test_volume_shares_count_every_task_the_same() -> None:
+    shares = volume_shares({"big": {"a": 900.0, "b": 100.0}, "small": {"a": 1.0, "b": 9.0}, "none": {"a": 0.0}})
+    assert shares == pytest.approx({"a": 0.5, "b": 0.5})
+    assert volume_shares({}) == {} and volume_shares({"t": {"a": -1.0, "b": math.nan}}) == {}
 
 
 def test_new_hotkey_on_a_uid_gets_zero_not_the_old_score() -> None:
@@ -136,6 +201,22 @@ async def test_sets_weights_ranking_better_miners_higher(redis, keys) -> None:
     assert w.blocks_since_success() == (await c.client.block()) - attempt.block
     assert metrics.REGISTRY.get_sample_value("isn_last_weight_set_block") == attempt.block
     assert (await w.checks())[0].ok
+
+
+async def test_weights_pay_verified_volume_times_quality(redis, keys) -> None:
+    """Two miners equally good: the one that served this validator three times the answers gets three times
+    the weight; one with no volume gets none while others have some."""
+    c = Chain()
+    book = await scored_book(redis, keys, c.client, {1: 0.9, 2: 0.9, 3: 0.9})
+    metagraph = await c.client.metagraph(NETUID)
+    volumes = VolumeBook(redis, keys, epoch_seconds=4320.0)
+    await volumes.count({metagraph.by_uid[1].identity: 30}, "arithmetic", "organic")
+    await volumes.count({metagraph.by_uid[2].identity: 10}, "arithmetic", "synthetic")
+    w = setter(c, redis, keys, book, volumes=volumes, weight_power=2.0, volume_min_score=0.2)
+    attempt = await w.tick()
+    assert attempt is not None and attempt.outcome == "success"
+    row = c.client.weights(NETUID)[0]
+    assert row[1] == pytest.approx(3 * row[2], rel=0.01) and row.get(3, 0) == 0
 
 
 async def test_waits_for_the_interval_and_the_rate_limit(redis, keys) -> None:

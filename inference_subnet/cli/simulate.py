@@ -109,11 +109,17 @@ def run_simulate(
             console.print(f"plot: {png}")
 
 
+SOCKET_TIMEOUT = 120.0
+"""Seconds the simulation waits for one Redis reply."""
+
+
 async def _run(scenario: Scenario, cfg: Settings):
     from inference_subnet.simulate.engine import Simulation
-    from inference_subnet.store.redis import connect
+    from inference_subnet.store.redis import RedisOptions, connect
 
-    redis = connect(cfg.redis_url)
+    # A batch run, not a service: one step's pipelines carry thousands of commands, and on a busy machine
+    # reading their replies can take longer than a service's 5 s deadline.
+    redis = connect(cfg.redis_url, RedisOptions(socket_timeout=SOCKET_TIMEOUT))
     steps = scenario.epochs * scenario.ticks
     columns = (
         TextColumn("{task.description}"),

@@ -38,6 +38,7 @@ import math
 import random
 import time
 import uuid
+from collections import Counter
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import TypeVar
@@ -55,7 +56,7 @@ from inference_subnet.simulate.metrics import (
     consensus_incentive,
     ranking_tau,
 )
-from inference_subnet.simulate.population import Population, ValidatorSpec, generate
+from inference_subnet.simulate.population import TWIN, Population, ValidatorSpec, generate
 from inference_subnet.simulate.results import (
     BackendRow,
     EpochRow,
@@ -63,7 +64,8 @@ from inference_subnet.simulate.results import (
     SimulationResult,
     ValidatorRow,
 )
-from inference_subnet.simulate.scenario import CLASSES, Scenario
+from inference_subnet.simulate.scenario import CLASSES as SCENARIO_CLASSES
+from inference_subnet.simulate.scenario import Scenario
 from inference_subnet.simulate.summary import summarise
 from inference_subnet.simulate.traffic import DAY_SECONDS, daily_load, organic_demand
 from inference_subnet.store.coalescing import Coalescer, CoalescingRedis
@@ -80,9 +82,13 @@ from inference_subnet.validator.managing.sampling import (
 )
 from inference_subnet.validator.managing.score_math import UNJUDGED, Sample, Standing
 from inference_subnet.validator.managing.scores import ScoreBook
-from inference_subnet.validator.weights import scores_to_weights
+from inference_subnet.validator.managing.volume import VolumeBook
+from inference_subnet.validator.weights import scores_to_weights, volume_shares, volume_weighted
 
 T = TypeVar("T")
+
+CLASSES = (*SCENARIO_CLASSES, TWIN)
+"""Every class reported: the scenario's, and the twins that control its sybil groups."""
 
 NETUID = 1
 MAX_WEIGHT_LIMIT = 1.0
@@ -143,6 +149,7 @@ class _Validator:
     keys: Keys
     quotas: QuotaBook
     scores: ScoreBook
+    volumes: VolumeBook
     rng: random.Random
     entitled: float
     """Its fraction of every miner's capacity (stake share with the floor)."""
@@ -283,6 +290,7 @@ class Simulation:
                 clock=clock,
                 default_latency_reference=self.scenario.timeout,
             ),
+            volumes=VolumeBook(self.books_redis, keys, epoch_seconds=self.epoch_seconds, clock=clock),
             rng=random.Random(f"validator:{self.scenario.seed}:{spec.index}"),
             entitled=fraction,
             routing=[self.scoring_settings.prior_score] * len(self.miners),
@@ -647,6 +655,9 @@ class Simulation:
                 if not calls:
                     continue
                 identities = [self.identities[c.miner] for c in calls]
+                if self.scoring_settings.volume_weighting:  # as the gateway and the orchestrator count it
+                    served = Counter(i for i, c in zip(identities, calls) if c.answer is not None and c.answer.ok)
+                    await v.volumes.count(served, task, kind)
                 for identity in set(identities):
                     self._counters.add((v.spec.index, identity, period))
                 admitted = await v.scores.admit_many(identities, task, kind, v.rng)  # type: ignore[arg-type]
@@ -714,11 +725,12 @@ class Simulation:
         standings = await self._read_standings()
         # One task: a miner's aggregate (the mean over tasks) is its standing's score for that task.
         aggregates = [{i: s.score for i, s in standing.items()} for standing in standings]
+        volumes = await self._read_volumes()
         rows: list[list[float]] = []
         set_count = 0
-        for v, agg in zip(self.validators, aggregates):
+        for vi, (v, agg) in enumerate(zip(self.validators, aggregates)):
             v.routing = [agg.get(i, self.scoring_settings.prior_score) for i in self.identities]
-            row = self._weights(agg)
+            row = self._weights(agg, volumes[vi] if volumes is not None else None)
             if any(row):
                 v.weights_set += 1
                 set_count += 1
@@ -741,7 +753,7 @@ class Simulation:
         honest = {i: self._incentive[i] for i, c in self.classes.items() if c == "honest"}
         previous = self._epoch_rows[-1].honest_incentive if self._epoch_rows else None
         tau_prev = ranking_tau(previous, honest) if previous is not None else None
-        tau_truth = ranking_tau({i: self.truth[i] for i in honest}, honest)
+        tau_truth = ranking_tau({i: self.truth[i] for i in honest}, self._pay_rate(honest))
         hours = ((epoch_start - self.midnight) % DAY_SECONDS) / 3600.0
         return EpochRow(
             epoch=epoch,
@@ -774,9 +786,33 @@ class Simulation:
             honest_incentive=honest,
         )
 
-    def _weights(self, aggregates: dict[str, float]) -> list[float]:
-        """One validator's weight row over the miners: scores to uids to the u16 vector the chain would store,
-        read back as shares. All zero when there is nothing it could set."""
+    async def _read_volumes(self) -> list[dict[str, dict[str, int]]] | None:
+        """Each validator's verified served volume of every miner (current and previous epoch), as its
+        weight setter reads it; None when weights follow scores alone."""
+        if not self.scoring_settings.volume_weighting:
+            return None
+        return await _bounded(
+            [v.volumes.volumes(self.identities, [self.scenario.task]) for v in self.validators], self._limit
+        )
+
+    def _pay_rate(self, incentive: dict[str, float]) -> dict[str, float]:
+        """What the ranking against the truth compares: incentive per uid when weights follow scores, and
+        incentive per request of declared capacity when they pay served volume (honest miners declare what
+        they serve, and a bigger machine earning more for its volume says nothing of how good it is)."""
+        if not self.scoring_settings.volume_weighting:
+            return incentive
+        declared = {m.identity: m.declared for m in self.miners}
+        return {i: v / declared[i] if declared[i] else 0.0 for i, v in incentive.items()}
+
+    def _weights(self, aggregates: dict[str, float], volumes: dict[str, dict[str, int]] | None = None) -> list[float]:
+        """One validator's weight row over the miners: scores (times served volume, when weights pay volume)
+        to uids to the u16 vector the chain would store, read back as shares. All zero when there is nothing
+        it could set."""
+        if volumes is not None:
+            s = self.scoring_settings
+            aggregates = volume_weighted(
+                aggregates, volume_shares(volumes), power=s.weight_power, min_score=s.volume_min_score
+            )
         uids, weights = scores_to_weights(aggregates, self.metagraph)
         try:
             out_uids, values = convert_weights(

@@ -22,6 +22,7 @@ COLOURS = {
     "sybil": "#6d597a",
     "flaky": "#8ab17d",
     "slow": "#264653",
+    "twin": "#b5838d",
 }
 
 

@@ -8,6 +8,7 @@ little each. A Zipf-like law (stake of the k-th validator ~ k^-1.1, with noise) 
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import random
 from dataclasses import dataclass
@@ -20,6 +21,10 @@ TOTAL_STAKE = 1_000_000.0
 REGISTRATION_BLOCK = 1_000
 SYBIL_OVERCOMMIT = 1.5
 """A sybil group declares this much more than its machine can serve, split evenly over its uids."""
+TWIN = "twin"
+"""The control of each sybil group: one uid on an identical machine of its own, declaring what the whole group
+declares (the same overcommit, unsplit), so a run tells what splitting a machine over uids earns against
+keeping it behind one. Reported as its own class, never as honest."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -210,6 +215,12 @@ def _miners(
     for i in copycats:
         kind, name, declared, _ = specs[i]
         specs[i] = (kind, name, declared, rng.choice(honest_best) if honest_best else None)
+    # One twin per sybil group, after every other uid (so adding them changes no other miner).
+    for group in sybil_backends:
+        twin = f"t{group[1:]}"
+        backends[twin] = dataclasses.replace(backends[group], name=twin)
+        declared = sum(d for kind, name, d, _ in specs if kind == "sybil" and name == group)
+        specs.append((TWIN, twin, declared, None))
     miners = [
         MinerSpec(
             index=i,

@@ -8,6 +8,7 @@ from rich.console import Console
 from rich.table import Table
 
 from inference_subnet.simulate.results import SimulationResult, ValidatorRow
+from inference_subnet.simulate.population import TWIN
 from inference_subnet.simulate.scenario import CLASSES
 
 FULL_CAPACITY = 1000
@@ -85,7 +86,8 @@ def render(result: SimulationResult, console: Console) -> None:
     adv = result.summary["adversarial"]
     table.add_row(
         "one sybil machine earns / copycats earn vs their source",
-        f"{_num(adv.get('sybil_machine_vs_honest_uid'), 1)} honest uids / "
+        f"{_num(adv.get('sybil_machine_vs_honest_uid'), 1)} honest uids "
+        f"({_num(adv.get('sybil_machine_vs_single_uid'), 2)} x its twin behind one uid) / "
         f"{_num(adv.get('copycat_vs_source'), 2)}",
     )
     table.add_row(
@@ -172,7 +174,7 @@ def _classes_table(result: SimulationResult) -> Table:
         "max load/capacity",
     ):
         table.add_column(name, justify="left" if name == "class" else "right")
-    for c in CLASSES:
+    for c in (*CLASSES, TWIN):
         miners = [m for m in result.miners if m.behaviour == c]
         if not miners:
             continue

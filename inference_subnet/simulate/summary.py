@@ -106,6 +106,13 @@ def summarise(result: SimulationResult, *, stable_tau: float, classes: Sequence[
                 if result.sybil_backends and honest_per_uid
                 else None
             ),
+            # What one sybil machine earns behind k uids against the same machine behind one uid (its twin)
+            # in the same run, over the second half: about 1 when splitting a machine gains nothing.
+            "sybil_machine_vs_single_uid": (
+                mean_share["sybil"] / mean_share["twin"]
+                if mean_share.get("twin") and "sybil" in mean_share
+                else None
+            ),
             # What copycats earn against the miners they copy (final epoch).
             "copycat_vs_source": _copycat_vs_source(miners),
         },

@@ -119,6 +119,11 @@ class Keys:
         """Dropout counter: samples dropped (not scored) for one miner and task in one period."""
         return f"{self.prefix}:dropped:{{m:{identity}}}:{task}:{period}"
 
+    def served_volume(self, identity: str, task: str, epoch: int) -> str:
+        """Hash with fields ``organic`` and ``synthetic``: answers one miner served OK to this validator in one
+        quota epoch (its verified volume, read by the weight setter); expires after the next epoch."""
+        return f"{self.prefix}:volume:{{m:{identity}}}:{task}:{epoch}"
+
     def job_applied(self, identity: str, job_id: str) -> str:
         """Idempotency marker: this scoring job's result was already written to the history."""
         return f"{self.prefix}:applied:{{m:{identity}}}:{job_id}"

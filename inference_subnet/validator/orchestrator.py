@@ -16,6 +16,7 @@ import json
 import logging
 import random
 import time
+from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -32,6 +33,7 @@ from inference_subnet.validator import metrics
 from inference_subnet.validator.managing.quotas import QuotaBook
 from inference_subnet.validator.managing.sampling import sample_synthetic
 from inference_subnet.validator.managing.scores import ScoreBook
+from inference_subnet.validator.managing.volume import VolumeBook
 from inference_subnet.validator.scoring import JobResponse, ScoringJob, enqueue
 from inference_subnet.validator.service import Check, Every, Service
 from inference_subnet.validator.synthesizing import Synthesizer
@@ -139,6 +141,7 @@ class Orchestrator(Service):
         capacity_refresh: float = 600.0,
         quota_epoch_seconds: float | None = None,
         rng: random.Random | None = None,
+        volumes: VolumeBook | None = None,
     ) -> None:
         if not tasks:
             raise ValueError("the orchestrator needs at least one task")
@@ -157,6 +160,8 @@ class Orchestrator(Service):
         self.capacity_every = Every(capacity_refresh)
         self.quota_epoch_seconds = quota_epoch_seconds or quotas.settings.epoch_seconds
         self.rng = rng or random.Random()
+        self.volumes = volumes
+        """Where the synthetic answers received OK are counted (the miners' verified volume), if anywhere."""
         self._task_cycle = 0
         self._stakes_block: int | None = None
         self._with_capacity: set[str] = set()
@@ -254,6 +259,9 @@ class Orchestrator(Service):
         report.call_seconds = time.perf_counter() - call_started
         entries = [job_response(n, r) for n, r in zip(targets, results)]
         scorable = [e for e in entries if e.outcome != RATE_LIMITED]
+        if self.volumes is not None:
+            served = Counter(e.identity for e in entries if e.outcome == "ok")
+            await self.volumes.count(served, task.name, "synthetic")
         admitted = await self.scores.admit_many([e.identity for e in scorable], task.name, "synthetic", self.rng)
         kept = [e for e, ok in zip(scorable, admitted) if ok]
         self._count_calls(targets, by_identity)

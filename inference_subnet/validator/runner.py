@@ -27,6 +27,7 @@ from inference_subnet.store.redis import RedisClient, connect, redact, resolve_u
 from inference_subnet.protocol.challenge import share_secret
 from inference_subnet.validator.client import MinerClient
 from inference_subnet.validator.managing import QuotaBook, ScoreBook
+from inference_subnet.validator.managing.volume import VolumeBook
 from inference_subnet.validator.orchestrator import Orchestrator
 from inference_subnet.validator.scoring import ScoringWorkers
 from inference_subnet.validator.service import Service, ServiceHost, instance_id
@@ -168,7 +169,7 @@ def make_service(name: str, parts: Parts, *, instance: str | None = None) -> Ser
             scores=parts.scores, client=parts.client, synthesizer=_synthesizer(parts), tasks=parts.tasks,
             my_hotkey=parts.keypair.ss58_address, miners_per_round=v.miners_per_round,
             max_concurrency=v.max_concurrency, round_interval=v.round_interval_seconds,
-            capacity_refresh=v.capacity_refresh_seconds,
+            capacity_refresh=v.capacity_refresh_seconds, volumes=_volumes(parts),
         )
     if name == "weights":
         return WeightSetter(
@@ -177,8 +178,18 @@ def make_service(name: str, parts: Parts, *, instance: str | None = None) -> Ser
             interval=v.weights_interval_blocks, retries=v.weights_retries,
             backoff=v.weights_retry_backoff_seconds, max_blocks_without=v.max_blocks_without_weights,
             attempts_kept=v.weight_attempts_kept, poll_seconds=s.chain.metagraph_refresh_seconds,
+            volumes=_volumes(parts), weight_power=v.scoring.weight_power,
+            volume_min_score=v.scoring.volume_min_score,
         )
     raise UnknownService(name)
+
+
+def _volumes(parts: Parts) -> VolumeBook | None:
+    """The served-volume counters, when weights pay by volume (``scoring.volume_weighting``)."""
+    v = parts.settings.validator
+    if not v.scoring.volume_weighting:
+        return None
+    return VolumeBook(parts.redis, parts.keys, epoch_seconds=v.quotas.epoch_seconds)
 
 
 def _synthesizer(parts: Parts) -> Synthesizer:

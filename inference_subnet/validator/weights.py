@@ -44,6 +44,7 @@ from inference_subnet.chain.types import (
 from inference_subnet.store.keys import Keys
 from inference_subnet.store.redis import RedisClient
 from inference_subnet.validator import metrics
+from inference_subnet.validator.managing.volume import VolumeBook
 from inference_subnet.validator.service import Check, Service, cancel_all, watch_blocks
 
 log = logging.getLogger(__name__)
@@ -69,6 +70,55 @@ def scores_to_weights(aggregates: Mapping[str, float], metagraph: Metagraph) -> 
     if total <= 0:
         return uids, [0.0] * len(uids)
     return uids, [w / total for w in raw]
+
+
+def volume_shares(per_task: Mapping[str, Mapping[str, float]]) -> dict[str, float]:
+    """identity -> its share of the served volume, averaged over tasks (every task counts the same, as in
+    scores); a task with no volume at all adds nothing. Negative and non-finite counts are 0."""
+    shares: dict[str, float] = {}
+    tasks = 0
+    for counts in per_task.values():
+        clean = {i: (v if math.isfinite(v) and v > 0 else 0.0) for i, v in counts.items()}
+        total = math.fsum(clean.values())
+        if total <= 0:
+            continue
+        tasks += 1
+        for identity, v in clean.items():
+            shares[identity] = shares.get(identity, 0.0) + v / total
+    return {i: v / tasks for i, v in shares.items()} if tasks else {}
+
+
+def volume_weighted(
+    scores: Mapping[str, float],
+    volumes: Mapping[str, float],
+    *,
+    power: float = 2.0,
+    min_score: float = 0.0,
+) -> dict[str, float]:
+    """Raw weights ``score^power x volume``: what a miner is paid for is the answers it served this validator
+    OK, valued by how good they are.
+
+    Splitting one machine over k uids splits its volume k ways (each uid serves what its share of the
+    machine lets it), so the k uids together earn what the machine earns behind one uid. A miner scoring
+    under ``min_score`` earns nothing, whatever its volume: wrong answers at volume are worth nothing. When no
+    miner has any volume (a validator that has seen no answer yet), weights follow ``score^power`` alone so
+    that a weight can still be set. Scores that are negative or not finite count as 0.
+    """
+    if not power > 0:
+        raise ValueError(f"power must be > 0, got {power!r}")
+
+    def worth(score: float) -> float:
+        if not math.isfinite(score) or score <= 0 or score < min_score:
+            return 0.0
+        return score**power
+
+    if not any(math.isfinite(v) and v > 0 for v in volumes.values()):
+        return {i: worth(s) for i, s in scores.items()}
+    out: dict[str, float] = {}
+    for identity, score in scores.items():
+        v = volumes.get(identity, 0.0)
+        out[identity] = worth(score) * (v if math.isfinite(v) and v > 0 else 0.0)
+    return out
 
 
 def weights_digest(uids: Sequence[int], weights: Sequence[float]) -> str:
@@ -115,6 +165,9 @@ class WeightSetter(Service):
         attempts_kept: int = 200,
         poll_seconds: float = 12.0,
         version_key: int | None = None,
+        volumes: VolumeBook | None = None,
+        weight_power: float = 2.0,
+        volume_min_score: float = 0.0,
     ) -> None:
         self.chain = chain
         self.redis = redis
@@ -133,6 +186,10 @@ class WeightSetter(Service):
         self.attempts_kept = attempts_kept
         self.poll_seconds = poll_seconds
         self.version_key = version_key
+        self.volumes = volumes
+        """Verified served volume; None pays scores alone (per uid)."""
+        self.weight_power = weight_power
+        self.volume_min_score = volume_min_score
         self.last_success_block: int | None = None
         self.started_block: int | None = None
         self.current_block: int | None = None
@@ -207,6 +264,11 @@ class WeightSetter(Service):
             return None
         identities = [n.identity for n in metagraph.neurons]
         aggregates = await self.scores.aggregates(identities, self.tasks)
+        if self.volumes is not None:
+            served = await self.volumes.volumes(identities, list(self.tasks))
+            aggregates = volume_weighted(
+                aggregates, volume_shares(served), power=self.weight_power, min_score=self.volume_min_score
+            )
         uids, weights = scores_to_weights(aggregates, metagraph)
         if not any(w > 0 for w in weights):
             metrics.weight_sets.labels("no_scores").inc()

@@ -87,6 +87,7 @@ from inference_subnet.validator.gateway.traffic import TrafficCounter, TrafficMi
 from inference_subnet.validator.managing.breaker import Breaker
 from inference_subnet.validator.managing.sampling import quality_bar
 from inference_subnet.validator.managing.score_math import Standing
+from inference_subnet.validator.managing.volume import VolumeBook
 from inference_subnet.validator.service import instance_id
 
 log = logging.getLogger(__name__)
@@ -713,6 +714,9 @@ def create_gateway_app(
             reuse_rate=gw.reuse_sample_rate,
             reuse_cap=settings.validator.organic_samples_cap,
             rng=rng,
+            volumes=VolumeBook(redis, keys, epoch_seconds=settings.validator.quotas.epoch_seconds)
+            if settings.validator.scoring.volume_weighting
+            else None,
         ),
         db=database,
         redis=redis,

@@ -26,6 +26,7 @@ from inference_subnet.store.redis import RedisClient
 from inference_subnet.validator import metrics
 from inference_subnet.validator.gateway.routing import Attempt
 from inference_subnet.validator.managing.score_math import chance
+from inference_subnet.validator.managing.volume import VolumeBook
 from inference_subnet.validator.scoring import JobResponse, enqueue, job_from_results
 from inference_subnet.validator.synthesizing import record_organic
 
@@ -72,6 +73,7 @@ class OrganicFeed:
         reuse_rate: float = 1.0,
         max_queue: int = 10_000,
         rng: random.Random | None = None,
+        volumes: VolumeBook | None = None,
     ):
         self._redis = redis
         self._keys = keys
@@ -81,6 +83,7 @@ class OrganicFeed:
         self._reuse_rate = reuse_rate
         self._max_queue = max_queue
         self._rng = rng or random.Random()
+        self._volumes = volumes
         self._queue: asyncio.Queue[OrganicItem | None] = asyncio.Queue()
         self._task: asyncio.Task[None] | None = None
         self._closing = False
@@ -121,6 +124,9 @@ class OrganicFeed:
     async def process(self, item: OrganicItem) -> None:
         name = item.task.name
         served = any(a.outcome == "ok" for a in item.attempts)
+        if self._volumes is not None and served:  # the miner's verified volume: answers users got
+            served = {a.identity: 1 for a in item.attempts if a.outcome == "ok"}
+            await self._volumes.count(served, name, "organic")
         if (
             self._reuse
             and served

@@ -125,7 +125,10 @@ class QuotaBook:
         for task, capacity in capacities.items():
             share = self.share_of(capacity)
             fields[task] = share
-            fields[f"{task}:syn"] = synthetic_limit(share, self.settings.synthetic_fraction)
+            # At least ``synthetic_min_fraction`` of the capacity (within the share): a floor validator's
+            # synthetic_fraction alone is too few samples; proportional to capacity, so a split machine gains none.
+            least = math.floor(capacity * self.settings.synthetic_min_fraction + 1e-9)
+            fields[f"{task}:syn"] = max(synthetic_limit(share, self.settings.synthetic_fraction), min(share, least))
         return fields
 
     async def set_stakes(self, metagraph: Metagraph, my_hotkey: str) -> float:

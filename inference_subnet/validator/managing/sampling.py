@@ -14,7 +14,6 @@ import math
 import random
 from collections.abc import Sequence
 from dataclasses import dataclass
-from itertools import groupby
 
 from inference_subnet.settings import QuotaSettings
 
@@ -75,26 +74,28 @@ def quality_bar(settings: QuotaSettings) -> QualityBar:
 def sample_synthetic(candidates: Sequence[SyntheticCandidate], k: int, rng: random.Random) -> list[str]:
     """Up to ``k`` distinct miners for one synthetic round.
 
-    The least-challenged miners this epoch go first, so every miner with quota is challenged once before
-    any is challenged twice; within the same level the draw is random, weighted by remaining synthetic
-    quota, so miners with little quota are not drained early in the epoch. Miners without quota are never
-    chosen.
+    Miners not yet challenged this epoch go first (in random order weighted by remaining synthetic quota), so
+    every miner with quota is seen early; after that, miners are challenged in proportion to their synthetic
+    quota (which follows their declared capacity): the next ones are those whose quota is the least used,
+    ``(challenged + u) / (challenged + left)`` with ``u`` uniform in [0, 1) as a random tie-break. Challenging
+    every miner equally instead would hand one machine split over k uids k times the synthetic volume (and
+    evidence) of the same machine behind one uid. Miners without quota are never chosen.
     """
     if k <= 0:
         return []
-    eligible = sorted(
-        (c for c in candidates if c.synthetic_left > 0), key=lambda c: (c.challenged, c.identity)
-    )
-    chosen: list[str] = []
-    seen: set[str] = set()
-    for _, level in groupby(eligible, key=lambda c: c.challenged):
-        group = [c for c in level if c.identity not in seen]
-        need = k - len(chosen)
-        for c in _weighted_without_replacement(group, need, rng):
-            chosen.append(c.identity)
-            seen.add(c.identity)
-        if len(chosen) >= k:
-            break
+    eligible = [c for c in candidates if c.synthetic_left > 0]
+    fresh = sorted((c for c in eligible if c.challenged <= 0), key=lambda c: c.identity)
+    chosen = [c.identity for c in _weighted_without_replacement(fresh, k, rng)]
+    need = k - len(chosen)
+    if need > 0:
+        seen = [c for c in eligible if c.challenged > 0]
+        filled = sorted(
+            seen,
+            key=lambda c: ((c.challenged + rng.random()) / (c.challenged + c.synthetic_left), c.identity),
+        )
+        picked = filled[:need]
+        rng.shuffle(picked)
+        chosen += [c.identity for c in picked]
     return chosen
 
 
