@@ -26,6 +26,7 @@ from inference_subnet.tasks.arithmetic import ArithmeticTask
 from inference_subnet.validator.client import MinerClient
 from inference_subnet.validator.managing.quotas import QuotaBook
 from inference_subnet.validator.managing.scores import ScoreBook
+from inference_subnet.validator.canaries import CanaryBook
 from inference_subnet.validator.orchestrator import Orchestrator
 from inference_subnet.validator.scoring import ScoringWorkers
 from inference_subnet.validator.service import cancel_all, listen_socket
@@ -135,20 +136,22 @@ class LocalSubnet:
         quotas = QuotaBook(self.redis, self.keys, self.quotas)
         scores = ScoreBook(self.redis, self.keys, self.scoring)
         client = client or MinerClient(self.validator, ip_override="127.0.0.1", max_connections=64)
+        canaries = CanaryBook(self.redis, self.keys, ttl_seconds=120.0, bench_seconds=600.0)
         synth = Synthesizer(self.redis, self.keys, {TASK.name: TASK}, organic_ratio=0.0,
                             rng=random.Random(rng_seed))
         orchestrator = Orchestrator(
             redis=self.redis, keys=self.keys, metagraph=source, quotas=quotas, scores=scores, client=client,
             synthesizer=synth, tasks={TASK.name: TASK}, my_hotkey=self.validator.ss58_address,
             miners_per_round=miners_per_round, max_concurrency=max_concurrency, round_interval=0.01,
-            rng=random.Random(rng_seed),
+            rng=random.Random(rng_seed), canaries=canaries,
         )
         workers = ScoringWorkers(self.redis, self.keys, {TASK.name: TASK}, scores, workers=2, claim_idle=1.0,
                                  block_seconds=0.05)
         weights = WeightSetter(self.chain, self.redis, self.keys, self.validator, scores, source,
                                {TASK.name: TASK.timeout}, netuid=NETUID, backoff=0.01, poll_seconds=0.2)
         return {"source": source, "quotas": quotas, "scores": scores, "client": client, "synth": synth,
-                "orchestrator": orchestrator, "workers": workers, "weights": weights}
+                "orchestrator": orchestrator, "workers": workers, "weights": weights,
+                "canaries": canaries}
 
 
 @contextlib.asynccontextmanager
