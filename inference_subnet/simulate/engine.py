@@ -836,7 +836,7 @@ class Simulation:
             )
             miners[i] = new
             self.identities[i] = new.identity
-            self.classes[new.identity] = new.behaviour
+            self.classes[new.identity] = self.classes.pop(old.identity)
             self.truth[new.identity] = self.truth[old.identity]
             for v in self.validators:
                 v.routing[i] = self.scoring_settings.prior_score
