@@ -801,6 +801,8 @@ class Simulation:
                 if not any(retries):
                     break
                 await self._deliver(retries)
+        for v, org in zip(self.validators, per_gateway):  # requests that gateway delivered, not its users'
+            v.organic += sum(1 for r in org for call in r.calls if call.allowed)
         for c, request in waiting:
             served = None
             if request is not None:

@@ -22,6 +22,8 @@ COLOURS = {
     "sybil": "#6d597a",
     "flaky": "#8ab17d",
     "slow": "#264653",
+    "detector": "#f4a261",
+    "discriminator": "#9d4edd",
 }
 
 
