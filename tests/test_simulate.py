@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import math
 import random
@@ -386,6 +387,16 @@ async def test_without_canaries_copycats_are_never_flagged(redis_url: str) -> No
                         mix=Mix(copycat=0.25, sybil=0.0, detector=0.0, discriminator=0.0))
     result = await _run(redis_url, scenario, validator={"canaries": False})
     assert result.defenses["canary_flags"] == 0 and result.defenses["copycat_forwards_served"] > 0
+
+
+async def test_distinct_sybil_keys_change_nothing(redis_url: str) -> None:
+    """Nothing in the mechanism reads coldkeys or IPs: a run with one per sybil uid is the same run."""
+    base = Scenario(validators=6, miners=16, epochs=2, seed=5, ticks=2, capacity=400, mix=Mix(sybil=0.25))
+    shared = await _run(redis_url, base)
+    distinct = await _run(redis_url, dataclasses.replace(base, sybil_distinct_keys=True))
+    assert shared.model_dump(exclude={"seconds", "scenario"}) == distinct.model_dump(
+        exclude={"seconds", "scenario"}
+    )
 
 
 async def test_saturated_validators_get_exactly_their_share(redis_url: str) -> None:
