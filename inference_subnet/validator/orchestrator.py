@@ -260,7 +260,7 @@ class Orchestrator(Service):
             return self._finish(report, started, "no_miners" if not chosen else "no_quota")
         # A challenge of its own for every miner: a copycat cannot answer one miner's challenge with the
         # answer another miner gave, and a planted canary names the one miner it was sent to.
-        challenges = [await self.synthesizer.request(task.name) for _ in targets]
+        challenges = list(await asyncio.gather(*(self.synthesizer.request(task.name) for _ in targets)))
         report.source = ",".join(sorted({c.source for c in challenges}))
         if self.canaries is not None:
             await self.canaries.plant(
