@@ -854,7 +854,7 @@ class Simulation:
                 for v in self.validators
                 for i in renewed
             ],
-            self._limit,
+            CONCURRENCY,  # MULTI transactions are not coalesced: each holds a connection of the pool
         )
 
     # -- the end of an epoch --------------------------------------------------------------------------------
