@@ -324,6 +324,22 @@ class ValidatorSettings(Section):
         "synthetic requests, which miners cannot. Unset: the validator's services draw one at first start and "
         "share it through Redis.",
     )
+    canaries: bool = Field(
+        True,
+        description="Plant every fresh synthetic challenge as a canary: its digest is kept for "
+        "canary_ttl_seconds, and the gateway refuses an organic request equal to a live one and flags the miner "
+        "the challenge went to (a copycat forwarding it). Replayed organic challenges are not planted: a user "
+        "may send the same request again.",
+    )
+    canary_ttl_seconds: float = Field(
+        120.0, gt=0, description="Seconds a planted challenge's digest stays live (past any task timeout)."
+    )
+    canary_bench_seconds: float = Field(
+        21600.0,
+        ge=0,
+        description="How long a miner caught by a canary gets no organic traffic and no weight from this "
+        "validator (its caught answer scores 0 either way).",
+    )
     quotas: QuotaSettings = Field(default_factory=QuotaSettings)
     scoring: ScoringSettings = Field(default_factory=ScoringSettings)
 

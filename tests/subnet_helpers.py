@@ -27,6 +27,7 @@ from inference_subnet.validator.client import MinerClient
 from inference_subnet.validator.managing.quotas import QuotaBook
 from inference_subnet.validator.managing.scores import ScoreBook
 from inference_subnet.validator.managing.volume import VolumeBook
+from inference_subnet.validator.canaries import CanaryBook
 from inference_subnet.validator.orchestrator import Orchestrator
 from inference_subnet.validator.scoring import ScoringWorkers
 from inference_subnet.validator.service import cancel_all, listen_socket
@@ -137,13 +138,14 @@ class LocalSubnet:
         scores = ScoreBook(self.redis, self.keys, self.scoring)
         volumes = VolumeBook(self.redis, self.keys, epoch_seconds=self.quotas.epoch_seconds)
         client = client or MinerClient(self.validator, ip_override="127.0.0.1", max_connections=64)
+        canaries = CanaryBook(self.redis, self.keys, ttl_seconds=120.0, bench_seconds=600.0)
         synth = Synthesizer(self.redis, self.keys, {TASK.name: TASK}, organic_ratio=0.0,
                             rng=random.Random(rng_seed))
         orchestrator = Orchestrator(
             redis=self.redis, keys=self.keys, metagraph=source, quotas=quotas, scores=scores, client=client,
             synthesizer=synth, tasks={TASK.name: TASK}, my_hotkey=self.validator.ss58_address,
             miners_per_round=miners_per_round, max_concurrency=max_concurrency, round_interval=0.01,
-            rng=random.Random(rng_seed), volumes=volumes,
+            rng=random.Random(rng_seed), volumes=volumes, canaries=canaries,
         )
         workers = ScoringWorkers(self.redis, self.keys, {TASK.name: TASK}, scores, workers=2, claim_idle=1.0,
                                  block_seconds=0.05)
@@ -153,7 +155,8 @@ class LocalSubnet:
                                volume_min_score=self.scoring.volume_min_score)
         return {"source": source, "quotas": quotas, "scores": scores, "volumes": volumes, "client": client,
                 "synth": synth,
-                "orchestrator": orchestrator, "workers": workers, "weights": weights}
+                "orchestrator": orchestrator, "workers": workers, "weights": weights,
+                "canaries": canaries}
 
 
 @contextlib.asynccontextmanager

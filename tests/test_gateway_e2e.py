@@ -51,6 +51,8 @@ from inference_subnet.store.coalescing import CoalescingRedis, coalescing_client
 from inference_subnet.store.keys import Keys
 from inference_subnet.store.sql import Database, RequestLog
 from inference_subnet.tasks.arithmetic import ArithmeticTask
+from inference_subnet.validator.canaries import CanaryBook
+from inference_subnet.validator.metrics import REGISTRY
 from inference_subnet.validator.client import MinerClient
 from inference_subnet.validator.gateway.apikeys import ApiKeyStore
 from inference_subnet.validator.gateway.app import create_gateway_app
@@ -324,6 +326,48 @@ async def test_no_miner_available_is_503_with_a_reason(gateway: GatewayFactory) 
     await gw.stop()
     (row,) = await gw.log_rows()
     assert row.status == 503 and row.miner_uid is None and row.key_id == key_id
+
+
+async def test_a_live_challenge_sent_as_an_organic_request_is_refused_and_benches_its_miner(
+    gateway: GatewayFactory,
+) -> None:
+    """A copycat forwards the challenge it got to this validator's gateway: the gateway finds the planted
+    canary, answers an ordinary 503 without spending any miner's quota, and benches the miner it was sent
+    to: routing skips it, and the weights read it as 0."""
+    gw = await gateway({HONEST_A: ("arithmetic",), HONEST_B: ("arithmetic",)})
+    canaries = CanaryBook(
+        gw.redis,
+        gw.keys,
+        ttl_seconds=gw.settings.validator.canary_ttl_seconds,
+        bench_seconds=gw.settings.validator.canary_bench_seconds,
+    )
+    challenge = ArithmeticTask.Request.model_validate({"op": "add", "a": 1234, "b": 4321})
+    copier = gw.identity(HONEST_A)
+    assert await canaries.plant("arithmetic", [(challenge, copier)]) == 1
+    _, auth = await gw.key()
+    identities = [gw.identity(HONEST_A), gw.identity(HONEST_B)]
+    def caught_metric() -> float:
+        return REGISTRY.get_sample_value(
+            "isn_canary_caught_total", {"task": "arithmetic", "kind": "organic"}
+        ) or 0.0
+
+    async with _http(gw.url) as http:
+        before = caught_metric()
+        # The body as a forwarder sends it: same content, keys in another order.
+        r = await http.post("/v1/tasks/arithmetic", json={"b": 4321, "op": "add", "a": 1234}, headers=auth)
+        assert r.status_code == 503 and r.json()["error"]["code"] == "no_miner"
+        assert r.headers.get("x-miner-uid") is None
+        used = await gw.quota.status(identities, "arithmetic")
+        assert sum(s.used_total for s in used.values()) == 0  # no miner's capacity went to it
+        assert await canaries.caught(identities) == {copier}
+        assert caught_metric() == before + 1
+        # Users' requests go on, to the other miner only while the copier is benched.
+        served = set()
+        for i in range(4):
+            ok = await http.post("/v1/tasks/arithmetic", json={"op": "add", "a": i, "b": 1}, headers=auth)
+            assert ok.status_code == 200 and ok.json() == {"result": i + 1}
+            served.add(int(ok.headers["x-miner-uid"]))
+    assert served == {HONEST_B}
 
 
 async def test_per_key_rate_limit(gateway: GatewayFactory) -> None:

@@ -11,8 +11,9 @@ import pytest
 from inference_subnet.protocol.task import Handler
 from inference_subnet.settings import QuotaSettings, ScoringSettings
 from inference_subnet.tasks.arithmetic import ArithmeticTask
+from inference_subnet.validator.canaries import CanaryBook
 from inference_subnet.validator.orchestrator import Orchestrator
-from inference_subnet.validator.scoring import ScoringWorkers
+from inference_subnet.validator.scoring import ScoringJob, ScoringWorkers
 from subnet_helpers import NETUID, TASK, LocalSubnet, running
 
 BEHAVIOURS = ["honest", "wrong", "slow", "garbage", "flaky"]
@@ -32,11 +33,12 @@ async def test_round_challenges_every_miner_and_scores_rank_them(redis, keys) ->
         assert by_outcome.get("connect_error") == 1
         # the round ended at its 0.5 s deadline: waiting for the slow miner would take its full 3 s
         assert elapsed < ArithmeticTask.timeout * 1.5, elapsed
-        assert report.admitted == 6 and report.job_id is not None
+        assert report.admitted == 6 and report.job_id is not None and report.jobs == 6
+        jobs = report.jobs
         for _ in range(5):
-            await orch.round()
+            jobs += (await orch.round()).jobs
         async with running(workers):
-            assert await workers.wait_processed(6, timeout=20)
+            assert await workers.wait_processed(jobs, timeout=20)
         metagraph = await net.metagraph()
         identity = {b: metagraph.by_uid[net.uid(b)].identity for b in BEHAVIOURS + ["down"]}
         aggregates = await parts["scores"].aggregates(list(identity.values()), {TASK.name: TASK.timeout})
@@ -49,6 +51,30 @@ async def test_round_challenges_every_miner_and_scores_rank_them(redis, keys) ->
         row = net.chain.weights(NETUID)[0]
         assert row[net.uid("honest")] == max(row.values())
         assert row.get(net.uid("slow"), 0) == row.get(net.uid("garbage"), 0) == 0
+
+
+async def test_each_miner_gets_its_own_challenge_planted_as_a_canary(redis, keys) -> None:
+    """One round sends every miner a challenge of its own (one scoring job each), and plants each: the
+    planted digest names the miner it went to. A miner caught forwarding one has its next answers scored 0."""
+    async with LocalSubnet(redis, keys, ["honest", "honest", "honest", "wrong"]) as net:
+        parts = net.validator_parts()
+        orch: Orchestrator = parts["orchestrator"]
+        canaries: CanaryBook = parts["canaries"]
+        report = await orch.round()
+        assert report.granted == 4 and report.jobs == 4
+        entries = await redis.xrange(keys.scoring_stream())
+        jobs = [ScoringJob.model_validate_json(fields[b"job"]) for _, fields in entries]
+        assert [len(j.responses) for j in jobs] == [1, 1, 1, 1]
+        assert len({j.request for j in jobs}) == 4  # four distinct challenges
+        assert len({j.responses[0].identity for j in jobs}) == 4
+        for job in jobs:  # a forward of this challenge to this validator's gateway names its miner
+            request = TASK.Request.model_validate_json(job.request)
+            assert await canaries.check(TASK.name, request) == job.responses[0].identity
+        assert await canaries.caught([j.responses[0].identity for j in jobs]) == {
+            j.responses[0].identity for j in jobs
+        }
+        nxt = await orch.round()
+        assert nxt.caught == 4 and nxt.outcomes == {"canary": 4}
 
 
 async def test_quota_bounds_synthetic_traffic_and_sampling_covers_every_miner(redis, keys) -> None:

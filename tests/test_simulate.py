@@ -17,7 +17,7 @@ from typer.testing import CliRunner
 
 from inference_subnet.cli.main import app
 from inference_subnet.settings import ScoringSettings, load_settings
-from inference_subnet.simulate.behaviours import expected_value, respond
+from inference_subnet.simulate.behaviours import Answer, expected_value, relay, respond
 from inference_subnet.simulate.engine import Simulation
 from inference_subnet.simulate.metrics import (
     consensus_incentive,
@@ -27,7 +27,7 @@ from inference_subnet.simulate.metrics import (
     ranking_tau,
 )
 from inference_subnet.simulate.plots import write_plots
-from inference_subnet.simulate.population import SYBIL_OVERCOMMIT, TOTAL_STAKE, TWIN, generate
+from inference_subnet.simulate.population import SYBIL_OVERCOMMIT, TOTAL_STAKE, TWIN, Backend, generate
 from inference_subnet.simulate.report import write_json
 from inference_subnet.simulate.results import SimulationResult
 from inference_subnet.simulate.scenario import Mix, Scenario, ScenarioError
@@ -119,7 +119,16 @@ def test_population_shape_is_mainnet_like_and_seeded() -> None:
     assert (
         counts
         == scenario.counts()
-        == {"honest": 108, "lazy": 15, "copycat": 15, "sybil": 24, "flaky": 15, "slow": 15}
+        == {
+            "honest": 92,
+            "lazy": 15,
+            "copycat": 15,
+            "sybil": 24,
+            "flaky": 15,
+            "slow": 15,
+            "detector": 8,
+            "discriminator": 8,
+        }
     )
     sybil_backends = {m.backend for m in population.miners if m.behaviour == "sybil"}
     assert len(sybil_backends) == 3  # groups of 8 uids share one machine...
@@ -132,8 +141,7 @@ def test_population_shape_is_mainnet_like_and_seeded() -> None:
         assert twin.declared == declared
         assert population.backends[twin.backend] == dataclasses.replace(population.backends[name], name=twin.backend)
     assert len(twins) == len(sybil_backends)
-    honest_backends = {m.backend for m in population.miners if m.behaviour == "honest"}
-    assert all(m.source in honest_backends for m in population.miners if m.behaviour == "copycat")
+    assert all(m.source is None for m in population.miners)  # copycats forward to gateways, no fixed source
     assert generate(scenario) == population
     assert generate(Scenario(seed=1)) != population
     assert len({m.uid for m in population.miners} | {v.uid for v in population.validators}) == 256 + len(twins)
@@ -146,10 +154,9 @@ def test_behaviours() -> None:
     rng = random.Random(0)
     timeout = 10.0
 
-    def answers(kind: str, n: int = 400) -> list:
+    def answers(kind: str, n: int = 400, **context: Any) -> list:
         m = by_kind[kind]
-        source = backends[m.source] if m.source else None
-        return [respond(m, backends[m.backend], rng, timeout=timeout, source=source) for _ in range(n)]
+        return [respond(m, backends[m.backend], rng, timeout=timeout, **context) for _ in range(n)]
 
     lazy = answers("lazy")
     assert all(a.ok and a.latency < 1.0 and a.score < 0.3 for a in lazy)  # fast and wrong
@@ -162,25 +169,70 @@ def test_behaviours() -> None:
         by_kind["sybil"], backends[by_kind["sybil"].backend], rng, timeout=timeout, overloaded=True
     )
     assert not overloaded.ok and overloaded.outcome == "overloaded"
-    # A copycat answers as well as its source, a little later: it never beats the miner it copies.
-    copycat = by_kind["copycat"]
-    source_miner = next(m for m in population.miners if m.backend == copycat.source)
     settings = ScoringSettings()
-    copy_value = expected_value(
-        copycat,
-        backends[copycat.backend],
-        settings,
-        timeout=timeout,
-        source=backends[copycat.source],
-        draws=2000,
-    )
-    source_value = expected_value(
-        source_miner, backends[source_miner.backend], settings, timeout=timeout, draws=2000
-    )
     lazy_value = expected_value(by_kind["lazy"], backends[by_kind["lazy"].backend], settings, timeout=timeout)
-    assert lazy_value < copy_value < source_value
+    honest = by_kind["honest"]
+    honest_value = expected_value(honest, backends[honest.backend], settings, timeout=timeout)
+    assert lazy_value < 0.2 < honest_value
     failed = respond(by_kind["slow"], backends[by_kind["slow"].backend], random.Random(5), timeout=0.001)
     assert failed.sample("synthetic", 1.0).ok is False
+
+
+def _good(answers: list) -> float:
+    return sum(a.ok and a.score > 0.4 for a in answers) / len(answers)
+
+
+def test_detector_serves_only_the_fresh_challenges_it_recognises() -> None:
+    population = generate(Scenario())
+    m = next(x for x in population.miners if x.behaviour == "detector")
+    backend = population.backends[m.backend]
+    rng = random.Random(1)
+
+    def share(**context: Any) -> float:
+        return _good([respond(m, backend, rng, timeout=10.0, **context) for _ in range(2000)])
+
+    assert 0.85 < share(kind="synthetic", fresh=True) < 0.95  # it recognises 9 in 10
+    assert share(kind="synthetic", fresh=False) == 0.0  # a replayed organic request looks like a user's
+    assert share(kind="organic") == 0.0
+    assert share(kind="organic", large_caller=False) == 0.0
+
+
+def test_discriminator_serves_by_the_callers_stake() -> None:
+    population = generate(Scenario())
+    m = next(x for x in population.miners if x.behaviour == "discriminator")
+    backend = population.backends[m.backend]
+    rng = random.Random(2)
+    large = [respond(m, backend, rng, timeout=10.0, large_caller=True, kind=k) for k in ["organic"] * 500]
+    floor = [respond(m, backend, rng, timeout=10.0, large_caller=False) for _ in range(500)]
+    assert _good(large) > 0.9 and _good(floor) == 0.0
+
+
+def test_a_copycat_relays_what_it_forwarded_later_and_never_better() -> None:
+    relay_backend = Backend("r", capacity=10, quality=0.0, latency=0.5, jitter=0.3, fail_rate=0.0)
+    rng = random.Random(3)
+    got = Answer(True, 0.9, 1.0, "ok")
+    out = [relay(got, relay_backend, rng, timeout=10.0) for _ in range(200)]
+    assert all(a.ok and a.score == 0.9 and a.latency > 1.0 for a in out)
+    assert not relay(None, relay_backend, rng, timeout=10.0).ok  # the gateway refused the forward
+    assert not relay(Answer(False, 0.0, 0.2, "error"), relay_backend, rng, timeout=10.0).ok
+    assert relay(Answer(True, 0.9, 9.9, "ok"), relay_backend, rng, timeout=10.0).outcome == "timeout"
+
+
+def test_sybil_keys_can_be_distinct() -> None:
+    shared = generate(Scenario()).metagraph(1, block=1)
+    distinct = generate(Scenario(sybil_distinct_keys=True)).metagraph(1, block=1)
+    population = generate(Scenario())
+    sybils = {m.uid for m in population.miners if m.behaviour == "sybil"}
+
+    def keys_of(metagraph: Any) -> tuple[set[str], set[str]]:
+        neurons = [n for n in metagraph.neurons if n.uid in sybils]
+        return {n.coldkey for n in neurons}, {n.axon.ip for n in neurons}
+
+    cold, ips = keys_of(shared)
+    assert len(cold) == len(ips) == len(sybils) // Scenario().sybil_group  # one per machine
+    cold, ips = keys_of(distinct)
+    assert len(cold) == len(ips) == len(sybils)
+    assert [n.identity for n in shared.neurons] == [n.identity for n in distinct.neurons]
 
 
 @pytest.mark.parametrize(
@@ -198,6 +250,10 @@ def test_behaviours() -> None:
         (Scenario(ticks=0), "--ticks"),
         (Scenario(stable_tau=2.0), "--stable-tau"),
         (Scenario(start_hour=24.0), "--start-hour"),
+        (Scenario(mix=Mix(detector=-0.1)), "--detector"),
+        (Scenario(mix=Mix(discriminator=2.0)), "--discriminator"),
+        (Scenario(copycat_route="sometimes"), "--copycat-route"),
+        (Scenario(churn=1.5), "--churn"),
     ],
 )
 def test_bad_scenarios_name_their_flag(scenario: Scenario, flag: str) -> None:
@@ -308,13 +364,61 @@ async def test_small_run(redis_url: str, tmp_path: Path) -> None:
         await client.aclose()
 
 
+async def test_adversaries_with_tricks_canaries_and_churn(redis_url: str) -> None:
+    """Copycats spend real miners' capacity through the gateways' routing and are caught by the canaries of
+    the validators whose challenges they send back to them; detectors and discriminators earn less than
+    honest miners; churned uids come back as new identities on the metagraph, and the books stay exact."""
+    scenario = Scenario(
+        validators=8,
+        miners=40,
+        epochs=3,
+        seed=3,
+        ticks=4,
+        capacity=400,
+        churn=0.1,
+        sybil_distinct_keys=True,
+        mix=Mix(lazy=0.1, copycat=0.15, sybil=0.0, flaky=0.0, slow=0.0, detector=0.15, discriminator=0.15),
+    )
+    result = await _run(redis_url, scenario)
+    d = result.defenses
+    assert d["copycat_forwards_served"] > 0 and d["canary_flags"] > 0
+    assert d["churned_registrations"] == (scenario.epochs - 1) * 4
+    by_uid = {m.uid: m for m in result.miners}
+    copied = [int(u) for m in result.miners if m.behaviour == "copycat" for u in m.copied]
+    assert copied and all(by_uid[u].behaviour != "copycat" for u in copied)  # real miners answered them
+    assert sum(1 for m in result.miners if "-r" in m.hotkey) > 0  # re-registered under new hotkeys
+    assert (result.lua_refusals, result.miner_refusals, result.validator_side_mismatches) == (0, 0, 0)
+    assert result.summary["load"]["miners_over_capacity"] == 0
+    per_uid = result.summary["adversarial"]["per_uid_vs_honest"]
+    assert per_uid["detector"] < 0.8 and per_uid["copycat"] < 0.8 and per_uid["lazy"] < 0.3
+    assert result.summary["adversarial"]["copycat_vs_source"] < 0.8
+
+
+async def test_without_canaries_copycats_are_never_flagged(redis_url: str) -> None:
+    scenario = Scenario(validators=6, miners=24, epochs=2, seed=4, ticks=2, capacity=400,
+                        mix=Mix(copycat=0.25, sybil=0.0, detector=0.0, discriminator=0.0))
+    result = await _run(redis_url, scenario, validator={"canaries": False})
+    assert result.defenses["canary_flags"] == 0 and result.defenses["copycat_forwards_served"] > 0
+
+
+async def test_distinct_sybil_keys_change_nothing(redis_url: str) -> None:
+    """Nothing in the mechanism reads coldkeys or IPs: a run with one per sybil uid is the same run."""
+    base = Scenario(validators=6, miners=16, epochs=2, seed=5, ticks=2, capacity=400, mix=Mix(sybil=0.25))
+    shared = await _run(redis_url, base)
+    distinct = await _run(redis_url, dataclasses.replace(base, sybil_distinct_keys=True))
+    assert shared.model_dump(exclude={"seconds", "scenario"}) == distinct.model_dump(
+        exclude={"seconds", "scenario"}
+    )
+
+
 async def test_saturated_validators_get_exactly_their_share(redis_url: str) -> None:
     """When every validator wants more than it may have, each gets exactly its apportioned share of every
     miner: stake share with the floor, whole requests split by largest remainder, never more."""
     scenario = Scenario(validators=8, miners=24, epochs=2, seed=3, ticks=2, load=60.0, capacity=400)
     # Shares alone, without the quality bar (which keeps users from every miner until it has evidence).
     no_bar = {"organic_min_evidence": 0, "organic_min_quality": 0.0, "organic_relative_quality": 0.0}
-    result = await _run(redis_url, scenario, validator={"quotas": no_bar})
+    # And no canary bench, which keeps a caught copycat's share from its validator's users on purpose.
+    result = await _run(redis_url, scenario, validator={"quotas": no_bar, "canaries": False})
     population = generate(scenario)
     settings = load_settings()
     fractions = stake_fractions(
@@ -358,12 +462,16 @@ async def test_same_seed_same_run(redis_url: str) -> None:
         (["--epochs", "1"], "--epochs"),
         (["--sybil", "1.5"], "--sybil"),
         (["--capacity", "0"], "--capacity"),
+        (["--detector", "1.2"], "--detector"),
+        (["--discriminator", "-1"], "--discriminator"),
+        (["--copycat-route", "nearest"], "--copycat-route"),
+        (["--churn", "2"], "--churn"),
     ],
 )
 def test_cli_names_the_bad_flag(args: list[str], flag: str) -> None:
     result = CliRunner().invoke(app, ["simulate", *args])
     assert result.exit_code == 2
-    assert flag in result.output
+    assert flag in result.output and len(result.output.strip().splitlines()) == 1
 
 
 def test_cli_refuses_a_file_as_out(tmp_path: Path) -> None:

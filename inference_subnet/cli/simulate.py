@@ -47,6 +47,41 @@ def run_simulate(
     slow: Annotated[
         float, typer.Option("--slow", help="Share of miners answering close to the timeout.")
     ] = Mix.slow,
+    detector: Annotated[
+        float,
+        typer.Option(
+            "--detector",
+            help="Share of miners serving recognised fresh challenges well and everything else cheaply.",
+        ),
+    ] = Mix.detector,
+    discriminator: Annotated[
+        float,
+        typer.Option(
+            "--discriminator",
+            help="Share of miners serving validators above the stake floor well and floor validators badly.",
+        ),
+    ] = Mix.discriminator,
+    copycat_route: Annotated[
+        str,
+        typer.Option(
+            "--copycat-route",
+            help="How copycats pick the gateway they forward to, by demand: 'request' (per request) or "
+            "'fixed' (one per copycat).",
+        ),
+    ] = Scenario.copycat_route,
+    sybil_distinct_keys: Annotated[
+        bool,
+        typer.Option(
+            "--sybil-distinct-keys/--sybil-shared-keys",
+            help="Every sybil uid has its own coldkey and IP (the default: one per machine).",
+        ),
+    ] = Scenario.sybil_distinct_keys,
+    churn: Annotated[
+        float,
+        typer.Option(
+            "--churn", help="Share of miner uids re-registered under a new hotkey at each new epoch."
+        ),
+    ] = Scenario.churn,
     capacity: Annotated[
         int,
         typer.Option(
@@ -80,7 +115,18 @@ def run_simulate(
         epochs=epochs,
         seed=seed,
         sybil_group=sybil_group,
-        mix=Mix(lazy=lazy, copycat=copycat, sybil=sybil, flaky=flaky, slow=slow),
+        mix=Mix(
+            lazy=lazy,
+            copycat=copycat,
+            sybil=sybil,
+            flaky=flaky,
+            slow=slow,
+            detector=detector,
+            discriminator=discriminator,
+        ),
+        copycat_route=copycat_route,
+        sybil_distinct_keys=sybil_distinct_keys,
+        churn=churn,
         capacity=capacity,
         load=load,
         ticks=ticks,

@@ -22,8 +22,15 @@ weights through the real weight math (:func:`scores_to_weights`, :func:`convert_
 and a stake-weighted consensus turns them into incentive. Keys of finished epochs and periods are deleted as
 the simulation goes, because Redis expires keys on the wall clock and the simulation's clock runs far faster.
 
+Adversaries with a trick (:mod:`.behaviours`): a detector is told fresh challenges from replayed organic ones
+(a share ``validator.organic_reuse_ratio`` of challenges replays recorded organic requests); a discriminator
+is told whether its caller's stake is above the floor; a copycat's requests are forwarded as organic requests
+to a gateway chosen by demand weight, routed and answered like any other (:meth:`Simulation._forward`), and
+a fresh challenge forwarded to the gateway of the validator that sent it hits that validator's canary.
+Metagraph churn (``Scenario.churn``) re-registers a share of miner uids under new identities each epoch.
+
 What is not simulated: the network (miners answer in simulated time), the scoring stream (samples go straight
-to the score book, as a worker would write them), metagraph changes (stakes and registrations are fixed), and
+to the score book, as a worker would write them), stake changes, and
 scores move the organic routing once per epoch (the gateway re-reads them every few seconds), except in the
 first epoch, where standings are re-read after every step: the quality bar admits a miner to organic traffic
 only once it has synthetic evidence, which the gateway sees within seconds of the first rounds.
@@ -50,13 +57,13 @@ from inference_subnet.chain.types import InvalidWeights, WeightVecTooShort
 from inference_subnet.chain.weights import convert_weights
 from inference_subnet.miner.quota import MinerQuota, eligible_stakes
 from inference_subnet.settings import Settings
-from inference_subnet.simulate.behaviours import Answer, expected_value, respond
+from inference_subnet.simulate.behaviours import Answer, expected_value, relay, respond
 from inference_subnet.simulate.metrics import (
     class_shares,
     consensus_incentive,
     ranking_tau,
 )
-from inference_subnet.simulate.population import TWIN, Population, ValidatorSpec, generate
+from inference_subnet.simulate.population import TWIN, MinerSpec, Population, ValidatorSpec, generate
 from inference_subnet.simulate.results import (
     BackendRow,
     EpochRow,
@@ -101,6 +108,11 @@ CONCURRENCY = 128
 """Redis calls in flight at once (the client's pool holds 256 connections)."""
 BAD_ANSWER = 0.5
 """An organic answer scoring under this is a bad one for the user, whatever the transport said."""
+REGISTERED_BASE = 100_000
+"""Registration blocks of re-registered uids start here (after every first registration)."""
+MAX_FORWARDS = 3
+"""Hops a request may make through copycats forwarding it before it is dropped (a copycat's forward can be
+routed to another copycat)."""
 START_DAY = 19_723
 """Simulated time counts from midnight of this day (days since 1970): a whole number of epochs of the default
 length, so quota epochs and simulated days line up."""
@@ -128,6 +140,11 @@ class _Call:
     granted: bool = False
     allowed: bool = False
     answer: Answer | None = None
+    fresh: bool = True
+    """A fresh synthetic challenge (not a replayed organic request): what a detector tells and a canary
+    guards."""
+    hops: int = 0
+    """Copycat forwards this request has already been through."""
 
 
 @dataclass
@@ -249,7 +266,6 @@ class Simulation:
                 self.backends[m.backend],
                 self.scoring_settings,
                 timeout=scenario.timeout,
-                source=self.backends[m.source] if m.source else None,
                 seed=scenario.seed,
             )
             for m in self.miners
@@ -275,6 +291,35 @@ class Simulation:
         self._raw_weight: dict[str, float] = {}
         self._scores_final: dict[str, float] = {}
         self._counters: set[tuple[int, str, int]] = set()
+        self._adversary_init()
+
+    def _adversary_init(self) -> None:
+        """State of the adversaries with a trick and of the defenses against them (see :mod:`.behaviours`)."""
+        v = self.settings.validator
+        self.canaries = v.canaries
+        self.bench_seconds = v.canary_bench_seconds
+        self.replay_share = v.organic_reuse_ratio if self.settings.gateway.reuse_organic else 0.0
+        stake_total = math.fsum(x.spec.stake for x in self.validators)
+        floor = self.quota_settings.min_share
+        self._large = [x.spec.stake / stake_total >= floor for x in self.validators]
+        """Per validator: stake share at or above the floor (what a discriminator reads off the metagraph)."""
+        self._adversary_rng = random.Random(f"adversaries:{self.scenario.seed}")
+        weights = [x.spec.demand_weight for x in self.validators]
+        self._demand_weights = weights
+        self._fixed_gateway = {
+            i: self._adversary_rng.choices(range(len(self.validators)), weights)[0]
+            for i, m in enumerate(self.miners)
+            if m.behaviour == "copycat"
+        }
+        self._bench: dict[tuple[int, str], float] = {}
+        """(validator, identity) -> until when a canary keeps the miner from users and from weight."""
+        self._copied: list[dict[int, int]] = [{} for _ in self.miners]
+        """Per copycat: miner index -> forwarded requests that miner answered."""
+        self.canary_flags = 0
+        self.forwards = 0
+        self.forwards_served = 0
+        self.churned = 0
+        self._registrations = 0
 
     def _validator(self, spec: ValidatorSpec, fraction: float) -> _Validator:
         keys = Keys(subnet=self.subnet, netuid=NETUID, role=spec.hotkey)
@@ -343,6 +388,8 @@ class Simulation:
         if epoch == 0:
             await self._read_snapshots()
         else:  # a new epoch: new usage counters, same shares (stakes and capacities are fixed)
+            if self.scenario.churn:
+                await self._churn(epoch)
             for v in self.validators:
                 v.used = [0] * len(self.miners)
                 v.used_syn = [0] * len(self.miners)
@@ -519,7 +566,9 @@ class Simulation:
                 i = self.index[identity]
                 v.used[i] += 1
                 v.used_syn[i] += 1
-                calls.append(_Call(v.spec.index, i, "synthetic", job))
+                # Each miner gets its own challenge; a share of them replays recorded organic requests.
+                fresh = not (self.replay_share and self._adversary_rng.random() < self.replay_share)
+                calls.append(_Call(v.spec.index, i, "synthetic", job, fresh=fresh))
         return calls
 
     def _plan_organic(self, v: _Validator, demand: int, epoch: int, step: int) -> list[_Organic]:
@@ -547,7 +596,7 @@ class Simulation:
                         evidence=known.evidence,
                     )
                     for i, identity in enumerate(self.identities)
-                    if v.share[i] > v.used[i]
+                    if v.share[i] > v.used[i] and not self._benched(v.spec.index, identity)
                 ]
                 ranked = rank_organic(candidates, bar=bar, contenders=contenders, rng=v.rng)
                 if not ranked:
@@ -615,10 +664,16 @@ class Simulation:
             if not decision.allowed:
                 self._miner_refused += 1
         timeout = self.scenario.timeout
+        forwards: list[_Call] = []
         for c in granted:  # a fixed order: shared backends see the same queue in every run
             if not c.allowed:
                 continue
             m = self.miners[c.miner]
+            if m.behaviour == "copycat":
+                self._load[c.miner] += 1
+                self._served[c.miner] += 1
+                forwards.append(c)
+                continue
             backend = self.backends[m.backend]
             used = self._backend_load.get(backend.name, 0)
             self._backend_load[backend.name] = used + 1
@@ -630,12 +685,16 @@ class Simulation:
                 self._miner_rng[c.miner],
                 timeout=timeout,
                 overloaded=used >= backend.capacity,
-                source=self.backends[m.source] if m.source else None,
+                kind=c.kind,
+                fresh=c.fresh,
+                large_caller=self._large[c.validator],
             )
             if c.answer.outcome == "overloaded":
                 self._overloaded[backend.name] = self._overloaded.get(backend.name, 0) + 1
             if c.answer.ok:
                 self._ok[c.miner] += 1
+        if forwards:
+            await self._forward(forwards)
 
     async def _score(
         self, synthetic: Sequence[Sequence[_Call]], organic: Sequence[Sequence[_Organic]]
@@ -693,6 +752,122 @@ class Simulation:
         )
         return scored, unscored
 
+    # -- adversaries with a trick, and the defenses -----------------------------------------------------------
+    def _benched(self, validator: int, identity: str) -> bool:
+        """Whether a canary of ``validator`` caught this miner recently (no users, no weight from it)."""
+        until = self._bench.get((validator, identity))
+        return until is not None and until > self.now
+
+    def _gateway_for(self, copycat: int) -> int:
+        """The validator whose public gateway a copycat sends a request to: drawn by the gateways' share of
+        organic demand (the busiest are the best known), per request or once per copycat."""
+        if self.scenario.copycat_route == "fixed":
+            return self._fixed_gateway[copycat]
+        return self._adversary_rng.choices(range(len(self.validators)), self._demand_weights)[0]
+
+    async def _forward(self, calls: Sequence[_Call]) -> None:
+        """Copycats answer by sending each request they got to a gateway as an organic request, which routes it
+        like any other (quota, quality bar, retries) onto real miners, and returning that answer late.
+
+        A fresh challenge sent to the gateway of the validator that planted it is a live canary: that gateway
+        refuses it (no miner's capacity is spent), the copycat's answer fails (it scores 0), and the validator
+        benches the copycat for ``validator.canary_bench_seconds``. Other gateways cannot tell it from a user's
+        request."""
+        timeout = self.scenario.timeout
+        per_gateway: list[list[_Organic]] = [[] for _ in self.validators]
+        waiting: list[tuple[_Call, _Organic | None]] = []
+        for c in calls:
+            if c.hops >= MAX_FORWARDS:
+                waiting.append((c, None))
+                continue
+            g = self._gateway_for(c.miner)
+            self.forwards += 1
+            if self.canaries and c.kind == "synthetic" and c.fresh and g == c.validator:
+                self.canary_flags += 1
+                if self.bench_seconds > 0:
+                    self._bench[(c.validator, self.identities[c.miner])] = self.now + self.bench_seconds
+                c.answer = Answer(False, 0.0, 0.05, "canary")
+                continue
+            gateway = self.validators[g]
+            unplaced = gateway.unplaced  # a forward that finds no miner fails the copycat; it is no user's
+            planned = self._plan_organic(gateway, 1, -1, len(per_gateway[g]))
+            gateway.unplaced = unplaced
+            request = planned[0] if planned else None
+            if request is not None:
+                for call in request.calls:
+                    call.hops = c.hops + 1
+                per_gateway[g].append(request)
+            waiting.append((c, request))
+        if any(per_gateway):
+            await self._deliver([[r.calls[0] for r in org] for org in per_gateway])
+            for _ in range(1, self.settings.gateway.max_attempts):
+                retries: list[list[_Call]] = []
+                for v, org in zip(self.validators, per_gateway):
+                    row = []
+                    for r in org:
+                        if not r.served and (call := self._retry(v, r)) is not None:
+                            call.hops = r.calls[0].hops
+                            row.append(call)
+                    retries.append(row)
+                if not any(retries):
+                    break
+                await self._deliver(retries)
+        for v, org in zip(self.validators, per_gateway):  # requests that gateway delivered, not its users'
+            v.organic += sum(1 for r in org for call in r.calls if call.allowed)
+        for c, request in waiting:
+            served = None
+            if request is not None:
+                served = next((x for x in request.calls if x.answer is not None and x.answer.ok), None)
+            if served is not None:
+                self.forwards_served += 1
+                self._copied[c.miner][served.miner] = self._copied[c.miner].get(served.miner, 0) + 1
+            m = self.miners[c.miner]
+            c.answer = relay(
+                served.answer if served is not None else None,
+                self.backends[m.backend],
+                self._miner_rng[c.miner],
+                timeout=timeout,
+            )
+            if c.answer.ok:
+                self._ok[c.miner] += 1
+
+    async def _churn(self, epoch: int) -> None:
+        """Deregister a share of miner uids and register each again under a new hotkey and registration block
+        (the same machine and behaviour): every validator sees a new identity with no scores, no bench and its
+        declared capacity read afresh, and the metagraph follows."""
+        n = round(self.scenario.churn * len(self.miners))
+        if n <= 0:
+            return
+        block = 1 + epoch * round(self.epoch_seconds / 12.0)
+        miners = list(self.miners)
+        renewed: list[int] = []
+        for i in sorted(self._adversary_rng.sample(range(len(miners)), n)):
+            self._registrations += 1
+            old = miners[i]
+            new = dataclasses.replace(
+                old, hotkey=f"{old.hotkey}-r{self._registrations}", registered=REGISTERED_BASE + block + i
+            )
+            miners[i] = new
+            self.identities[i] = new.identity
+            self.classes[new.identity] = self.classes.pop(old.identity)
+            self.truth[new.identity] = self.truth[old.identity]
+            for v in self.validators:
+                v.routing[i] = self.scoring_settings.prior_score
+            self.churned += 1
+            renewed.append(i)
+        self.miners = tuple(miners)
+        self.index = {identity: i for i, identity in enumerate(self.identities)}
+        self.population = dataclasses.replace(self.population, miners=self.miners)
+        self.metagraph = self.population.metagraph(NETUID, block=block)
+        await _bounded(
+            [
+                v.quotas.set_capacity(self.identities[i], {self.scenario.task: self.miners[i].declared})
+                for v in self.validators
+                for i in renewed
+            ],
+            CONCURRENCY,  # MULTI transactions are not coalesced: each holds a connection of the pool
+        )
+
     # -- the end of an epoch --------------------------------------------------------------------------------
     async def _close_epoch(self, epoch: int, epoch_start: float, stats: dict[str, int]) -> EpochRow:
         task = self.scenario.task
@@ -724,7 +899,10 @@ class Simulation:
         # Weights: each validator's aggregates through the real weight math, then consensus.
         standings = await self._read_standings()
         # One task: a miner's aggregate (the mean over tasks) is its standing's score for that task.
-        aggregates = [{i: s.score for i, s in standing.items()} for standing in standings]
+        aggregates = [
+            {i: 0.0 if self._benched(vi, i) else s.score for i, s in standing.items()}
+            for vi, standing in enumerate(standings)
+        ]
         volumes = await self._read_volumes()
         rows: list[list[float]] = []
         set_count = 0
@@ -944,6 +1122,7 @@ class Simulation:
                     true_value=self.truth[m.identity],
                     final_score=self._scores_final.get(m.identity, 0.0),
                     final_incentive=self._incentive.get(m.identity, 0.0),
+                    copied={str(self.miners[j].uid): n for j, n in sorted(self._copied[i].items())},
                 )
             )
         backends = [
@@ -973,6 +1152,9 @@ class Simulation:
                         "start_hour",
                         "stable_tau",
                         "timeout",
+                        "copycat_route",
+                        "sybil_distinct_keys",
+                        "churn",
                     )
                 },
                 "mix": s.mix.as_dict(),
@@ -997,6 +1179,12 @@ class Simulation:
             organic_bad_answers=self._organic_bad,
             miner_refusals=self._miner_refused,
             validator_side_mismatches=self._validator_side_mismatch,
+            defenses={
+                "copycat_forwards": self.forwards,
+                "copycat_forwards_served": self.forwards_served,
+                "canary_flags": self.canary_flags,
+                "churned_registrations": self.churned,
+            },
         )
         result.summary = summarise(result, stable_tau=s.stable_tau, classes=CLASSES)
         return result

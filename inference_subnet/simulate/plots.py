@@ -23,6 +23,8 @@ COLOURS = {
     "flaky": "#8ab17d",
     "slow": "#264653",
     "twin": "#b5838d",
+    "detector": "#f4a261",
+    "discriminator": "#9d4edd",
 }
 
 

@@ -68,11 +68,17 @@ class MinerSpec:
     declared: int
     """Capacity per epoch it declares at ``GET /capacity`` (what quotas split)."""
     source: str | None = None
-    """For a copycat: the backend whose answers it relays."""
+    """Unused by the built-in classes (a copycat forwards to a gateway, it has no fixed source)."""
+    registered: int | None = None
+    """Registration block; None: the population's first registration (``REGISTRATION_BLOCK + uid``)."""
+
+    @property
+    def registration_block(self) -> int:
+        return REGISTRATION_BLOCK + self.uid if self.registered is None else self.registered
 
     @property
     def identity(self) -> str:
-        return f"{self.hotkey}@{REGISTRATION_BLOCK + self.uid}"
+        return f"{self.hotkey}@{self.registration_block}"
 
 
 @dataclass(frozen=True)
@@ -80,6 +86,8 @@ class Population:
     validators: tuple[ValidatorSpec, ...]
     miners: tuple[MinerSpec, ...]
     backends: dict[str, Backend]
+    distinct_keys: bool = False
+    """Every miner uid has its own coldkey and IP; otherwise uids of one backend share them."""
 
     def metagraph(self, netuid: int, block: int) -> Metagraph:
         """The chain's view: validators with permits and stake, miners with served axons."""
@@ -98,15 +106,23 @@ class Population:
             Neuron(
                 uid=m.uid,
                 hotkey=m.hotkey,
-                coldkey=f"{m.backend}-cold",
+                coldkey=f"{m.hotkey}-cold" if self.distinct_keys else f"{m.backend}-cold",
                 stake=0.0,
                 validator_permit=False,
-                registration_block=REGISTRATION_BLOCK + m.uid,
-                axon=AxonInfo(ip="10.0.0.1", port=10_000 + m.uid),
+                registration_block=m.registration_block,
+                axon=AxonInfo(ip=_ip(m, self.distinct_keys), port=10_000 + m.uid),
             )
             for m in self.miners
         ]
         return Metagraph(netuid=netuid, block=block, neurons=tuple(sorted(neurons, key=lambda n: n.uid)))
+
+
+def _ip(miner: MinerSpec, distinct: bool) -> str:
+    """A miner's IP: its own with distinct keys, else one per backend (a sybil machine behind many uids)."""
+    if distinct:
+        return f"10.1.{miner.uid // 256}.{miner.uid % 256}"
+    number = int(miner.backend[1:]) if miner.backend[1:].isdigit() else 0
+    return f"10.{2 if miner.backend.startswith('s') else 0}.{number // 256}.{number % 256}"
 
 
 def stakes(n: int, rng: random.Random) -> list[float]:
@@ -121,7 +137,9 @@ def generate(scenario: Scenario) -> Population:
     rng = random.Random(f"population:{scenario.seed}")
     validators = _validators(scenario, rng)
     miners, backends = _miners(scenario, rng, first_uid=scenario.validators)
-    return Population(tuple(validators), tuple(miners), backends)
+    return Population(
+        tuple(validators), tuple(miners), backends, distinct_keys=scenario.sybil_distinct_keys
+    )
 
 
 def _validators(scenario: Scenario, rng: random.Random) -> list[ValidatorSpec]:
@@ -169,7 +187,6 @@ def _miners(
     median = scenario.capacity
     sybil_backends: list[str] = []
     sybil_seen = 0
-    copycats: list[int] = []
     for i, kind in enumerate(order):
         name = f"b{i:03d}"
         if kind == "honest":
@@ -181,10 +198,14 @@ def _miners(
             )
         elif kind == "flaky":
             backends[name] = _honest(name, median, rng, fail_rate=rng.uniform(0.3, 0.5))
+        elif kind in ("detector", "discriminator"):
+            # A good model it uses only for the requests it wants to look good on (and a cheap one it runs
+            # for the rest, which costs it next to nothing).
+            backends[name] = _honest(name, median, rng)
         elif kind == "slow":
             backends[name] = _honest(name, median, rng, latency=rng.uniform(7.0, 9.0), jitter=0.3)
         elif kind == "copycat":
-            # Its own cost is a relay: its latency is added to the source's.
+            # No model: its own cost is a relay hop, added to the latency of the answer it forwards.
             backends[name] = Backend(
                 name,
                 capacity=_declared(median, rng),
@@ -193,7 +214,6 @@ def _miners(
                 jitter=0.3,
                 fail_rate=0.02,
             )
-            copycats.append(i)
         elif kind == "sybil":
             if sybil_seen % scenario.sybil_group == 0:
                 group = f"s{len(sybil_backends):02d}"
@@ -210,11 +230,6 @@ def _miners(
         else:
             declared = backends[name].capacity
         specs.append((kind, name, declared, None))
-    # Copycats relay one of the best honest backends (the answers worth copying).
-    honest_best = sorted((b for k, b, *_ in specs if k == "honest"), key=lambda b: -backends[b].quality)[:5]
-    for i in copycats:
-        kind, name, declared, _ = specs[i]
-        specs[i] = (kind, name, declared, rng.choice(honest_best) if honest_best else None)
     # One twin per sybil group, after every other uid (so adding them changes no other miner).
     for group in sybil_backends:
         twin = f"t{group[1:]}"

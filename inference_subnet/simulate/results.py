@@ -61,7 +61,11 @@ class MinerRow(BaseModel):
     hotkey: str
     behaviour: str
     backend: str
-    source: str | None = Field(None, description="A copycat's source: the backend whose answers it relays.")
+    source: str | None = Field(None, description="Unused by the built-in classes.")
+    copied: dict[str, int] = Field(
+        default_factory=dict,
+        description="A copycat's forwarded requests, by the uid of the miner that answered them.",
+    )
     declared: int = Field(description="Capacity per epoch it declared.")
     max_epoch_load: int
     max_load_ratio: float = Field(description="Largest epoch load / declared capacity (must stay <= 1).")
@@ -110,4 +114,8 @@ class SimulationResult(BaseModel):
     )
     organic_answered: int = Field(0, description="Organic requests that got an answer.")
     organic_bad_answers: int = Field(0, description="Of those, answers scoring under 0.5.")
+    defenses: dict[str, int] = Field(
+        default_factory=dict,
+        description="Copycat forwards, forwards served, canary flags and churned registrations.",
+    )
     summary: dict[str, Any] = Field(default_factory=dict)

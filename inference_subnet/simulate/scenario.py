@@ -10,9 +10,11 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field, fields
 
-ADVERSARIAL = ("lazy", "copycat", "sybil", "flaky", "slow")
+ADVERSARIAL = ("lazy", "copycat", "sybil", "flaky", "slow", "detector", "discriminator")
 """Behaviour classes besides honest, in the order they are reported."""
 CLASSES = ("honest", *ADVERSARIAL)
+COPYCAT_ROUTES = ("request", "fixed")
+"""How a copycat picks the gateway it forwards to (``Scenario.copycat_route``)."""
 
 
 class ScenarioError(ValueError):
@@ -28,11 +30,16 @@ class Mix:
     """Share of miner uids behind each adversarial behaviour; the rest are honest.
 
     - ``lazy``: answers at once with cheap, wrong answers;
-    - ``copycat``: relays another (top) miner's answer, a little later;
+    - ``copycat``: has no model; sends each request it gets to a validator's public gateway as an organic
+      request (spending real miners' capacity through the real routing) and returns that answer late;
     - ``sybil``: many uids behind one strong backend that shares its real capacity among them (together
       they declare 1.5 times what it can serve);
     - ``flaky``: an honest model that fails often;
-    - ``slow``: an honest model close to the task timeout.
+    - ``slow``: an honest model close to the task timeout;
+    - ``detector``: recognises 90% of fresh synthetic challenges and serves them with a good model; organic
+      requests and replayed organic challenges get a cheap wrong one;
+    - ``discriminator``: a good model for validators with stake above the floor, a cheap wrong one for floor
+      validators.
     """
 
     lazy: float = 0.08
@@ -40,6 +47,8 @@ class Mix:
     sybil: float = 0.125
     flaky: float = 0.08
     slow: float = 0.08
+    detector: float = 0.04
+    discriminator: float = 0.04
 
     def as_dict(self) -> dict[str, float]:
         return {f.name: getattr(self, f.name) for f in fields(self)}
@@ -74,6 +83,14 @@ class Scenario:
     task: str = "simulated"
     timeout: float = 10.0
     """The task's timeout: an answer later than this is a failure, and speed scores 0 at it."""
+    copycat_route: str = "request"
+    """How a copycat picks the gateway it forwards to, by the gateways' share of organic demand: ``request``
+    draws one per request, ``fixed`` draws one per copycat and keeps it."""
+    sybil_distinct_keys: bool = False
+    """Every sybil uid has its own coldkey and IP (nothing in the mechanism may rely on either)."""
+    churn: float = 0.0
+    """Share of miner uids deregistered at each new epoch and registered again under a new hotkey and
+    registration block (same machine and behaviour): their scores start from nothing."""
 
     def check(self) -> Scenario:
         """Raise :class:`ScenarioError` naming the flag of the first value that cannot run; else ``self``."""
@@ -121,6 +138,12 @@ class Scenario:
             raise ScenarioError("--ticks", f"steps per epoch in [1, 720], got {self.ticks}")
         if not (math.isfinite(self.stable_tau) and -1.0 <= self.stable_tau <= 1.0):
             raise ScenarioError("--stable-tau", f"a Kendall tau in [-1, 1], got {self.stable_tau!r}")
+        if self.copycat_route not in COPYCAT_ROUTES:
+            raise ScenarioError(
+                "--copycat-route", f"one of {', '.join(COPYCAT_ROUTES)}, got {self.copycat_route!r}"
+            )
+        if not (math.isfinite(self.churn) and 0.0 <= self.churn <= 1.0):
+            raise ScenarioError("--churn", f"a share of miner uids per epoch in [0, 1], got {self.churn!r}")
         return self
 
     def counts(self) -> dict[str, int]:

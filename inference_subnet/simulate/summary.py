@@ -116,6 +116,7 @@ def summarise(result: SimulationResult, *, stable_tau: float, classes: Sequence[
             # What copycats earn against the miners they copy (final epoch).
             "copycat_vs_source": _copycat_vs_source(miners),
         },
+        "defenses": dict(result.defenses),
         "organic": {
             "answered": result.organic_answered,
             # Answers a user got that were wrong (quality under 0.5), of all the answers users got.
@@ -149,15 +150,21 @@ def _fair(v: ValidatorRow) -> float:
 
 
 def _copycat_vs_source(miners: Sequence[MinerRow]) -> float | None:
-    by_backend = {m.backend: m for m in miners if m.behaviour == "honest"}
-    pairs = [
-        (m.final_incentive, by_backend[m.source].final_incentive)
-        for m in miners
-        if m.behaviour == "copycat" and m.source in by_backend
-    ]
-    if not pairs or not sum(b for _, b in pairs):
-        return None
-    return sum(a for a, _ in pairs) / sum(b for _, b in pairs)
+    """What a copycat uid earns against the miners whose answers it copied (final epoch): its incentive over
+    the mean incentive of the miners that answered its forwards, weighted by how many each answered."""
+    by_uid = {m.uid: m for m in miners}
+    copied = 0.0
+    sources = 0.0
+    for m in miners:
+        if m.behaviour != "copycat":
+            continue
+        weights = {int(uid): n for uid, n in m.copied.items() if int(uid) in by_uid}
+        total = sum(weights.values())
+        if not total:
+            continue
+        copied += m.final_incentive
+        sources += math.fsum(by_uid[u].final_incentive * n for u, n in weights.items()) / total
+    return copied / sources if sources else None
 
 
 def _ratio(a: float, b: float) -> float:

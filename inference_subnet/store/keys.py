@@ -161,6 +161,17 @@ class Keys:
         :mod:`inference_subnet.protocol.challenge`), drawn once by whichever process starts first."""
         return f"{self.prefix}:challenge:secret"
 
+    # -- canaries -----------------------------------------------------------------------------------
+    def canary(self, task: str, digest: str) -> str:
+        """The identity a live fresh synthetic challenge with this request digest was sent to (expires after
+        ``validator.canary_ttl_seconds``): the gateway refuses an organic request with the same digest."""
+        return f"{self.prefix}:canary:{task}:{digest}"
+
+    def canary_caught(self, identity: str) -> str:
+        """Set while a miner caught by a canary is benched (expires after ``validator.canary_bench_seconds``);
+        the value is the task whose challenge it forwarded."""
+        return f"{self.prefix}:canary:caught:{identity}"
+
     # -- weights -------------------------------------------------------------------------------------
     def weight_attempts(self) -> str:
         """Capped list of JSON records of every weight-set attempt, newest first."""

@@ -32,6 +32,16 @@ miner_requests = Counter("isn_miner_requests_total", "Calls to miners by task, k
 miner_latency = Histogram("isn_miner_request_seconds", "Latency of miner calls.", ["task", "kind"],
                           buckets=_LATENCY_BUCKETS, registry=REGISTRY)
 
+# -- canaries -------------------------------------------------------------------------------------------
+canaries_planted = Counter("isn_canaries_planted_total", "Fresh synthetic challenges planted as canaries.",
+                           ["task"], registry=REGISTRY)
+canary_caught = Counter(
+    "isn_canary_caught_total",
+    "Canary hits: organic requests equal to a live challenge, refused at the gateway (kind=organic), and "
+    "answers of miners on a canary bench scored 0 (kind=synthetic).",
+    ["task", "kind"], registry=REGISTRY,
+)
+
 # -- quotas ---------------------------------------------------------------------------------------------
 quota_decisions = Counter("isn_quota_decisions_total", "Quota consumption decisions (granted or refused).",
                           ["task", "kind", "decision"], registry=REGISTRY)

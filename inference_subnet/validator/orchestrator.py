@@ -30,6 +30,7 @@ from inference_subnet.protocol.wire import CapacityInfo
 from inference_subnet.store.keys import Keys
 from inference_subnet.store.redis import RedisClient
 from inference_subnet.validator import metrics
+from inference_subnet.validator.canaries import CanaryBook
 from inference_subnet.validator.managing.quotas import QuotaBook
 from inference_subnet.validator.managing.sampling import sample_synthetic
 from inference_subnet.validator.managing.scores import ScoreBook
@@ -43,6 +44,10 @@ log = logging.getLogger(__name__)
 RATE_LIMITED = "rate_limited"
 """A miner's 429: it is past the capacity it declared for this validator. Not scored (no penalty): the
 miner decides its capacity, and the quota book stops sampling it once the share is used."""
+
+CAUGHT = "canary"
+"""Outcome of an answer from a miner on a canary bench (it forwarded one of this validator's challenges to
+this validator's gateway): scored as a failure, 0."""
 
 GUARD_SECONDS = 1.0
 """Extra time past the task timeout before the orchestrator gives up on a call the client did not end."""
@@ -71,6 +76,10 @@ class RoundReport:
     admitted: int = 0
     dropped: int = 0
     job_id: str | None = None
+    """The first scoring job of the round (one job per distinct challenge)."""
+    jobs: int = 0
+    caught: int = 0
+    """Answers of miners on a canary bench, scored 0."""
     seconds: float = 0.0
     call_seconds: float = 0.0
     outcomes: dict[str, int] = field(default_factory=dict)
@@ -142,6 +151,7 @@ class Orchestrator(Service):
         quota_epoch_seconds: float | None = None,
         rng: random.Random | None = None,
         volumes: VolumeBook | None = None,
+        canaries: CanaryBook | None = None,
     ) -> None:
         if not tasks:
             raise ValueError("the orchestrator needs at least one task")
@@ -162,6 +172,7 @@ class Orchestrator(Service):
         self.rng = rng or random.Random()
         self.volumes = volumes
         """Where the synthetic answers received OK are counted (the miners' verified volume), if anywhere."""
+        self.canaries = canaries
         self._task_cycle = 0
         self._stakes_block: int | None = None
         self._with_capacity: set[str] = set()
@@ -252,18 +263,26 @@ class Orchestrator(Service):
         metrics.quota_decisions.labels(task.name, "synthetic", "refused").inc(len(chosen) - len(targets))
         if not targets:
             return self._finish(report, started, "no_miners" if not chosen else "no_quota")
-        synthetic = await self.synthesizer.request(task.name)
-        report.source = synthetic.source
+        # A challenge of its own for every miner: a copycat cannot answer one miner's challenge with the
+        # answer another miner gave, and a planted canary names the one miner it was sent to.
+        challenges = list(await asyncio.gather(*(self.synthesizer.request(task.name) for _ in targets)))
+        report.source = ",".join(sorted({c.source for c in challenges}))
+        if self.canaries is not None:
+            await self.canaries.plant(
+                task.name, [(c.request, n.identity) for c, n in zip(challenges, targets) if c.source == "fresh"]
+            )
         call_started = time.perf_counter()
-        results = await asyncio.gather(*(self._call(task, n, synthetic.request) for n in targets))
+        results = await asyncio.gather(*(self._call(task, n, c.request) for n, c in zip(targets, challenges)))
         report.call_seconds = time.perf_counter() - call_started
         entries = [job_response(n, r) for n, r in zip(targets, results)]
-        scorable = [e for e in entries if e.outcome != RATE_LIMITED]
+        if self.canaries is not None:
+            entries = await self._penalise_caught(task, entries)
         if self.volumes is not None:
             served = Counter(e.identity for e in entries if e.outcome == "ok")
             await self.volumes.count(served, task.name, "synthetic")
-        admitted = await self.scores.admit_many([e.identity for e in scorable], task.name, "synthetic", self.rng)
-        kept = [e for e, ok in zip(scorable, admitted) if ok]
+        pairs = [(e, c) for e, c in zip(entries, challenges) if e.outcome != RATE_LIMITED]
+        admitted = await self.scores.admit_many([e.identity for e, _ in pairs], task.name, "synthetic", self.rng)
+        kept = [(e, c) for (e, c), ok in zip(pairs, admitted) if ok]
         self._count_calls(targets, by_identity)
         for e in entries:
             report.outcomes[e.outcome] = report.outcomes.get(e.outcome, 0) + 1
@@ -271,16 +290,34 @@ class Orchestrator(Service):
             metrics.miner_latency.labels(task.name, "synthetic").observe(e.latency)
         report.ok = report.outcomes.get("ok", 0)
         report.failed = len(entries) - report.ok
+        report.caught = report.outcomes.get(CAUGHT, 0)
         report.admitted = len(kept)
-        report.dropped = len(scorable) - len(kept)
+        report.dropped = len(pairs) - len(kept)
         metrics.responses_admitted.labels(task.name, "synthetic").inc(len(kept))
         metrics.responses_dropped.labels(task.name, "synthetic").inc(report.dropped)
-        if kept:
-            job = ScoringJob(task=task.name, kind="synthetic", request=synthetic.request.model_dump_json(),
-                             responses=kept)
+        for e, c in kept:  # one job per challenge: each was sent to one miner
+            job = ScoringJob(task=task.name, kind="synthetic", request=c.request.model_dump_json(), responses=[e])
             await enqueue(self.redis, self.keys, job)
-            report.job_id = job.job_id
+            report.job_id = report.job_id or job.job_id
+            report.jobs += 1
         return self._finish(report, started, "ok")
+
+    async def _penalise_caught(self, task: Task, entries: list[JobResponse]) -> list[JobResponse]:
+        """Answers of miners on a canary bench become failures (score 0), whatever they contain."""
+        assert self.canaries is not None
+        caught = await self.canaries.caught([e.identity for e in entries])
+        if not caught:
+            return entries
+        for e in entries:
+            if e.identity in caught:
+                log.warning("uid %d is on a canary bench (it forwarded a challenge of this validator to its "
+                            "gateway): its %s answer scores 0", e.uid, task.name,
+                            extra={"service": self.name, "task": task.name, "uid": e.uid})
+        metrics.canary_caught.labels(task.name, "synthetic").inc(sum(e.identity in caught for e in entries))
+        return [
+            e.model_copy(update={"response": None, "outcome": CAUGHT}) if e.identity in caught else e
+            for e in entries
+        ]
 
     def _count_calls(self, called: Sequence[Neuron], present: Mapping[str, Neuron]) -> None:
         if len(self.calls) > len(present):  # miners left: their counts go (bounded by the metagraph)

@@ -25,6 +25,7 @@ from inference_subnet.settings import Settings
 from inference_subnet.store.keys import Keys
 from inference_subnet.store.redis import RedisClient, connect, redact, resolve_url
 from inference_subnet.protocol.challenge import share_secret
+from inference_subnet.validator.canaries import PenalisedScores, canary_book
 from inference_subnet.validator.client import MinerClient
 from inference_subnet.validator.managing import QuotaBook, ScoreBook
 from inference_subnet.validator.managing.volume import VolumeBook
@@ -170,10 +171,11 @@ def make_service(name: str, parts: Parts, *, instance: str | None = None) -> Ser
             my_hotkey=parts.keypair.ss58_address, miners_per_round=v.miners_per_round,
             max_concurrency=v.max_concurrency, round_interval=v.round_interval_seconds,
             capacity_refresh=v.capacity_refresh_seconds, volumes=_volumes(parts),
+            canaries=canary_book(parts.redis, parts.keys, s),
         )
     if name == "weights":
         return WeightSetter(
-            parts.need_chain(), parts.redis, parts.keys, parts.keypair, parts.scores, parts.metagraph,
+            parts.need_chain(), parts.redis, parts.keys, parts.keypair, _weighed_scores(parts), parts.metagraph,
             {t.name: t.timeout for t in parts.tasks.values()}, netuid=s.chain.netuid, mechid=s.chain.mechid,
             interval=v.weights_interval_blocks, retries=v.weights_retries,
             backoff=v.weights_retry_backoff_seconds, max_blocks_without=v.max_blocks_without_weights,
@@ -190,6 +192,12 @@ def _volumes(parts: Parts) -> VolumeBook | None:
     if not v.scoring.volume_weighting:
         return None
     return VolumeBook(parts.redis, parts.keys, epoch_seconds=v.quotas.epoch_seconds)
+
+
+def _weighed_scores(parts: Parts) -> Any:
+    """The scores weights are set from: miners on a canary bench count 0 (when canaries are on)."""
+    book = canary_book(parts.redis, parts.keys, parts.settings)
+    return parts.scores if book is None else PenalisedScores(parts.scores, book)
 
 
 def _synthesizer(parts: Parts) -> Synthesizer:

@@ -84,6 +84,7 @@ from inference_subnet.validator.gateway.routing import (
 )
 from inference_subnet.validator.gateway.taskroutes import TaskRoutes
 from inference_subnet.validator.gateway.traffic import TrafficCounter, TrafficMiddleware, mark_key
+from inference_subnet.validator.canaries import canary_book
 from inference_subnet.validator.managing.breaker import Breaker
 from inference_subnet.validator.managing.sampling import quality_bar
 from inference_subnet.validator.managing.score_math import Standing
@@ -687,6 +688,7 @@ def create_gateway_app(
         exclude_hotkeys=exclude_hotkeys,
         rng=rng,
         usage_ttl=gw.usage_refresh_seconds,
+        canaries=canary_book(redis, keys, settings),
     )
     gateway = Gateway(
         settings,

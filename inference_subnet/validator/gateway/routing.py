@@ -35,6 +35,8 @@ from pydantic import BaseModel
 
 from inference_subnet.chain.types import Metagraph, MetagraphSource, Neuron
 from inference_subnet.protocol.task import Task
+from inference_subnet.validator import metrics
+from inference_subnet.validator.canaries import CanaryBook
 from inference_subnet.validator.managing.breaker import Breaker
 from inference_subnet.validator.managing.sampling import OrganicCandidate, QualityBar, rank_organic
 from inference_subnet.validator.managing.score_math import Standing
@@ -235,6 +237,7 @@ class Router:
         rng: random.Random | None = None,
         usage_ttl: float = 0.5,
         clock: Callable[[], float] = time.monotonic,
+        canaries: CanaryBook | None = None,
     ):
         self._metagraph = metagraph
         self._client = client
@@ -250,6 +253,9 @@ class Router:
         self._rng = rng or random.Random()
         self.usage_ttl = usage_ttl
         self._clock = clock
+        self.canaries = canaries
+        """Planted challenges of this validator: a request equal to a live one is refused, and miners on a
+        canary bench are not routed to."""
         self._usage: dict[str, _Usage] = {}
         self._locks: dict[str, asyncio.Lock] = {}
 
@@ -276,6 +282,9 @@ class Router:
             if identities:
                 scores = await self._scores.scores(identities, task.name)
                 candidates = await self._quotas.organic_candidates(identities, task.name, scores)
+                if self.canaries is not None and candidates:
+                    benched = await self.canaries.caught([c.identity for c in candidates])
+                    candidates = [c for c in candidates if c.identity not in benched]
             usage = _Usage(metagraph, neurons, {c.identity: c for c in candidates}, self._clock())
             self._usage[task.name] = usage
             return usage
@@ -339,8 +348,32 @@ class Router:
             if await self._take(task, neuron):
                 yield neuron, remaining
 
+    async def refuse_canary(self, task: Task, request: BaseModel) -> None:
+        """Raise :class:`NoMinerAvailable` when ``request`` is one of this validator's live challenges: a miner
+        forwarded it instead of answering it. The refusal reads as an ordinary busy gateway, so the forwarder
+        cannot tell it was caught, and no good miner's capacity goes to it. Fails open on Redis errors (a
+        canary lookup must never take the gateway down)."""
+        if self.canaries is None:
+            return
+        try:
+            caught = await self.canaries.check(task.name, request)
+        except Exception as exc:
+            log.warning("canary lookup failed, serving the request: %s", exc)
+            return
+        if caught is None:
+            return
+        metrics.canary_caught.labels(task.name, "organic").inc()
+        uid = next((n.uid for n in (await self._metagraph.current()).neurons if n.identity == caught), None)
+        log.warning("organic %s request is a live challenge sent to uid %s: refused, miner benched",
+                    task.name, uid, extra={"task": task.name, "uid": uid})
+        for usage in self._usage.values():  # route around it at once, not only at the next usage read
+            usage.candidates.pop(caught, None)
+        raise NoMinerAvailable(f"no miner that meets the quality bar has organic capacity left for task "
+                               f"{task.name!r}")
+
     async def call(self, task: Task, request: BaseModel) -> Served:
         """The first valid response among the ranked miners, or :class:`NoMinerAvailable`."""
+        await self.refuse_canary(task, request)
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.total_deadline
         attempts: list[Attempt] = []
@@ -378,6 +411,7 @@ class Router:
 
     async def open_stream(self, task: Task, request: BaseModel) -> OpenStream:
         """A stream from the first miner that sends a first chunk in time, or :class:`NoMinerAvailable`."""
+        await self.refuse_canary(task, request)
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.total_deadline
         attempts: list[Attempt] = []
