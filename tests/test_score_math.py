@@ -17,6 +17,7 @@ from inference_subnet.validator.managing.score_math import (
     latency_score,
     sample_organic,
     sample_value,
+    standing,
 )
 
 samples_st = st.builds(
@@ -207,3 +208,21 @@ def test_organic_sampling_rate():
     assert math.isclose(hits / 20_000, 0.15, abs_tol=0.01)
     assert not any(sample_organic(0.0, rng) for _ in range(1000))
     assert all(sample_organic(1.0, rng) for _ in range(1000))
+
+
+def _answer(score: float, kind: str) -> Sample:
+    return Sample(score=score, kind=kind, latency=0.5, ok=True, ts=0.0)  # type: ignore[arg-type]
+
+
+def test_what_users_got_bars_a_miner_that_serves_challenges_well() -> None:
+    """A detector: good answers to the challenges it recognises, bad ones to users. Mixed in, its three
+    scored organic answers barely move the mean; on their own they bar it."""
+    history = [_answer(0.1, "organic") for _ in range(3)] + [_answer(0.95, "synthetic") for _ in range(17)]
+    assert standing(history, 0.8, window=20).quality == pytest.approx(0.1)
+    assert standing(history[1:], 0.8, window=20).quality == pytest.approx((0.2 + 17 * 0.95) / 19)  # two: not yet
+
+
+def test_good_organic_answers_do_not_lift_bad_synthetic_ones() -> None:
+    history = [_answer(1.0, "organic") for _ in range(5)] + [_answer(0.2, "synthetic") for _ in range(15)]
+    assert standing(history, 0.5, window=20).quality == pytest.approx((5 + 15 * 0.2) / 20)
+    assert standing(history, 0.5, window=20).evidence == 15

@@ -214,11 +214,28 @@ UNJUDGED = Standing(0.0, 0.0, 0)
 """The standing of a miner the validator holds no samples of: no evidence, so never past the quality bar."""
 
 
+ORGANIC_QUALITY_SAMPLES = 3
+"""Scored organic answers from which what users got counts in the bar on its own."""
+
+
 def standing(samples: Sequence[Sample], score: float, *, window: int) -> Standing:
-    """``samples`` newest first, as the history keeps them."""
-    recent = samples[: max(1, window)]
-    quality = math.fsum(s.score if s.ok else 0.0 for s in recent) / len(recent) if recent else 0.0
+    """``samples`` newest first, as the history keeps them.
+
+    The quality is that of the newest ``window`` samples, or that of the newest ``window`` organic ones
+    when there are a few and they are worse: a miner that recognises challenges answers them well and
+    users badly, and mixed with its many synthetic samples its few scored organic answers would barely
+    move the mean. Its organic samples stay in the history after it is barred (it gets no new ones), so
+    it comes back only when synthetic samples have pushed them out."""
+    window = max(1, window)
+    quality = _quality(samples[:window])
+    organic = [s for s in samples if s.kind == "organic"][:window]
+    if len(organic) >= ORGANIC_QUALITY_SAMPLES:
+        quality = min(quality, _quality(organic))
     return Standing(score, quality, sum(1 for s in samples if s.kind == "synthetic"))
+
+
+def _quality(samples: Sequence[Sample]) -> float:
+    return math.fsum(s.score if s.ok else 0.0 for s in samples) / len(samples) if samples else 0.0
 
 
 def dropout_probability(expected_total: int | None, cap: int) -> float:
