@@ -39,8 +39,8 @@ from inference_subnet.validator.synthesizing import Synthesizer
 log = logging.getLogger(__name__)
 
 RATE_LIMITED = "rate_limited"
-"""A miner's 429: it is past the capacity it declared for this validator. Not scored (no penalty): the
-miner decides its capacity, and the quota book stops sampling it once the share is used."""
+"""A miner's 429. Synthetic requests are sent only within this validator's guaranteed pace on the miner
+(never borrowed), which the miner computes the same way: a 429 to one is a failure, and scored as one."""
 
 GUARD_SECONDS = 1.0
 """Extra time past the task timeout before the orchestrator gives up on a call the client did not end."""
@@ -253,7 +253,7 @@ class Orchestrator(Service):
         results = await asyncio.gather(*(self._call(task, n, synthetic.request) for n in targets))
         report.call_seconds = time.perf_counter() - call_started
         entries = [job_response(n, r) for n, r in zip(targets, results)]
-        scorable = [e for e in entries if e.outcome != RATE_LIMITED]
+        scorable = entries  # every synthetic call was guaranteed: a 429 to it is a failure
         admitted = await self.scores.admit_many([e.identity for e in scorable], task.name, "synthetic", self.rng)
         kept = [e for e, ok in zip(scorable, admitted) if ok]
         self._count_calls(targets, by_identity)

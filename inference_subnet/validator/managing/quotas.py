@@ -33,8 +33,6 @@ from inference_subnet.protocol.quota_math import (
     synthetic_limit,
 )
 from inference_subnet.protocol.rate_math import (
-    BORROWED,
-    GUARANTEED,
     SLACK,
     BookState,
     Mode,
@@ -334,15 +332,18 @@ class QuotaBook:
     ) -> list[OrganicCandidate]:
         """The input of :func:`.sampling.rank_organic`; a miner without a standing has no evidence."""
         out = []
+        now = self._clock()
         for i, s in (await self.status(identities, task)).items():
             known = standings.get(i, UNJUDGED)
+            guaranteed = s.guaranteed_now(now, self.settings)
             out.append(
                 OrganicCandidate(
                     identity=i,
                     score=known.score,
-                    total_left=s.total_left,
+                    total_left=s.guaranteed_left if guaranteed else s.borrow_left,
                     quality=known.quality,
                     evidence=known.evidence,
+                    guaranteed=guaranteed,
                 )
             )
         return out
