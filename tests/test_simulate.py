@@ -34,7 +34,7 @@ from inference_subnet.simulate.traffic import daily_load, stochastic_round
 from inference_subnet.store.coalescing import CoalescingRedis
 from inference_subnet.store.keys import Keys
 from inference_subnet.store.redis import connect
-from inference_subnet.protocol.quota_math import apportion, stake_fractions
+from inference_subnet.protocol.quota_math import split_capacity
 
 SMALL = Scenario(validators=8, miners=24, epochs=4, seed=7, ticks=4, capacity=400)
 
@@ -304,12 +304,12 @@ async def test_saturated_validators_get_exactly_their_share(redis_url: str) -> N
     result = await _run(redis_url, scenario, validator={"quotas": no_bar})
     population = generate(scenario)
     settings = load_settings()
-    fractions = stake_fractions(
-        {v.hotkey: v.stake for v in population.validators}, min_share=settings.validator.quotas.min_share
-    )
+    quotas = settings.validator.quotas
+    stakes = {v.hotkey: v.stake for v in population.validators}
     expected = {v.hotkey: 0 for v in population.validators}
     for m in population.miners:
-        for hotkey, share in apportion(m.declared, fractions).items():
+        split = split_capacity(m.declared, stakes, min_share=quotas.min_share, min_requests=quotas.min_requests)
+        for hotkey, share in split.items():
             expected[hotkey] += share * scenario.epochs
     total = sum(expected.values())
     assert total == sum(m.declared for m in population.miners) * scenario.epochs
