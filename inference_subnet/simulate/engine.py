@@ -679,11 +679,11 @@ class Simulation:
             for borrow in (False, True):
                 live = [c for c in top[borrow] if self._usable(v, self.index[c.identity], at, borrow)]
                 if not live:
-                    ranked = rank_organic(self._candidates(v, at, borrow=borrow), bar=bar,
-                                          contenders=contenders, rng=v.rng)
+                    candidates = self._candidates(v, at, borrow=borrow)
+                    ranked = rank_organic(candidates, bar=bar, contenders=contenders, rng=v.rng)
                     if not ranked:
                         continue
-                    by_identity = {c.identity: c for c in self._candidates(v, at, borrow=borrow)}
+                    by_identity = {c.identity: c for c in candidates}
                     top[borrow] = live = [by_identity[x] for x in ranked[:contenders]]
                     rest[borrow] = [self.index[x] for x in ranked[contenders:keep]]
                 order = [self.index[c.identity] for c in contender_order(live, v.rng)]
