@@ -250,9 +250,10 @@ async def test_small_run(redis_url: str, tmp_path: Path) -> None:
     assert all(m.max_load_ratio <= 1.0 for m in result.miners)
     assert result.summary["load"]["miners_over_capacity"] == 0
     assert max(m.max_load_ratio for m in result.miners) > 0.5  # and the capacity was actually in demand
-    # The plan the simulation makes from its own view of the quotas is exactly what the Lua scripts and the
-    # miners' guards decide: nothing refused, nothing read back differently.
-    assert (result.lua_refusals, result.miner_refusals, result.validator_side_mismatches) == (0, 0, 0)
+    # The plan the simulation makes from its own view of the quotas is exactly what the Lua scripts decide,
+    # and no miner refuses a request within the caller's guaranteed pace (borrow attempts it may refuse).
+    assert (result.lua_refusals, result.guaranteed_refusals, result.validator_side_mismatches) == (0, 0, 0)
+    assert result.miner_refusals >= 0 and result.borrowed >= 0
     # Every validator served, scored and set weights.
     assert all(
         v.synthetic > 0 and v.scored > 0 and v.epochs_with_weights == SMALL.epochs for v in result.validators
