@@ -159,7 +159,25 @@ class QuotaSettings(Section):
 
     epoch_seconds: float = Field(4320.0, gt=0, description="Quota window (one tempo on mainnet: ~72 min).")
     min_share: float = Field(
-        0.01, ge=0, le=1, description="Floor of a permitted validator's share of a miner's capacity."
+        0.0,
+        ge=0,
+        le=1,
+        description="Floor of a permitted validator's share as a fraction of every miner's capacity (kept for "
+        "older configurations; min_requests is the floor to use).",
+    )
+    min_requests: int = Field(
+        5, ge=0, description="Floor of a permitted validator's share of a miner, in requests per epoch."
+    )
+    burst_seconds: float = Field(
+        60.0,
+        gt=0,
+        description="A guaranteed share is paced (GCRA): this many seconds of its rate at once, at least 1.",
+    )
+    borrow_ceiling: float = Field(
+        0.5,
+        ge=0,
+        le=1,
+        description="Fraction of a miner's capacity per epoch one validator may borrow from others' idle pace.",
     )
     synthetic_fraction: float = Field(
         0.3, ge=0, le=1, description="Share of a validator's quota that synthetic traffic may use."

@@ -69,7 +69,12 @@ def subnet(tmp_path_factory: pytest.TempPathFactory, redis_url: str) -> Iterator
         MinerProcess(port=net.ports[b], wallet_path=net.root / "wallets", wallet_name=b, behaviour=b,
                      metagraph_file=net.metagraph_file,
                      env={"REDIS_URL": redis_url, "ISN_SUBNET_NAME": f"client{free_port()}",
-                          "ISN_MINER__CAPACITY": '{"arithmetic": 200}'}).start()
+                          "ISN_MINER__CAPACITY": '{"arithmetic": 200}',
+                          # a share as a plain per-epoch quota (a burst of the whole epoch, so nothing to
+                          # lend), with the fractional floor: the pace has its own tests
+                          "ISN_VALIDATOR__QUOTAS__BURST_SECONDS": "4320",
+                          "ISN_VALIDATOR__QUOTAS__MIN_REQUESTS": "0",
+                          "ISN_VALIDATOR__QUOTAS__MIN_SHARE": "0.01"}).start()
         for b in BEHAVIOURS
     ]
     try:
@@ -150,6 +155,7 @@ async def test_over_quota_carries_retry_after(subnet: Subnet) -> None:
         results = [await small.call(TASK, subnet.neuron("honest"), REQUEST) for _ in range(3)]
     assert [r.outcome for r in results] == ["ok", "ok", "http_error"]
     assert (results[2].status, results[2].error_code) == (429, "rate_limited")
+    assert results[2].quota_reason == "beyond_share"
     assert results[2].retry_after is not None and 1 <= results[2].retry_after <= 4320
 
 

@@ -20,6 +20,7 @@ from test_gateway_helpers import CountingTask, sqlite_url
 
 from inference_subnet.chain.types import AxonInfo, Metagraph, Neuron
 from inference_subnet.miner.sources import StaticMetagraphSource
+from inference_subnet.protocol.rate_math import BORROWED
 from inference_subnet.protocol.task import Task
 from inference_subnet.settings import load_settings
 from inference_subnet.store.keys import Keys
@@ -28,7 +29,7 @@ from inference_subnet.tasks.arithmetic import ArithmeticRequest, ArithmeticRespo
 from inference_subnet.validator.client import CallResult
 from inference_subnet.validator.gateway.app import create_gateway_app
 from inference_subnet.validator.gateway.limits import KeyLimiter
-from inference_subnet.validator.gateway.organic import OrganicFeed, OrganicItem
+from inference_subnet.validator.gateway.organic import OrganicFeed, OrganicItem, scorable
 from inference_subnet.validator.managing.volume import VolumeBook
 from inference_subnet.validator.gateway.routing import Attempt, NoMinerAvailable, Router, ScoreCache, servable
 from inference_subnet.validator.managing import QuotaBook, ScoreBook
@@ -184,9 +185,15 @@ class FixedScores:
 
 
 async def _quota(
-    redis: aioredis.Redis, keys: Keys, metagraph: Metagraph, uids: Sequence[int], capacity: int
+    redis: aioredis.Redis, keys: Keys, metagraph: Metagraph, uids: Sequence[int], capacity: int,
+    *, paced: bool = False,
 ) -> QuotaBook:
-    book = QuotaBook(redis, keys, SETTINGS.validator.quotas)
+    """This validator's real book; unless ``paced``, with a burst of the whole epoch and no borrowing, so a
+    share counts as a plain per-epoch quota (the tests of the pace and of borrowing ask for ``paced``)."""
+    settings = SETTINGS.validator.quotas
+    if not paced:
+        settings = settings.model_copy(update={"burst_seconds": settings.epoch_seconds, "borrow_ceiling": 0.0})
+    book = QuotaBook(redis, keys, settings)
     await book.set_stakes(metagraph, "5Validator")
     for uid in uids:
         await book.set_capacity(metagraph.by_uid[uid].identity, {TASK.name: capacity})
@@ -276,15 +283,39 @@ async def test_breaker_benches_a_failing_miner_then_lets_it_back(redis: aioredis
     assert not breaker.benched(graph.by_uid[1].identity)
 
 
+async def _spend_pace(quota: QuotaBook, identity: str) -> None:
+    """Use this validator's guaranteed pace on a miner up, so what it sends next are borrow attempts."""
+    while await quota.grant(identity, TASK.name, "organic") != BORROWED:
+        pass
+
+
 async def test_miner_back_pressure_does_not_bench(redis: aioredis.Redis, keys: Keys) -> None:
+    """A 429 to a borrow attempt (past the guaranteed pace) is honest back-pressure: tried past, no bench."""
     graph = _metagraph(2)
-    quota = await _quota(redis, keys, graph, [1, 2], 1000)
+    quota = await _quota(redis, keys, graph, [1, 2], 1000, paced=True)
+    for uid in (1, 2):
+        await _spend_pace(quota, graph.by_uid[uid].identity)
     scores = {graph.by_uid[1].identity: 0.99, graph.by_uid[2].identity: 0.5}
     breaker = Breaker(failures=2, cooldown=30.0)
     router = _router(graph, ScriptedClient({1: "rate_limited"}), quota, scores, breaker=breaker, contenders=1)
     for _ in range(5):
-        assert (await router.call(TASK, REQUEST)).neuron.uid == 2
+        served = await router.call(TASK, REQUEST)
+        assert served.neuron.uid == 2 and served.attempts[0].back_pressure
     assert not breaker.benched(graph.by_uid[1].identity)
+
+
+async def test_a_429_within_the_guaranteed_share_is_a_failure(redis: aioredis.Redis, keys: Keys) -> None:
+    """The miner owes this validator its guaranteed pace: refusing it benches the miner like any failure,
+    and the refusal is evidence for scoring."""
+    graph = _metagraph(2)
+    quota = await _quota(redis, keys, graph, [1, 2], 1000, paced=True)
+    scores = {graph.by_uid[1].identity: 0.99, graph.by_uid[2].identity: 0.5}
+    breaker = Breaker(failures=2, cooldown=30.0)
+    router = _router(graph, ScriptedClient({1: "rate_limited"}), quota, scores, breaker=breaker, contenders=1)
+    served = [await router.call(TASK, REQUEST) for _ in range(2)]
+    assert all(s.attempts[0].status == 429 and not s.attempts[0].back_pressure for s in served)
+    assert breaker.benched(graph.by_uid[1].identity)
+    assert [a.uid for a in scorable(served[0].attempts)] == [1, 2]
 
 
 async def test_router_gives_up_after_max_attempts_with_a_reason(redis: aioredis.Redis, keys: Keys) -> None:
@@ -312,10 +343,12 @@ async def test_router_only_uses_miners_with_organic_quota(redis: aioredis.Redis,
 
 async def test_capacity_refusals_are_tried_past_but_not_scored(redis: aioredis.Redis, keys: Keys) -> None:
     graph = _metagraph(2)
-    quota = await _quota(redis, keys, graph, [1, 2], 100)
+    quota = await _quota(redis, keys, graph, [1, 2], 100, paced=True)
+    for uid in (1, 2):  # past the guaranteed pace on both: borrow attempts, which the miner may refuse
+        await _spend_pace(quota, graph.by_uid[uid].identity)
     scores = {graph.by_uid[1].identity: 0.9}
     served = await _router(graph, ScriptedClient({1: "rate_limited"}), quota, scores).call(TASK, REQUEST)
-    assert served.neuron.uid == 2 and served.attempts[0].status == 429
+    assert served.neuron.uid == 2 and served.attempts[0].status == 429 and served.attempts[0].borrowed
 
     score_settings = SETTINGS.validator.scoring.model_copy(update={"organic_sample_rate": 1.0})
     book = ScoreBook(redis, keys, score_settings)

@@ -425,10 +425,11 @@ async def test_the_store_works_on_a_cluster(cluster_url: str, keys) -> None:
         assert [sync_store.check_and_store("5Fsender", n) for n in nonces] == [False] * 40
         assert sync_store.check_and_store("5Fsender", nonces[-1] + 1) is True
         # a quota counter lives in another slot: checked here, charged by the caller on its own
-        quota_key = keys.caller_quota_used("5Fsender", "arithmetic", 1)
-        assert await store.check_and_count("5Fsender", nonces[-1] + 2, quota_key, 5, 60) == (True, None)
-        assert await store.check_and_count("5Fsender", nonces[-1] + 2, quota_key, 5, 60) == (False, None)
-        assert await cluster.get(quota_key) is None
+        quota_keys = (keys.caller_quota_used("5Fsender", "arithmetic", 1), keys.miner_quota_total("arithmetic", 1))
+        args = ("", "5 1.0 1 0 5 1.0 1 1 60.0 0.001", "60.0", 60)
+        assert await store.check_and_count("5Fsender", nonces[-1] + 2, quota_keys, args) == (True, None)
+        assert await store.check_and_count("5Fsender", nonces[-1] + 2, quota_keys, args) == (False, None)
+        assert not await cluster.exists(*quota_keys)
         floors = {int(await cluster.get(keys.nonce_floor("5Fsender", n))) for n in nonces}
         assert max(floors) <= nonces[0]
     finally:

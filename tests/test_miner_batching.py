@@ -17,7 +17,7 @@ from redis.exceptions import ResponseError
 from inference_subnet.chain.types import Metagraph, Neuron
 from inference_subnet.miner.app import create_miner_app
 from inference_subnet.miner.nonces import RedisNonceStore
-from inference_subnet.miner.quota import _CONSUME, MinerQuota
+from inference_subnet.miner.quota import CONSUME_SCRIPT, MinerQuota
 from inference_subnet.miner.sources import StaticMetagraphSource
 from inference_subnet.protocol import btauth
 from inference_subnet.settings import load_settings
@@ -100,10 +100,10 @@ METAGRAPH = Metagraph(netuid=1, block=1, neurons=(
 
 async def test_quota_reloads_a_script_the_server_does_not_know(redis, keys) -> None:
     coalescer = Coalescer(redis)
-    quota = MinerQuota(redis, keys, capacities={"t": 3}, epoch_seconds=60.0, min_share=0.0,
+    quota = MinerQuota(redis, keys, capacities={"t": 3}, epoch_seconds=60.0, min_share=0.0, burst_seconds=60.0,
                        coalescer=coalescer)
     # a variant of the script this server has never seen: EVALSHA answers NOSCRIPT, the quota loads it
-    quota._script = redis.register_script(_CONSUME + f"\n-- {uuid.uuid4().hex}\n")
+    quota._script = redis.register_script(CONSUME_SCRIPT + f"\n-- {uuid.uuid4().hex}\n")
     decisions = [await quota.consume(METAGRAPH, "hk0", "t") for _ in range(4)]
     assert [d.allowed for d in decisions] == [True, True, True, False]
     concurrent = await asyncio.gather(*(quota.consume(METAGRAPH, "hk0", "t", now=time.time() + 60) for _ in range(6)))

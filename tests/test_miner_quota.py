@@ -122,20 +122,25 @@ async def test_concurrent_consumption_is_exact(redis_url, keys) -> None:
 
 
 async def _consume_concurrently(redis, keys) -> None:
-    quota = MinerQuota(redis, keys, capacities={"arithmetic": 100}, epoch_seconds=4320.0, min_share=0.01)
+    # A burst of the whole epoch and no borrowing: the share counts as a plain per-epoch quota.
+    quota = MinerQuota(redis, keys, capacities={"arithmetic": 100}, epoch_seconds=4320.0, min_share=0.01,
+                       burst_seconds=4320.0)
     limit = quota.limit(METAGRAPH, "hk0", "arithmetic")
     assert limit == split_capacity(100, eligible_stakes(METAGRAPH), min_share=0.01)["hk0"] == 89
     now = 4320.0 * 1000 + 10
     decisions = await asyncio.gather(*(quota.consume(METAGRAPH, "hk0", "arithmetic", now=now) for _ in range(200)))
     assert sum(d.allowed for d in decisions) == limit
     assert sorted(d.used for d in decisions if d.allowed) == list(range(1, limit + 1))
-    assert all(d.retry_after == pytest.approx(4310.0) for d in decisions)
+    assert all(d.retry_after == pytest.approx(4310.0, abs=0.001) for d in decisions if not d.allowed)
+    assert {d.reason for d in decisions if not d.allowed} == {"beyond_share"}
     key = keys.caller_quota_used("hk0", "arithmetic", 1000)
-    assert int(await redis.get(key)) == limit
+    assert int(await redis.hget(key, "g")) == limit
     assert 4310 <= await redis.ttl(key) <= 4310 + 61
     # the next epoch starts afresh; other validators and tasks are separate counters
     assert (await quota.consume(METAGRAPH, "hk0", "arithmetic", now=now + 4320.0)).allowed
-    assert (await quota.consume(METAGRAPH, "hk1", "arithmetic", now=now)).used == 1
+    other = await quota.consume(METAGRAPH, "hk1", "arithmetic", now=now)  # its own share, the miner's total
+    assert other.allowed and other.used == limit + 1
+    assert int(await redis.hget(keys.caller_quota_used("hk1", "arithmetic", 1000), "g")) == 1
 
 
 async def test_unknown_task_or_caller_has_no_quota(redis, keys) -> None:
@@ -147,8 +152,8 @@ async def test_unknown_task_or_caller_has_no_quota(redis, keys) -> None:
 # -- the nonce check and the charge in one round trip (what a miner enforcing quotas sends) ----------------
 
 
-async def counter_value(redis, key: str) -> int:
-    return int(await redis.get(key) or 0)
+async def counter_value(redis, charge) -> int:
+    return int(await redis.hget(charge.keys[1], "total") or 0)
 
 
 @pytest.mark.parametrize("coalesced", [False, True])
@@ -164,24 +169,24 @@ async def test_a_fresh_nonce_is_charged_and_a_replay_is_refused_without_charge(r
         await _the_cluster_leaves_the_charge_to_the_caller(store, charge, nonce)
         return
     # the bucket's first check opens its floor and leaves the charge to the caller
-    assert await store.check_and_count("hk0", nonce, charge.key, charge.limit, charge.expire_s) == (True, None)
-    assert await counter_value(redis, charge.key) == 0
+    assert await store.check_and_count("hk0", nonce, charge.keys, charge.args) == (True, None)
+    assert await counter_value(redis, charge) == 0
     same_bucket = next(n for n in itertools.count(nonce + 1)
                        if keys.nonce_floor("hk0", n) == keys.nonce_floor("hk0", nonce))
-    assert await store.check_and_count("hk0", same_bucket, charge.key, charge.limit, charge.expire_s) == (
-        True, (True, 1))
+    assert await store.check_and_count("hk0", same_bucket, charge.keys, charge.args) == (
+        True, (1, b"", 1, 0))
     for replayed in (nonce, same_bucket):
-        assert await store.check_and_count("hk0", replayed, charge.key, charge.limit, charge.expire_s) == (
+        assert await store.check_and_count("hk0", replayed, charge.keys, charge.args) == (
             False, None)
-    assert await counter_value(redis, charge.key) == 1
+    assert await counter_value(redis, charge) == 1
     # one nanosecond older than the bucket's floor: refused, not charged (compared digit by digit, past
     # what a Lua number holds exactly)
     floor = int(await redis.get(keys.nonce_floor("hk0", nonce)))
     older = next(n for n in range(floor - 1, floor - 100_000, -1)
                  if keys.nonce_floor("hk0", n) == keys.nonce_floor("hk0", nonce))
-    assert await store.check_and_count("hk0", older, charge.key, charge.limit, charge.expire_s) == (False, None)
+    assert await store.check_and_count("hk0", older, charge.keys, charge.args) == (False, None)
     assert not await store.check_and_store("hk0", older)
-    assert await counter_value(redis, charge.key) == 1
+    assert await counter_value(redis, charge) == 1
 
 
 async def test_the_combined_charge_stops_at_the_limit(redis, keys) -> None:
@@ -190,7 +195,7 @@ async def test_the_combined_charge_stops_at_the_limit(redis, keys) -> None:
     store = RedisNonceStore(redis, keys)
     quota = MinerQuota(redis, keys, capacities={"arithmetic": 100}, epoch_seconds=60.0, min_share=0.01)
     charge = quota.charge(METAGRAPH, "hk0", "arithmetic")
-    await redis.set(charge.key, charge.limit - 1)
+    await redis.hset(charge.keys[1], "total", 99)  # one request short of the miner's capacity
     start = time.time_ns()
     if isinstance(redis, RedisCluster):
         await _the_cluster_leaves_the_charge_to_the_caller(store, charge, start)
@@ -199,17 +204,17 @@ async def test_the_combined_charge_stops_at_the_limit(redis, keys) -> None:
     results = []
     n = start + 1
     while len(results) < 3 and n < start + 100_000:  # bounded: open buckets are common
-        fresh, counted = await store.check_and_count("hk0", n, charge.key, charge.limit, charge.expire_s)
+        fresh, counted = await store.check_and_count("hk0", n, charge.keys, charge.args)
         assert fresh
         if counted is not None:
             results.append(counted)
         n += 1
-    assert results == [(True, charge.limit), (False, charge.limit), (False, charge.limit)]
+    assert [r[:3] for r in results] == [(1, b"", 100), (0, b"capacity", 100), (0, b"capacity", 100)]
 
 
 async def _the_cluster_leaves_the_charge_to_the_caller(store, charge, nonce: int) -> None:
     """The nonce's keys and the quota counter live in different slots of a cluster: the combined script
     cannot run there, so every fresh nonce comes back uncharged and a replay is still refused."""
     for n in range(nonce, nonce + 20):
-        assert await store.check_and_count("hk0", n, charge.key, charge.limit, charge.expire_s) == (True, None)
-    assert await store.check_and_count("hk0", nonce, charge.key, charge.limit, charge.expire_s) == (False, None)
+        assert await store.check_and_count("hk0", n, charge.keys, charge.args) == (True, None)
+    assert await store.check_and_count("hk0", nonce, charge.keys, charge.args) == (False, None)

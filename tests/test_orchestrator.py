@@ -78,7 +78,8 @@ async def test_each_miner_gets_its_own_challenge_planted_as_a_canary(redis, keys
 
 
 async def test_quota_bounds_synthetic_traffic_and_sampling_covers_every_miner(redis, keys) -> None:
-    quotas = QuotaSettings(synthetic_fraction=0.3, min_share=0.01)
+    # a burst of the whole epoch: the synthetic limit alone bounds these back-to-back rounds
+    quotas = QuotaSettings(synthetic_fraction=0.3, min_share=0.01, burst_seconds=4320.0)
     async with LocalSubnet(redis, keys, ["honest"] * 6, capacity=10, quotas=quotas) as net:
         parts = net.validator_parts(miners_per_round=4)
         orch: Orchestrator = parts["orchestrator"]

@@ -51,7 +51,10 @@ def clock() -> Clock:
 
 @pytest.fixture
 def settings() -> QuotaSettings:
-    return QuotaSettings(epoch_seconds=600, min_share=0.05, synthetic_fraction=0.3, max_capacity=10_000)
+    # A burst of the whole epoch and no borrowing: a share counts as a plain per-epoch quota here (the pace
+    # and borrowing have their own tests, tests/test_rate_lua.py).
+    return QuotaSettings(epoch_seconds=600, min_share=0.05, min_requests=0, synthetic_fraction=0.3,
+                         max_capacity=10_000, burst_seconds=600, borrow_ceiling=0.0)
 
 
 @pytest.fixture

@@ -65,6 +65,8 @@ def used_together(
     caller = k.role
     return {
         "consume_quota.lua": [k.quota_share(identity), k.quota_used(identity, task, epoch)],
+        # the miner's decision: the caller's counters and the miner's own, one miner's tag
+        "miner_admit.lua": [k.caller_quota_used(caller, task, epoch), k.miner_quota_total(task, epoch)],
         "admit_scored.lua": [k.scored_count(identity, task, period), k.dropped_count(identity, task, period)],
         "record_sample.lua": [k.job_applied(identity, job_id), k.score_history(identity, task)],
         "apikey_acquire.lua": [k.api_key_tat(key_id), k.api_key_inflight(key_id)],
@@ -90,8 +92,8 @@ def used_together(
                 v.dropped_count(identity, task, period),
             )
         ],
-        "simulate miner-side use MGET by validator": [
-            m.caller_quota_used(caller, task, epoch) for m in miners
+        "simulate forget UNLINK by miner's own counters": [
+            k.miner_quota_total(task, epoch), *(k.caller_quota_used(v, task, epoch) for v in others)
         ],
     }
 
@@ -169,7 +171,8 @@ def test_every_script_is_listed_with_exactly_the_keys_it_declares() -> None:
     )
     for name in scripts:
         source = LUA.joinpath(name).read_text()
-        declared = {int(n) for n in re.findall(r"KEYS\[(\d+)\]", source)}
+        # (a script written as a function of a key offset, to run inside another, numbers them KO + n)
+        declared = {int(n) for n in re.findall(r"KEYS\[(?:KO \+ )?(\d+)\]", source)}
         assert declared == set(range(1, len(groups[name]) + 1)), f"{name} uses KEYS {sorted(declared)}"
 
 
@@ -301,7 +304,8 @@ async def test_a_burst_of_first_commands_on_a_fresh_client_all_succeed(cluster_u
 
 async def test_quotas_are_exact_for_miners_on_every_shard(cluster: RedisCluster, keys: Keys) -> None:
     miners = [f"m{i}" for i in range(12)]
-    book = QuotaBook(cluster, keys, QuotaSettings(epoch_seconds=600, min_share=0.0, synthetic_fraction=0.5))
+    book = QuotaBook(cluster, keys, QuotaSettings(epoch_seconds=600, min_share=0.0, synthetic_fraction=0.5,
+                                                  burst_seconds=600, borrow_ceiling=0.0))
     graph = metagraph(miners)
     await book.set_stakes(graph, ME)
     identities = [n.identity for n in graph.neurons if n.hotkey != ME]

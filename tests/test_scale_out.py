@@ -200,6 +200,9 @@ async def scale_out(backend: str, url: str, root: Path) -> Figures:
     common = {
         "ISN_SUBNET_NAME": subnet_name,
         "ISN_VALIDATOR__QUOTAS__EPOCH_SECONDS": str(EPOCH_SECONDS),
+        # a share as a plain per-epoch quota (a burst of the whole epoch, nothing to lend)
+        "ISN_VALIDATOR__QUOTAS__BURST_SECONDS": str(EPOCH_SECONDS),
+        "ISN_VALIDATOR__QUOTAS__BORROW_CEILING": "0",
     }
     validator = net.validator.ss58_address
     keys = Keys(subnet_name, net.netuid, validator)
@@ -210,7 +213,8 @@ async def scale_out(backend: str, url: str, root: Path) -> Figures:
     await db.aclose()
 
     # What the managing service writes: this validator's share of each miner (it holds all the stake).
-    quota_settings = QuotaSettings(epoch_seconds=EPOCH_SECONDS, min_share=0.0)
+    quota_settings = QuotaSettings(epoch_seconds=EPOCH_SECONDS, min_share=0.0, burst_seconds=EPOCH_SECONDS,
+                                   borrow_ceiling=0.0)
     book = QuotaBook(redis, keys, quota_settings)
     metagraph = net.metagraph()
     await book.set_stakes(metagraph, validator)
@@ -314,7 +318,7 @@ async def scale_out(backend: str, url: str, root: Path) -> Figures:
     for m in net.miners:
         miner_keys = Keys(subnet_name, net.netuid, f"miner:{m.hotkey}")
         key = miner_keys.caller_quota_used(validator, "patient_arithmetic", int(time.time() // EPOCH_SECONDS))
-        served_counted[m.uid] = int(await redis.get(key) or 0)
+        served_counted[m.uid] = int(await redis.hget(key, "g") or 0)
     quota = CAPACITY * MINERS
     overshoot = sum(max(0, u - CAPACITY) for u in used.values()) + max(0, granted - quota)
 

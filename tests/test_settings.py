@@ -41,7 +41,7 @@ min_share = 0.02
 def test_defaults(clean_env) -> None:
     s = load_settings(None)
     assert s.miner.port == 8091 and s.subnet_name == "isn" and s.redis_url is None
-    assert s.validator.quotas.min_share == 0.01
+    assert s.validator.quotas.min_share == 0.0 and s.validator.quotas.min_requests == 5
 
 
 def test_precedence_layer_by_layer(clean_env, tmp_path: Path) -> None:

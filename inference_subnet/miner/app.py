@@ -44,6 +44,7 @@ from inference_subnet.miner.blacklist import check_caller
 from inference_subnet.miner.health import RedisProbe
 from inference_subnet.miner.nonces import RedisNonceStore
 from inference_subnet.miner.quota import MinerQuota, QuotaDecision
+from inference_subnet.protocol.wire import QUOTA_REASON_HEADER
 from inference_subnet.protocol import btauth
 from inference_subnet.protocol.task import Handler, HandlerError, Task
 from inference_subnet.protocol.wire import CapacityInfo, ErrorBody
@@ -274,10 +275,13 @@ class TaskEndpoint:
             if decision is not None and not decision.allowed:
                 miner_metrics.quota_refusals.labels(self.task.name).inc()
                 retry = str(max(1, math.ceil(decision.retry_after))).encode()
+                reason = decision.reason or "beyond_share"
+                why = ("this miner's capacity for the epoch is used up" if reason == "capacity" else
+                       f"past the caller's guaranteed share ({decision.limit} requests per epoch, paced) "
+                       "and no idle capacity to lend")
                 await _send_error(
-                    send, 429, "rate_limited",
-                    f"quota of {decision.limit} requests per epoch for task {self.task.name} is used up",
-                    [(b"retry-after", retry)],
+                    send, 429, "rate_limited", f"task {self.task.name}: {why} ({reason})",
+                    [(b"retry-after", retry), (QUOTA_REASON_HEADER, reason.encode())],
                 )
                 return
 
@@ -314,7 +318,7 @@ class TaskEndpoint:
             return None
         charge = st.quota.charge(metagraph, caller.hotkey_ss58, self.task.name)
         fresh, counted = await st.nonce_store.check_and_count(
-            caller.hotkey_ss58, caller.nonce_ns, charge.key, charge.limit, charge.expire_s)
+            caller.hotkey_ss58, caller.nonce_ns, charge.keys, charge.args)
         if not fresh:
             raise btauth.ReplayedRequest("this nonce was already accepted from this hotkey")
         if counted is None:  # not charged with the check (a new bucket, a cluster): charge it now
@@ -484,6 +488,9 @@ def create_miner_app(
         capacities=capacities,
         epoch_seconds=quotas.epoch_seconds,
         min_share=quotas.min_share,
+        min_requests=quotas.min_requests,
+        burst_seconds=quotas.burst_seconds,
+        borrow_ceiling=quotas.borrow_ceiling,
         require_validator_permit=m.require_validator_permit,
         coalescer=coalescer,
     )

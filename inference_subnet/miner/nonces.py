@@ -115,31 +115,33 @@ return {floor or '', previous or ''}
 value comes back empty (a nil would end a Lua array there); neither a floor nor a token is ever empty."""
 
 
-COUNT_SCRIPT = """
+def _count_script() -> str:
+    from importlib.resources import files
+
+    admit = files("inference_subnet.store").joinpath("lua/miner_admit.lua").read_text()
+    return admit + """
 local floor = redis.call('GET', KEYS[2])
 local previous = redis.call('SET', KEYS[1], ARGV[1], 'NX', 'GET', 'PX', ARGV[2])
 if previous and previous ~= ARGV[1] then
-  return {floor or '', previous, -1, 0}
+  return {floor or '', previous, -1, '', 0, 0}
 end
 local nonce = ARGV[3]
 if not floor or #nonce < #floor or (#nonce == #floor and nonce < floor) then
-  return {floor or '', previous or '', -1, 0}
+  return {floor or '', previous or '', -1, '', 0, 0}
 end
-local used = tonumber(redis.call('GET', KEYS[3]) or '0')
-if used >= tonumber(ARGV[4]) then
-  return {floor, previous or '', 0, used}
-end
-used = redis.call('INCR', KEYS[3])
-if used == 1 then
-  redis.call('EXPIRE', KEYS[3], ARGV[5])
-end
-return {floor, previous or '', 1, used}
+local mode, reason, total, wait = admit(2, 3)
+return {floor, previous or '', mode, reason, total, wait}
 """
-""":data:`CHECK_SCRIPT`, then, only for a nonce it found fresh, the quota's bounded counter
-(:mod:`inference_subnet.miner.quota`): ``KEYS`` = marker, floor, counter; ``ARGV`` = token, ttl in ms, the
-nonce, the limit, the counter's expiry in seconds. Replies (floor, previous marker, 1 counted / 0 refused /
--1 not charged, count). Nonces and floors are compared as decimal strings: nanoseconds since the epoch
-exceed the integers a Lua number holds exactly."""
+
+
+COUNT_SCRIPT = _count_script()
+""":data:`CHECK_SCRIPT`, then, only for a nonce it found fresh, the miner's admission decision
+(``store/lua/miner_admit.lua``, :mod:`inference_subnet.miner.quota`): ``KEYS`` = marker, floor, the caller's
+and the miner's counters; ``ARGV`` = token, ttl in ms, the nonce, then the charge's arguments. Replies
+(floor, previous marker, mode: 1 guaranteed / 2 borrowed / 0 refused / -1 not charged, reason, total,
+milliseconds until a refused request could be admitted).
+Nonces and floors are compared as decimal strings: nanoseconds since the epoch exceed the integers a Lua
+number holds exactly."""
 
 
 def script_replies(reply: Sequence[Any]) -> tuple[Any, Any]:
@@ -244,17 +246,18 @@ class RedisNonceStore(_Floors):
         return is_fresh(nonce_ns, int(floor), previous, token)
 
     async def check_and_count(
-        self, hotkey_ss58: str, nonce_ns: int, counter: str, limit: int, expire_s: int
-    ) -> tuple[bool, tuple[bool, int] | None]:
-        """:meth:`check_and_store`, and for a fresh nonce the bounded ``counter`` charged in the same
-        round trip: (fresh, (allowed, count)), or (fresh, ``None``) when the counter was not charged, which
-        for a fresh nonce means the caller charges it itself (a bucket without a floor, a cluster)."""
+        self, hotkey_ss58: str, nonce_ns: int, counter_keys: Sequence[str], counter_args: Sequence[Any]
+    ) -> tuple[bool, tuple[int, Any, int, int] | None]:
+        """:meth:`check_and_store`, and for a fresh nonce the miner's admission decision (the quota's
+        ``Charge``: its keys and arguments) in the same round trip: (fresh, (mode, reason, total, wait in ms)), or
+        (fresh, ``None``) when it was not decided, which for a fresh nonce means the caller decides it
+        itself (a bucket without a floor, a cluster)."""
         if isinstance(self._client, RedisCluster):
             return await self.check_and_store(hotkey_ss58, nonce_ns), None
         nonce_key, floor_key = self._keys.nonce_keys(hotkey_ss58, nonce_ns)
         token = secrets.token_hex(8)
-        keys = (nonce_key, floor_key, counter)
-        args = (token, self._ttl_ms, str(nonce_ns), limit, expire_s)
+        keys = (nonce_key, floor_key, *counter_keys)
+        args = (token, self._ttl_ms, str(nonce_ns), *counter_args)
         if self._count_script is None:
             self._count_script = self._client.register_script(COUNT_SCRIPT)
         if self._coalescer is not None:
@@ -264,7 +267,7 @@ class RedisNonceStore(_Floors):
         floor, previous = script_replies(reply[:2])
         if not is_first_use(previous, token):
             return False, None
-        charged, count = int(reply[2]), int(reply[3])
+        charged, reason, count, wait = int(reply[2]), reply[3], int(reply[4]), int(reply[5])
         if floor is None:
             floor = await self._open_floor(floor_key)
             return is_fresh(nonce_ns, int(floor), previous, token), None
@@ -272,7 +275,7 @@ class RedisNonceStore(_Floors):
             return False, None
         if charged < 0:  # the script did not see it fresh where this check does: charge it apart
             return True, None
-        return True, (charged == 1, count)
+        return True, (charged, reason, count, wait)
 
     async def _open_floor(self, floor_key: str) -> int:
         """Set the floor of a bucket that has none (a new or restarted Redis); the floor in force after."""

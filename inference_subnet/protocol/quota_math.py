@@ -79,13 +79,25 @@ def apportion(capacity: int, fractions: Mapping[str, float]) -> dict[str, int]:
     return shares
 
 
-def split_capacity(capacity: int, stakes: Mapping[str, float], *, min_share: float) -> dict[str, int]:
-    """A miner's ``capacity`` (requests per epoch) split among validators by stake, with a floor.
+def floor_fraction(capacity: int, *, min_share: float, min_requests: int = 0) -> float:
+    """The floor of every validator's fraction of a miner of ``capacity``: ``min_requests`` per epoch (a
+    number of requests, so small validators do not hold a fixed part of every miner), or ``min_share``
+    where that is larger (kept for configurations that set it)."""
+    by_requests = min_requests / capacity if capacity > 0 and min_requests > 0 else 0.0
+    return max(min_share, by_requests)
+
+
+def split_capacity(
+    capacity: int, stakes: Mapping[str, float], *, min_share: float, min_requests: int = 0
+) -> dict[str, int]:
+    """A miner's ``capacity`` (requests per epoch) split among validators by stake, with a floor
+    (:func:`floor_fraction`).
 
     ``stakes`` holds the permit holders only (see :func:`permitted_stakes`); a validator absent from it has
     no share. The shares sum to ``capacity`` when there is at least one validator, never more.
     """
-    return apportion(capacity, stake_fractions(stakes, min_share=min_share))
+    floor = floor_fraction(capacity, min_share=min_share, min_requests=min_requests)
+    return apportion(capacity, stake_fractions(stakes, min_share=floor))
 
 
 def synthetic_limit(share: int, synthetic_fraction: float) -> int:

@@ -18,3 +18,8 @@ class CapacityInfo(BaseModel):
     hotkey: str
     capacities: dict[str, int] = Field(description="Requests per epoch the miner accepts, per task.")
     epoch_seconds: float
+
+
+QUOTA_REASON_HEADER = b"x-quota-reason"
+"""Header of a miner's 429 saying why: ``beyond_share`` (the caller was past its guaranteed pace and nothing
+could be lent: expected back-pressure) or ``capacity`` (the miner's epoch capacity is used up)."""

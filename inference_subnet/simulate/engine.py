@@ -48,7 +48,7 @@ import uuid
 from collections import Counter
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import redis.asyncio as aioredis
 from redis.crc import key_slot
@@ -77,7 +77,17 @@ from inference_subnet.simulate.summary import summarise
 from inference_subnet.simulate.traffic import DAY_SECONDS, daily_load, organic_demand
 from inference_subnet.store.coalescing import Coalescer, CoalescingRedis
 from inference_subnet.store.keys import Keys
-from inference_subnet.protocol.quota_math import permitted_stakes, stake_fractions
+from inference_subnet.protocol.quota_math import permitted_stakes, split_capacity
+from inference_subnet.protocol.rate_math import (
+    BORROWED,
+    GUARANTEED,
+    REFUSED,
+    SLACK,
+    BookState,
+    Pace,
+    book_decide,
+    pace_of,
+)
 from inference_subnet.validator.managing.quotas import QuotaBook
 from inference_subnet.validator.managing.sampling import (
     OrganicCandidate,
@@ -113,6 +123,11 @@ REGISTERED_BASE = 100_000
 MAX_FORWARDS = 3
 """Hops a request may make through copycats forwarding it before it is dropped (a copycat's forward can be
 routed to another copycat)."""
+SLICES = 4
+"""Slices of a step handled one after the other: calls within a slice reach Redis in time order per
+validator and per miner, retries after the slice's first attempts."""
+RETRY_DELAY = 0.05
+"""Simulated seconds between a failed attempt and the gateway's next one."""
 START_DAY = 19_723
 """Simulated time counts from midnight of this day (days since 1970): a whole number of epochs of the default
 length, so quota epochs and simulated days line up."""
@@ -137,6 +152,10 @@ class _Call:
     miner: int
     kind: str
     job: str
+    at: float = 0.0
+    """Simulated time of the call: a step's calls are spread over the step, so both sides' paces see them."""
+    mode: int = GUARANTEED
+    """What the validator's own book planned: guaranteed, or a borrow attempt."""
     granted: bool = False
     allowed: bool = False
     answer: Answer | None = None
@@ -154,6 +173,7 @@ class _Organic:
     job: str
     fallbacks: list[int]
     calls: list[_Call] = field(default_factory=list)
+    at: float = 0.0
 
     @property
     def served(self) -> bool:
@@ -172,9 +192,14 @@ class _Validator:
     """Its fraction of every miner's capacity (stake share with the floor)."""
     share: list[int] = field(default_factory=list)
     syn_limit: list[int] = field(default_factory=list)
-    used: list[int] = field(default_factory=list)
-    used_syn: list[int] = field(default_factory=list)
-    used_org: list[int] = field(default_factory=list)
+    ceiling: list[int] = field(default_factory=list)
+    pace: list[Pace] = field(default_factory=list)
+    book: list[BookState] = field(default_factory=list)
+    """Its book's state of every miner, mirrored with the same pure math the Lua script runs."""
+    ready: list[float] = field(default_factory=list)
+    """When its guaranteed pace on each miner has room again (``inf``: share used up this epoch)."""
+    backoff: list[float] = field(default_factory=list)
+    """Until when it does not ask a miner to lend again (after a refused borrow: the miner's interval)."""
     routing: list[float] = field(default_factory=list)
     """Aggregate score per miner as its gateway last read them (the prior before any)."""
     standings: dict[str, Standing] = field(default_factory=dict)
@@ -241,7 +266,8 @@ class Simulation:
         self.classes = {m.identity: m.behaviour for m in self.miners}
         self._miner_rng = [random.Random(f"miner:{scenario.seed}:{m.index}") for m in self.miners]
         self._traffic_rng = random.Random(f"traffic:{scenario.seed}")
-        self._coalescer = Coalescer(redis, max_commands=MINER_BATCH)
+        # One round trip out at a time: every miner sees its calls in time order, as its pace needs.
+        self._coalescer = Coalescer(redis, max_commands=MINER_BATCH, max_in_flight=1)
         self._miner_keys = [
             Keys(subnet=self.subnet, netuid=NETUID, role=f"miner:{m.hotkey}") for m in self.miners
         ]
@@ -252,13 +278,24 @@ class Simulation:
                 capacities={scenario.task: m.declared},
                 epoch_seconds=self.epoch_seconds,
                 min_share=self.quota_settings.min_share,
+                min_requests=self.quota_settings.min_requests,
+                burst_seconds=self.quota_settings.burst_seconds,
+                borrow_ceiling=self.quota_settings.borrow_ceiling,
                 coalescer=self._coalescer,
             )
             for m in self.miners
         ]
-        fractions = stake_fractions(permitted_stakes(self.metagraph), min_share=self.quota_settings.min_share)
+        stakes = permitted_stakes(self.metagraph)
+        capacity_total = sum(m.declared for m in self.miners)
+        entitled: dict[str, float] = {spec.hotkey: 0.0 for spec in self.population.validators}
+        for m in self.miners:  # the floor is a number of requests: a fraction that depends on the miner
+            for hotkey, share in split_capacity(
+                m.declared, stakes, min_share=self.quota_settings.min_share,
+                min_requests=self.quota_settings.min_requests,
+            ).items():
+                entitled[hotkey] += share / capacity_total if capacity_total else 0.0
         self.validators = [
-            self._validator(spec, fractions[spec.hotkey]) for spec in self.population.validators
+            self._validator(spec, entitled[spec.hotkey]) for spec in self.population.validators
         ]
         self.truth = {
             m.identity: expected_value(
@@ -285,6 +322,10 @@ class Simulation:
         self._organic_answered = 0
         self._organic_bad = 0
         self._miner_refused = 0
+        self._step_end = 0.0
+        self._guaranteed_refused = 0
+        """Guaranteed requests a miner refused: 0 when both sides run the same pace."""
+        self._borrowed = 0
         self._validator_side_mismatch = 0
         self._epoch_rows: list[EpochRow] = []
         self._incentive: dict[str, float] = {}
@@ -369,6 +410,7 @@ class Simulation:
             capacities={self.scenario.task: 1},
             epoch_seconds=self.epoch_seconds,
             min_share=self.quota_settings.min_share,
+            min_requests=self.quota_settings.min_requests,
         )
         await warm.consume(
             self.metagraph, self.population.validators[0].hotkey, self.scenario.task, now=self.start
@@ -391,9 +433,8 @@ class Simulation:
             if self.scenario.churn:
                 await self._churn(epoch)
             for v in self.validators:
-                v.used = [0] * len(self.miners)
-                v.used_syn = [0] * len(self.miners)
-                v.used_org = [0] * len(self.miners)
+                v.book = [BookState() for _ in self.miners]
+                v.ready = [_ready(b, s, p) for b, s, p in zip(v.book, v.share, v.pace)]
         for v in self.validators:
             v.capacity_entitled += sum(v.share)
         self._load = [0] * len(self.miners)
@@ -451,23 +492,29 @@ class Simulation:
             rows = [status[i] for i in self.identities]
             v.share = [s.share for s in rows]
             v.syn_limit = [s.synthetic_limit for s in rows]
-            v.used = [s.used_total for s in rows]
-            v.used_syn = [s.used_synthetic for s in rows]
-            v.used_org = [s.used_organic for s in rows]
+            v.ceiling = [s.borrow_limit for s in rows]
+            v.pace = [pace_of(s.share, self.epoch_seconds, self.quota_settings.burst_seconds) for s in rows]
+            v.book = [s.book_state() for s in rows]
+            v.ready = [_ready(b, s, p) for b, s, p in zip(v.book, v.share, v.pace)]
+            v.backoff = [0.0] * len(rows)
 
     # -- one step -------------------------------------------------------------------------------------------
     async def _step(self, epoch: int, step: int) -> dict[str, int]:
-        synthetic: list[list[_Call]] = []
-        organic: list[list[_Organic]] = []
+        """One step: its organic demand and synthetic rounds spread over the step's time, in ``SLICES``
+        slices handled one after the other (plan, deliver, retry), each call at its own simulated time."""
+        synthetic: list[list[_Call]] = [[] for _ in self.validators]
+        organic: list[list[_Organic]] = [[] for _ in self.validators]
         demand_total = 0
         organic_capacity = (
             sum(m.declared for m in self.miners)
             * (1.0 - self.quota_settings.synthetic_fraction)
             / self.scenario.ticks
         )
+        step_start = self.now - 0.5 * self.step_seconds
+        self._step_end = step_start + self.step_seconds
+        demands = []
         for v in self.validators:
             v.unplaced_at_step = v.unplaced
-            synthetic.append(self._plan_synthetic(v, epoch, step))
             demand = organic_demand(
                 self.now - self.midnight,
                 load=self.scenario.load,
@@ -477,19 +524,47 @@ class Simulation:
             )
             v.demand += demand
             demand_total += demand
-            organic.append(self._plan_organic(v, demand, epoch, step))
+            demands.append(demand)
         load_before = list(self._load)
         unplaced_before = sum(v.unplaced_at_step for v in self.validators)
-        # First attempts of everything, then retries of the organic requests that failed.
-        await self._deliver([[*syn, *(r.calls[0] for r in org)] for syn, org in zip(synthetic, organic)])
-        for _ in range(1, self.settings.gateway.max_attempts):
-            retries = [
-                [c for r in org if not r.served and (c := self._retry(v, r)) is not None]
-                for v, org in zip(self.validators, organic)
-            ]
-            if not any(retries):
-                break
-            await self._deliver(retries)
+        rounds = max(1, int(self.step_seconds / self.settings.validator.round_interval_seconds))
+        for k in range(SLICES):
+            syn_slice: list[list[_Call]] = []
+            org_slice: list[list[_Organic]] = []
+            firsts: list[list[_Call]] = []
+            for vi, v in enumerate(self.validators):
+                times = [
+                    (r, step_start + (r + 0.5) * self.step_seconds / rounds)
+                    for r in range(rounds)
+                    if math.floor((r + 0.5) / rounds * SLICES) == k
+                ]
+                d = demands[vi]
+                jobs = [
+                    (j, step_start + (j + 0.5) * self.step_seconds / d)
+                    for j in range(d)
+                    if math.floor((j + 0.5) / d * SLICES) == k
+                ]
+                syn, org, first = self._plan_slice(v, times, jobs, epoch, step)
+                syn_slice.append(syn)
+                org_slice.append(org)
+                firsts.append(first)
+            # First attempts of everything (each validator's in the order its book decided them, which is
+            # time order), then retries of the organic requests that failed.
+            await self._deliver(firsts)
+            for _ in range(1, self.settings.gateway.max_attempts):
+                retries = [
+                    [c for r in org if not r.served and (c := self._retry(v, r)) is not None]
+                    for v, org in zip(self.validators, org_slice)
+                ]
+                if not any(retries):
+                    break
+                await self._deliver(retries)
+            for vi, (syn, org) in enumerate(zip(syn_slice, org_slice)):
+                synthetic[vi].extend(syn)
+                organic[vi].extend(org)
+                # A request every attempt of which was refused for quota could not be placed either.
+                v = self.validators[vi]
+                v.unplaced += sum(1 for r in org if not any(c.allowed for c in r.calls))
         # Bursts: this step's load against an even spread of the epoch's capacity.
         for i, m in enumerate(self.miners):
             step_load = self._load[i] - load_before[i]
@@ -548,124 +623,218 @@ class Simulation:
                 idle += max(0.0, m.declared / self.scenario.ticks - (self._load[i] - load_before[i]))
         return idle
 
-    def _plan_synthetic(self, v: _Validator, epoch: int, step: int) -> list[_Call]:
-        """The orchestrator's rounds in this step: least-challenged miners with synthetic quota left."""
-        rounds = max(1, int(self.step_seconds / self.settings.validator.round_interval_seconds))
+    def _room(self, v: _Validator, i: int, now: float) -> bool:
+        """Whether ``v``'s guaranteed pace on miner ``i`` has room at ``now`` (a cheap pre-filter; the
+        decision itself is :func:`book_decide`, the script's arithmetic)."""
+        return v.ready[i] <= now + SLACK
+
+    def _grant(self, v: _Validator, i: int, now: float, *, synthetic: bool) -> int:
+        """The validator's book on miner ``i`` at ``now``, mirrored: guaranteed, borrow attempt or refused."""
+        mode, state = book_decide(
+            v.book[i], share=v.share[i], synthetic_limit=v.syn_limit[i], pace=v.pace[i],
+            ceiling=v.ceiling[i], synthetic=synthetic, now=now,
+        )
+        v.book[i] = state
+        if mode == GUARANTEED:
+            v.ready[i] = _ready(state, v.share[i], v.pace[i])
+        return mode
+
+    def _plan_synthetic(
+        self, v: _Validator, epoch: int, step: int, times: Sequence[tuple[int, float]]
+    ) -> list[_Call]:
+        """The orchestrator's rounds at ``times``: least-challenged miners whose guaranteed pace has room and
+        with synthetic quota left (synthetic traffic is never borrowed)."""
         k = self.settings.validator.miners_per_round
         calls: list[_Call] = []
-        for r in range(rounds):
+        for r, at in times:
             candidates = [
-                SyntheticCandidate(identity=self.identities[i], synthetic_left=left, challenged=v.used_syn[i])
-                for i in range(len(self.miners))
-                if (left := min(v.syn_limit[i] - v.used_syn[i], v.share[i] - v.used[i])) > 0
+                SyntheticCandidate(identity=self.identities[i], synthetic_left=left, challenged=b.synthetic)
+                for i, b in enumerate(v.book)
+                if (left := min(v.syn_limit[i] - b.synthetic, v.share[i] - b.guaranteed)) > 0
+                and self._room(v, i, at)
             ]
             if not candidates:
-                break
+                continue
             job = f"syn-{epoch}-{step}-{r}"
             for identity in sample_synthetic(candidates, k, v.rng):
                 i = self.index[identity]
-                v.used[i] += 1
-                v.used_syn[i] += 1
-                # Each miner gets its own challenge; a share of them replays recorded organic requests.
-                fresh = not (self.replay_share and self._adversary_rng.random() < self.replay_share)
-                calls.append(_Call(v.spec.index, i, "synthetic", job, fresh=fresh))
+                if self._grant(v, i, at, synthetic=True) == GUARANTEED:
+                    # Each miner gets its own challenge; a share of them replays recorded organic requests.
+                    fresh = not (self.replay_share and self._adversary_rng.random() < self.replay_share)
+                    calls.append(_Call(v.spec.index, i, "synthetic", job, at=at, fresh=fresh))
         return calls
 
-    def _plan_organic(self, v: _Validator, demand: int, epoch: int, step: int) -> list[_Organic]:
-        """The gateway's choices for ``demand`` requests, one request at a time as the gateway makes them
-        (:func:`rank_organic`: among miners with quota that pass the quality bar, the best-scored contenders
-        in an order drawn by score x quota left, then the rest by score for retries).
+    def _candidates(self, v: _Validator, at: float, *, borrow: bool) -> list[OrganicCandidate]:
+        """Miners ``v`` may send a request to at ``at``: those where its guaranteed pace has room, or (with
+        ``borrow``) those it may still ask to lend and has not been refused by just now."""
+        out = []
+        for i, identity in enumerate(self.identities):
+            if self._benched(v.spec.index, identity):
+                continue
+            b = v.book[i]
+            if borrow:
+                left = v.ceiling[i] - b.borrowed
+                if left <= 0 or v.backoff[i] > at:
+                    continue
+            else:
+                if not self._room(v, i, at):
+                    continue
+                left = v.share[i] - b.guaranteed
+            known = v.standings.get(identity, UNJUDGED)
+            out.append(OrganicCandidate(identity, v.routing[i], left, known.quality, known.evidence))
+        return out
 
-        The scores the gateway routes by do not move within a step, so the contenders change only when one
-        of them runs out of quota: the ranking is made again then, and each request draws the contenders'
-        order anew (:func:`contender_order`) with the quota they have left."""
+    def _plan_slice(
+        self,
+        v: _Validator,
+        rounds: Sequence[tuple[int, float]],
+        jobs: Sequence[tuple[int, float]],
+        epoch: int,
+        step: int,
+    ) -> tuple[list[_Call], list[_Organic], list[_Call]]:
+        """Synthetic rounds and organic requests of one slice, planned in time order (the order the book
+        decides them in Redis too): the synthetic calls, the organic requests, and every first call."""
+        events = sorted([(at, 0, r) for r, at in rounds] + [(at, 1, j) for j, at in jobs])
+        syn: list[_Call] = []
+        org: list[_Organic] = []
+        first: list[_Call] = []
+        cache: dict[str, Any] = {}
+        for at, kind, n in events:
+            if kind == 0:
+                calls = self._plan_synthetic(v, epoch, step, [(n, at)])
+                syn.extend(calls)
+                first.extend(calls)
+            else:
+                request = self._plan_organic(v, [(n, at)], epoch, step, cache)
+                org.extend(request)
+                first.extend(r.calls[0] for r in request)
+        return syn, org, first
+
+    def _plan_organic(
+        self,
+        v: _Validator,
+        jobs: Sequence[tuple[int, float]],
+        epoch: int,
+        step: int,
+        cache: dict[str, Any] | None = None,
+    ) -> list[_Organic]:
+        """The gateway's choices for the organic requests ``jobs`` (number and time), one at a time as the
+        gateway makes them (:func:`rank_organic`): miners where this validator's guaranteed pace has room
+        first, the best-scored contenders in an order drawn by score x quota left, then the rest by score for
+        retries; when no guaranteed pace has room, the same among the miners it may ask to lend.
+
+        The scores the gateway routes by do not move within a step, so the contenders change only when none
+        of them has room at a request's time: the ranking is made again then."""
         contenders = self.quota_settings.organic_contenders
         keep = self.settings.gateway.max_attempts + contenders
         bar = quality_bar(self.quota_settings)
         requests: list[_Organic] = []
-        top: list[OrganicCandidate] = []
-        rest: list[int] = []
-        for _ in range(demand):
-            if not top:
-                candidates = [
-                    OrganicCandidate(
-                        identity=identity,
-                        score=v.routing[i],
-                        total_left=v.share[i] - v.used[i],
-                        quality=(known := v.standings.get(identity, UNJUDGED)).quality,
-                        evidence=known.evidence,
-                    )
-                    for i, identity in enumerate(self.identities)
-                    if v.share[i] > v.used[i] and not self._benched(v.spec.index, identity)
-                ]
-                ranked = rank_organic(candidates, bar=bar, contenders=contenders, rng=v.rng)
-                if not ranked:
-                    v.unplaced += demand - len(requests)
-                    break
-                by_identity = {c.identity: c for c in candidates}
-                top = [by_identity[x] for x in ranked[:contenders]]
-                rest = [self.index[x] for x in ranked[contenders:keep]]
-            order = [self.index[c.identity] for c in contender_order(top, v.rng)]
+        cache = {} if cache is None else cache
+        top: dict[bool, list[OrganicCandidate]] = cache.setdefault("top", {False: [], True: []})
+        rest: dict[bool, list[int]] = cache.setdefault("rest", {False: [], True: []})
+        for j, at in jobs:
+            order: list[int] = []
+            borrow = False
+            for borrow in (False, True):
+                live = [c for c in top[borrow] if self._usable(v, self.index[c.identity], at, borrow)]
+                if not live:
+                    candidates = self._candidates(v, at, borrow=borrow)
+                    ranked = rank_organic(candidates, bar=bar, contenders=contenders, rng=v.rng)
+                    if not ranked:
+                        continue
+                    by_identity = {c.identity: c for c in candidates}
+                    top[borrow] = live = [by_identity[x] for x in ranked[:contenders]]
+                    rest[borrow] = [self.index[x] for x in ranked[contenders:keep]]
+                order = [self.index[c.identity] for c in contender_order(live, v.rng)]
+                break
+            if not order:
+                v.unplaced += 1
+                continue
             i = order[0]
-            v.used[i] += 1
-            v.used_org[i] += 1
-            job = f"org-{epoch}-{step}-{len(requests)}"
-            requests.append(_Organic(job, [*order[1:], *rest], [_Call(v.spec.index, i, "organic", job)]))
-            left = v.share[i] - v.used[i]
-            top = [dataclasses.replace(c, total_left=left) if self.index[c.identity] == i else c for c in top]
-            if left <= 0:
-                top = []  # a contender ran out: rank again among the miners with quota left
+            job = f"org-{epoch}-{step}-{j}"
+            mode = self._grant(v, i, at, synthetic=False)
+            request = _Organic(job, [*order[1:], *rest[borrow]], at=at)
+            if mode == REFUSED:  # the pre-filter and the book disagree only on a rounding: next candidate
+                requests.append(request)
+                call = self._retry(v, request)
+                if call is None:
+                    v.unplaced += 1
+                    requests.pop()
+                continue
+            request.calls.append(_Call(v.spec.index, i, "organic", job, at=at, mode=mode))
+            requests.append(request)
         return requests
 
+    def _usable(self, v: _Validator, i: int, at: float, borrow: bool) -> bool:
+        if borrow:
+            return v.ceiling[i] > v.book[i].borrowed and v.backoff[i] <= at
+        return self._room(v, i, at)
+
     def _retry(self, v: _Validator, request: _Organic) -> _Call | None:
-        """The router's next candidate for a request whose last attempt failed, if it has quota left."""
+        """The router's next candidate for a request whose last attempt failed: one whose guaranteed pace
+        has room, or one it may ask to lend (a borrowed refusal moves on to the next candidate)."""
         tried = {c.miner for c in request.calls}
+        # Retries stay within the step (and so within the epoch both books count them in).
+        at = min(request.at + RETRY_DELAY * len(request.calls), self._step_end - 2 * SLACK)
         while request.fallbacks:
             i = request.fallbacks.pop(0)
-            if i in tried or v.share[i] <= v.used[i]:
+            if i in tried or not (self._room(v, i, at) or self._usable(v, i, at, True)):
                 continue
-            v.used[i] += 1
-            v.used_org[i] += 1
-            call = _Call(v.spec.index, i, "organic", request.job)
+            mode = self._grant(v, i, at, synthetic=False)
+            if mode == REFUSED:
+                continue
+            call = _Call(v.spec.index, i, "organic", request.job, at=at, mode=mode)
             request.calls.append(call)
             return call
         return None
 
     async def _deliver(self, per_validator: Sequence[Sequence[_Call]]) -> None:
-        """Quota on the validator side (Lua, pipelined), then on the miner side, then the answers."""
+        """Quota on the validator side (Lua, pipelined, each call at its time), then on the miner side (every
+        miner's calls in time order), then the answers."""
         task = self.scenario.task
 
         async def consume(v: _Validator, calls: Sequence[_Call]) -> None:
-            for kind in ("synthetic", "organic"):
-                mine = [c for c in calls if c.kind == kind]
-                if not mine:
-                    continue
-                granted = await v.quotas.consume_many([self.identities[c.miner] for c in mine], task, kind)
-                for c, ok in zip(mine, granted):
-                    c.granted = ok
+            mine = sorted(calls, key=lambda c: c.at)
+            if not mine:
+                return
+            modes = await v.quotas.grant_many(
+                [self.identities[c.miner] for c in mine], task, "organic",
+                at=[c.at for c in mine], kinds=[c.kind for c in mine],
+            )
+            for c, mode in zip(mine, modes):
+                c.granted = mode != REFUSED
+                if mode != c.mode:
+                    self._validator_side_mismatch += 1
 
         await _bounded([consume(v, calls) for v, calls in zip(self.validators, per_validator)], self._limit)
         flat = [c for calls in per_validator for c in calls]
         for c in flat:
             if not c.granted:
                 self._lua_refused += 1
-        granted = [c for c in flat if c.granted]
+        granted = sorted((c for c in flat if c.granted), key=lambda c: c.at)
         decisions = await _bounded(
             [
                 self._guards[c.miner].consume(
-                    self.metagraph, self.validators[c.validator].spec.hotkey, task, now=self.now
+                    self.metagraph, self.validators[c.validator].spec.hotkey, task, now=c.at
                 )
                 for c in granted
             ],
-            None,  # the miners' coalescer sends them in a few round trips
+            None,  # the miners' coalescer sends them in a few round trips, in this order
         )
         for c, decision in zip(granted, decisions):
             c.allowed = decision.allowed
             if not decision.allowed:
                 self._miner_refused += 1
+                if c.mode == GUARANTEED:
+                    self._guaranteed_refused += 1
+                # The gateway asks this miner to lend again only after the 429's Retry-After.
+                v = self.validators[c.validator]
+                v.backoff[c.miner] = max(v.backoff[c.miner], c.at + decision.retry_after)
+            elif decision.mode == BORROWED:
+                self._borrowed += 1
         timeout = self.scenario.timeout
         forwards: list[_Call] = []
-        for c in granted:  # a fixed order: shared backends see the same queue in every run
+        for c in flat:  # a fixed order: shared backends see the same queue in every run
             if not c.allowed:
                 continue
             m = self.miners[c.miner]
@@ -775,6 +944,7 @@ class Simulation:
         request."""
         timeout = self.scenario.timeout
         per_gateway: list[list[_Organic]] = [[] for _ in self.validators]
+        rankings: dict[int, dict[str, Any]] = {}  # each gateway's contenders, re-ranked as they run out
         waiting: list[tuple[_Call, _Organic | None]] = []
         for c in calls:
             if c.hops >= MAX_FORWARDS:
@@ -790,7 +960,8 @@ class Simulation:
                 continue
             gateway = self.validators[g]
             unplaced = gateway.unplaced  # a forward that finds no miner fails the copycat; it is no user's
-            planned = self._plan_organic(gateway, 1, -1, len(per_gateway[g]))
+            at = min(c.at + RETRY_DELAY, self._step_end - 2 * SLACK)  # (job ids: unique over the run)
+            planned = self._plan_organic(gateway, [(self.forwards, at)], -1, -1, rankings.setdefault(g, {}))
             gateway.unplaced = unplaced
             request = planned[0] if planned else None
             if request is not None:
@@ -874,14 +1045,16 @@ class Simulation:
         quota_epoch = self.validators[0].quotas.epoch(self.now)
         # Use per miner: the validators' side as the quota script granted it (read back from Redis in the
         # first and last epochs, to check the two agree), the miners' side from their own counters.
-        validator_side = [sum(v.used[i] for v in self.validators) for i in range(len(self.miners))]
+        # The validators' side counts what they granted as guaranteed (a borrow attempt may be refused).
+        validator_side = [sum(v.book[i].guaranteed for v in self.validators) for i in range(len(self.miners))]
         if epoch in (0, self.scenario.epochs - 1):
             statuses = await _bounded(
                 [v.quotas.status(self.identities, task) for v in self.validators], self._limit
             )
             for v, status in zip(self.validators, statuses):
                 for i, identity in enumerate(self.identities):
-                    if status[identity].used_total != v.used[i]:
+                    mirror = v.book[i]
+                    if status[identity].used_total != mirror.guaranteed + mirror.borrowed:
                         self._validator_side_mismatch += 1
         miner_side = await self._miner_side_use(quota_epoch)
         ratios = []
@@ -1006,21 +1179,12 @@ class Simulation:
         return [by_uid.get(m.uid, 0.0) for m in self.miners]
 
     async def _miner_side_use(self, quota_epoch: int) -> list[int]:
-        """Requests each miner's own guard counted this epoch, summed over the validators that called it.
-
-        One validator's counters on every miner share its hash tag (``{v:HOTKEY}``): one MGET each."""
+        """Requests each miner's own guard admitted this epoch, every validator together (its total)."""
         task = self.scenario.task
-        totals = [0] * len(self.miners)
         pipe = self.redis.pipeline(transaction=False)
-        for v in self.validators:
-            # Raw MGET: a cluster pipeline blocks its ``mget`` method, not the command of one slot.
-            pipe.execute_command(
-                "MGET", *(k.caller_quota_used(v.spec.hotkey, task, quota_epoch) for k in self._miner_keys)
-            )
-        for row in await pipe.execute():
-            for i, value in enumerate(row):
-                totals[i] += int(value or 0)
-        return totals
+        for k in self._miner_keys:
+            pipe.hget(k.miner_quota_total(task, quota_epoch), "total")
+        return [int(value or 0) for value in await pipe.execute()]
 
     async def _forget(self, *, final: bool = False) -> None:
         """Delete what this epoch left behind and nothing reads again: per-epoch use counters, and dropout
@@ -1053,8 +1217,11 @@ class Simulation:
                 k = self.validators[vi].keys
                 keys += [k.scored_count(identity, task, p), k.dropped_count(identity, task, p)]
             groups.append(keys)
-        for v in self.validators:
-            groups.append([k.caller_quota_used(v.spec.hotkey, task, quota_epoch) for k in self._miner_keys])
+        for k in self._miner_keys:  # one miner's counters share its tag
+            groups.append(
+                [k.miner_quota_total(task, quota_epoch)]
+                + [k.caller_quota_used(v.spec.hotkey, task, quota_epoch) for v in self.validators]
+            )
         pipe = self.redis.pipeline(transaction=False)
         for keys in groups:
             pipe.execute_command("UNLINK", *keys)  # one slot each (see above)
@@ -1178,6 +1345,8 @@ class Simulation:
             organic_answered=self._organic_answered,
             organic_bad_answers=self._organic_bad,
             miner_refusals=self._miner_refused,
+            guaranteed_refusals=self._guaranteed_refused,
+            borrowed=self._borrowed,
             validator_side_mismatches=self._validator_side_mismatch,
             defenses={
                 "copycat_forwards": self.forwards,
@@ -1188,6 +1357,15 @@ class Simulation:
         )
         result.summary = summarise(result, stable_tau=s.stable_tau, classes=CLASSES)
         return result
+
+
+def _ready(state: BookState, share: int, pace: Pace) -> float:
+    """From when a guaranteed request fits this pace again (the planner's cheap pre-filter)."""
+    if state.guaranteed >= share:
+        return math.inf
+    if state.tat is None:
+        return -math.inf
+    return state.tat - (pace.burst - 1) * pace.interval
 
 
 def _all_classes(values: dict[str, float]) -> dict[str, float]:

@@ -65,8 +65,8 @@ def _fairness(result: SimulationResult) -> Figure:
     )
     low, high = min(stake) * 0.7, max(max(stake), max(x.delivered_share for x in v)) * 1.4
     ax.plot([low, high], [low, high], color="grey", linestyle="--", linewidth=1, label="share = stake share")
-    floor = result.settings["quotas"]["min_share"]
-    ax.axhline(floor, color="#e9c46a", linewidth=1, label=f"floor ({floor:.0%})")
+    floor = result.settings["quotas"]["min_requests"] / max(1, result.scenario["capacity"])
+    ax.axhline(floor, color="#e9c46a", linewidth=1, label=f"floor ({floor:.1%} of a median miner)")
     ax.set_xscale("log")
     ax.set_yscale("log")
     for axis in (ax.xaxis, ax.yaxis):

@@ -28,15 +28,13 @@ def scale_note(result: SimulationResult) -> str | None:
     capacity = result.scenario["capacity"]
     if capacity >= FULL_CAPACITY:
         return None
-    floor = result.settings["quotas"]["min_share"]
-    fraction = result.settings["quotas"]["synthetic_fraction"]
+    floor = result.settings["quotas"]["min_requests"]
     return (
         f"scaled run: miners declare a median {capacity} requests per epoch "
         f"({capacity / FULL_CAPACITY:.0%} of the task default {FULL_CAPACITY}), so every validator sends "
         f"{capacity / FULL_CAPACITY:.0%} of the requests it "
-        f"would at full scale; quota rounding is coarser (a {floor:.0%}-floor validator may send "
-        f"{int(capacity * floor * fraction)} synthetic requests per epoch to a median miner, "
-        f"{int(FULL_CAPACITY * floor * fraction)} at full scale). --capacity {FULL_CAPACITY} runs full scale."
+        f"would at full scale; a floor validator still holds {floor} requests per epoch of every miner, a "
+        f"larger part of a small one. --capacity {FULL_CAPACITY} runs full scale."
     )
 
 
@@ -46,7 +44,7 @@ def render(result: SimulationResult, console: Console) -> None:
     fair, load, rank, cost = (s[k] for k in ("fairness", "load", "ranking", "cost"))
     console.print(
         f"[bold]Simulated subnet[/]: {sc['validators']} validators ({fair['validators_at_floor']} at the "
-        f"{result.settings['quotas']['min_share']:.0%} floor), {sc['miners']} miners, {sc['epochs']} epochs "
+        f"{result.settings['quotas']['min_requests']}-request floor), {sc['miners']} miners, {sc['epochs']} epochs "
         f"({result.simulated_hours:.1f} h simulated from {_clock(result.epochs[0].hour)}), "
         f"seed {sc['seed']}; {result.seconds:.0f} s on this machine"
     )
@@ -127,9 +125,8 @@ def _validators_table(result: SimulationResult) -> Table:
     ranked = sorted(result.validators, key=lambda v: -v.stake)
     for v in ranked[:SHOWN_VALIDATORS]:
         table.add_row(f"uid {v.uid}", *_cells([v]))
-    floor = result.settings["quotas"]["min_share"]
     rest = ranked[SHOWN_VALIDATORS:]
-    pinned = [v for v in rest if v.entitled_share > v.stake_share and abs(v.entitled_share - floor) < 1e-9]
+    pinned = [v for v in rest if v.entitled_share > v.stake_share]
     others = [v for v in rest if v not in pinned]
     if others:
         table.add_row(f"{len(others)} others", *_cells(others))

@@ -104,13 +104,18 @@ class SimulationResult(BaseModel):
         description="Planned calls the quota script refused (the plan and Redis disagree)."
     )
     miner_refusals: int = Field(description="Calls a miner's own guard refused (429).")
+    guaranteed_refusals: int = Field(
+        0, description="Calls within the caller's guaranteed pace a miner refused (0 when both sides agree)."
+    )
+    borrowed: int = Field(0, description="Calls a miner admitted as borrowed, beyond the caller's guaranteed pace.")
     validator_side_mismatches: int = Field(
         description="Per-epoch use read back from Redis unlike the plan's."
     )
     idle_while_refused: float = Field(
         0.0,
         description="Requests of capacity left idle in steps where a validator could place organic demand "
-        "nowhere (only miners its quality bar lets serve users count).",
+        "nowhere, or had every attempt refused for quota (only miners its quality bar lets serve users "
+        "count).",
     )
     organic_answered: int = Field(0, description="Organic requests that got an answer.")
     organic_bad_answers: int = Field(0, description="Of those, answers scoring under 0.5.")

@@ -16,13 +16,7 @@ TOP_VALIDATORS = 5
 def summarise(result: SimulationResult, *, stable_tau: float, classes: Sequence[str]) -> dict[str, Any]:
     validators = sorted(result.validators, key=lambda v: -v.stake)
     miners = result.miners
-    floor = result.settings["quotas"]["min_share"]
-    pinned = [
-        v
-        for v in validators
-        if v.entitled_share > v.stake_share
-        and math.isclose(v.entitled_share, min(floor, 1.0 / len(validators)), rel_tol=1e-9)
-    ]
+    pinned = [v for v in validators if v.entitled_share > v.stake_share]
     top = validators[:TOP_VALIDATORS]
     rest = validators[TOP_VALIDATORS:]
     taus = [e.tau_previous for e in result.epochs]
@@ -41,8 +35,9 @@ def summarise(result: SimulationResult, *, stable_tau: float, classes: Sequence[
                 [v.delivered_share / v.entitled_share for v in validators]
             ),
             # Delivered against what each validator could fairly claim: its demand, up to its entitlement.
+            # Served beyond it (borrowed idle capacity) counts as 1: it is no one's loss.
             "jain_delivered_vs_fair": jain_index(
-                [(v.synthetic + v.organic_ok) / fair for v in validators if (fair := _fair(v)) > 0]
+                [min(1.0, (v.synthetic + v.organic_ok) / fair) for v in validators if (fair := _fair(v)) > 0]
             ),
             "validators_at_floor": len(pinned),
             "floor_stake_share": math.fsum(v.stake_share for v in pinned),
@@ -78,6 +73,8 @@ def summarise(result: SimulationResult, *, stable_tau: float, classes: Sequence[
             "sybil_overloaded_answers": sum(b.overloaded for b in result.sybil_backends),
             "lua_refusals": result.lua_refusals,
             "miner_refusals": result.miner_refusals,
+            "guaranteed_refusals": result.guaranteed_refusals,
+            "borrowed": result.borrowed,
             "validator_side_mismatches": result.validator_side_mismatches,
         },
         "ranking": {

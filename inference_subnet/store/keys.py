@@ -7,7 +7,8 @@ re-registers, starts from nothing.
 
 Cluster safety: keys that one Lua script, ``MULTI`` transaction or multi-key command touches together carry
 the same hash tag (``{...}``), so the same code runs on a single Redis and on Redis Cluster: ``{m:IDENTITY}``
-for a miner's quota and score state, ``{k:KEY_ID}`` for an API key's limits, ``{i:INSTANCE}`` for one
+for a validator's quota and score state of a miner, ``{mq:ROLE}`` for a miner's own quota counters (every
+caller's and its total, decided together), ``{k:KEY_ID}`` for an API key's limits, ``{i:INSTANCE}`` for one
 process's heartbeats, ``{n:BUCKET}`` for a bucket of replay markers and its floor (256 buckets, chosen by a
 hash of sender and nonce, so one validator's markers still spread). Keys only ever used alone carry no tag,
 so they spread over the cluster's shards (a tag per validator on every nonce would send all of a miner's
@@ -103,8 +104,15 @@ class Keys:
         return f"{self.prefix}:quota:{{m:{identity}}}:{task}:{epoch}"
 
     def caller_quota_used(self, caller_hotkey: str, task: str, epoch: int) -> str:
-        """Miner side: requests a validator made to this miner in one epoch."""
-        return f"{self.prefix}:served:{{v:{caller_hotkey}}}:{task}:{epoch}"
+        """Miner side: hash (``g`` guaranteed, ``b`` borrowed, ``tat`` of the guaranteed pace) of one
+        validator's requests to this miner in one epoch. In the miner's own slot (``{mq:ROLE}``) with
+        :meth:`miner_quota_total`, so one script decides with both, also on Redis Cluster."""
+        return f"{self.prefix}:served:{{mq:{self.role}}}:{caller_hotkey}:{task}:{epoch}"
+
+    def miner_quota_total(self, task: str, epoch: int) -> str:
+        """Miner side: hash (``total`` admitted from every validator, ``tat`` of the miner-wide pace) of one
+        task in one epoch."""
+        return f"{self.prefix}:served-total:{{mq:{self.role}}}:{task}:{epoch}"
 
     # -- scores (managing) ---------------------------------------------------------------------------
     def score_history(self, identity: str, task: str) -> str:

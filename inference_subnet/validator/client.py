@@ -84,6 +84,9 @@ class CallResult:
     """From a 429: seconds until the miner grants this validator quota again."""
     error_code: str | None = None
     """The miner's ``ErrorBody.error`` when it sent one (e.g. ``rate_limited``, ``timeout``)."""
+    quota_reason: str | None = None
+    """From a 429: why (``beyond_share``: past this validator's guaranteed pace and nothing to lend;
+    ``capacity``: the miner's epoch capacity is used up), from the ``x-quota-reason`` header."""
 
 
 class StreamError(Exception):
@@ -334,11 +337,12 @@ class MinerClient:
 
         def result(outcome: Outcome, *, status: int | None = None, response: BaseModel | None = None,
                    error: str | None = None, retry_after: float | None = None,
-                   error_code: str | None = None) -> CallResult:
+                   error_code: str | None = None, quota_reason: str | None = None) -> CallResult:
             return CallResult(
                 ok=outcome == "ok", status=status, response=response, latency=time.perf_counter() - start,
                 error=error, hotkey=neuron.hotkey, uid=neuron.uid, outcome=outcome,
                 identity=neuron.identity, retry_after=retry_after, error_code=error_code,
+                quota_reason=quota_reason,
             )
 
         url = self._url(neuron, task.route)
@@ -372,14 +376,16 @@ class MinerClient:
         if status != 200:
             code, reason = _miner_error(content)
             retry_after = None
+            quota_reason = None
             if status == 429:
                 try:
                     retry_after = float(response.headers.get("retry-after", ""))
                 except ValueError:
                     retry_after = None
+                quota_reason = response.headers.get("x-quota-reason", "")[:32] or None
             outcome: Outcome = "timeout" if status == 504 else "http_error"
             return result(outcome, status=status, error=f"HTTP {status}: {reason}", retry_after=retry_after,
-                          error_code=code)
+                          error_code=code, quota_reason=quota_reason)
         try:
             parsed = _parse_answer(task, content, self.max_stream_line_bytes)
         except ValidationError as exc:

@@ -42,8 +42,8 @@ from inference_subnet.validator.synthesizing import Synthesizer
 log = logging.getLogger(__name__)
 
 RATE_LIMITED = "rate_limited"
-"""A miner's 429: it is past the capacity it declared for this validator. Not scored (no penalty): the
-miner decides its capacity, and the quota book stops sampling it once the share is used."""
+"""A miner's 429. Synthetic requests are sent only within this validator's guaranteed pace on the miner
+(never borrowed), which the miner computes the same way: a 429 to one is a failure, and scored as one."""
 
 CAUGHT = "canary"
 """Outcome of an answer from a miner on a canary bench (it forwarded one of this validator's challenges to
@@ -280,7 +280,7 @@ class Orchestrator(Service):
         if self.volumes is not None:
             served = Counter(e.identity for e in entries if e.outcome == "ok")
             await self.volumes.count(served, task.name, "synthetic")
-        pairs = [(e, c) for e, c in zip(entries, challenges) if e.outcome != RATE_LIMITED]
+        pairs = list(zip(entries, challenges))  # every synthetic call was guaranteed: a 429 to it is a failure
         admitted = await self.scores.admit_many([e.identity for e, _ in pairs], task.name, "synthetic", self.rng)
         kept = [(e, c) for (e, c), ok in zip(pairs, admitted) if ok]
         self._count_calls(targets, by_identity)

@@ -35,7 +35,9 @@ log = logging.getLogger(__name__)
 Admit = Callable[[str, str, str, random.Random], Awaitable[bool]]
 
 NOT_SCORED_STATUSES = frozenset({429})
-"""A miner that answers 429 is past the capacity it declared: routing moves on, scoring does not punish it."""
+"""A miner that answers 429 to a borrow attempt (beyond this validator's guaranteed pace) is protecting the
+capacity it declared: routing moves on, scoring does not punish it. A 429 within the guaranteed share is a
+failure, scored as one."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,7 +58,7 @@ class FeedStats:
 
 def scorable(attempts: Sequence[Attempt]) -> list[Attempt]:
     """Attempts that are evidence about a miner (answers and failures, not capacity refusals)."""
-    return [a for a in attempts if a.status not in NOT_SCORED_STATUSES]
+    return [a for a in attempts if not (a.status in NOT_SCORED_STATUSES and a.borrowed)]
 
 
 class OrganicFeed:

@@ -34,6 +34,7 @@ from typing import Any, Protocol
 from pydantic import BaseModel
 
 from inference_subnet.chain.types import Metagraph, MetagraphSource, Neuron
+from inference_subnet.protocol.rate_math import BORROWED, GUARANTEED
 from inference_subnet.protocol.task import Task
 from inference_subnet.validator import metrics
 from inference_subnet.validator.canaries import CanaryBook
@@ -102,6 +103,14 @@ class Attempt:
     status: int | None = None
     error: str | None = None
     response: BaseModel | None = None
+    borrowed: bool = False
+    """Sent as a borrow attempt, beyond this validator's guaranteed pace on the miner: a 429 to it is the
+    miner's honest back-pressure. A 429 to a guaranteed attempt is a failure."""
+
+    @property
+    def back_pressure(self) -> bool:
+        """A 429 the miner was entitled to send (a refused borrow attempt)."""
+        return self.status == 429 and self.borrowed
 
     def describe(self) -> str:
         detail = f" (HTTP {self.status})" if self.status and self.outcome != "ok" else ""
@@ -302,16 +311,22 @@ class Router:
         return [usage.neurons[i] for i in ranked]
 
     def _record(self, attempts: list[Attempt], attempt: Attempt) -> None:
-        """Keep the attempt and feed the breaker. A 429 is the miner's honest back-pressure, not a failure."""
+        """Keep the attempt and feed the breaker. A 429 to a borrow attempt is the miner's honest
+        back-pressure, not a failure; a 429 within this validator's guaranteed share is one."""
         attempts.append(attempt)
         if attempt.outcome == "ok":
             self.breaker.success(attempt.identity)
-        elif attempt.status != 429:
+        elif not attempt.back_pressure:
             self.breaker.failure(attempt.identity)
 
-    async def _take(self, task: Task, neuron: Neuron) -> bool:
-        """This validator's organic quota on ``neuron``: the atomic consume decides; the snapshot follows."""
-        granted = await self._quotas.consume(neuron.identity, task.name, "organic")
+    async def _take(self, task: Task, neuron: Neuron) -> int:
+        """This validator's organic quota on ``neuron``: the atomic grant decides (guaranteed, a borrow
+        attempt, or 0: refused); the snapshot follows."""
+        grant = getattr(self._quotas, "grant", None)
+        if grant is not None:
+            granted = int(await grant(neuron.identity, task.name, "organic"))
+        else:  # a quota source without borrowing: every grant is guaranteed
+            granted = GUARANTEED if await self._quotas.consume(neuron.identity, task.name, "organic") else 0
         usage = self._usage.get(task.name)
         if usage is not None:
             if granted:
@@ -336,17 +351,19 @@ class Router:
 
     async def _turns(
         self, task: Task, attempts: Sequence[Attempt], deadline: float
-    ) -> AsyncIterator[tuple[Neuron, float]]:
-        """Each ranked miner whose organic quota this request now holds, with the seconds left, until the
-        attempts or the deadline run out. A miner whose quota went to a concurrent request since ranking is
-        skipped: that is not an attempt."""
+    ) -> AsyncIterator[tuple[Neuron, float, bool]]:
+        """Each ranked miner whose organic quota this request now holds, with the seconds left and whether
+        it is a borrow attempt, until the attempts or the deadline run out. A miner whose quota went to a
+        concurrent request since ranking is skipped: that is not an attempt. A refused borrow attempt moves
+        on to the next candidate like any failed attempt."""
         loop = asyncio.get_running_loop()
         for neuron in await self._plan(task):
             remaining = deadline - loop.time()
             if len(attempts) >= self.max_attempts or remaining <= 0:
                 return
-            if await self._take(task, neuron):
-                yield neuron, remaining
+            mode = await self._take(task, neuron)
+            if mode:
+                yield neuron, remaining, mode == BORROWED
 
     async def refuse_canary(self, task: Task, request: BaseModel) -> None:
         """Raise :class:`NoMinerAvailable` when ``request`` is one of this validator's live challenges: a miner
@@ -377,7 +394,7 @@ class Router:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.total_deadline
         attempts: list[Attempt] = []
-        async for neuron, remaining in self._turns(task, attempts, deadline):
+        async for neuron, remaining, borrowed in self._turns(task, attempts, deadline):
             timeout = min(task.timeout, remaining)
             started = loop.time()
             try:
@@ -385,11 +402,12 @@ class Router:
                 async with asyncio.timeout(timeout + 1.0):
                     result = await self._client.call(task, neuron, request, timeout=timeout)
             except TimeoutError:
-                self._record(attempts, _attempt(neuron, "timeout", loop.time() - started))
+                self._record(attempts, _attempt(neuron, "timeout", loop.time() - started, borrowed=borrowed))
                 continue
             except Exception as exc:  # a client bug must cost one attempt, not the request
                 log.warning("miner call to uid %s raised %s", neuron.uid, exc)
-                failed = _attempt(neuron, "error", loop.time() - started, error=type(exc).__name__)
+                failed = _attempt(neuron, "error", loop.time() - started, error=type(exc).__name__,
+                                  borrowed=borrowed)
                 self._record(attempts, failed)
                 continue
             ok = bool(result.ok) and result.response is not None
@@ -403,6 +421,7 @@ class Router:
                     status=result.status,
                     error=result.error,
                     response=result.response if ok else None,
+                    borrowed=borrowed,
                 ),
             )
             if ok:
@@ -415,7 +434,7 @@ class Router:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.total_deadline
         attempts: list[Attempt] = []
-        async for neuron, remaining in self._turns(task, attempts, deadline):
+        async for neuron, remaining, borrowed in self._turns(task, attempts, deadline):
             first_byte = min(self.first_byte_timeout, remaining)
             started = loop.time()
             stream = self._client.stream(
@@ -425,9 +444,9 @@ class Router:
                 async with asyncio.timeout(first_byte + 1.0):
                     first = await anext(stream)
             except StopAsyncIteration:
-                self._record(attempts, _attempt(neuron, "empty", loop.time() - started))
+                self._record(attempts, _attempt(neuron, "empty", loop.time() - started, borrowed=borrowed))
             except TimeoutError:
-                self._record(attempts, _attempt(neuron, "timeout", loop.time() - started))
+                self._record(attempts, _attempt(neuron, "timeout", loop.time() - started, borrowed=borrowed))
             except Exception as exc:
                 self._record(
                     attempts,
@@ -437,10 +456,11 @@ class Router:
                         loop.time() - started,
                         error=type(exc).__name__,
                         status=getattr(exc, "status", None),
+                        borrowed=borrowed,
                     )
                 )
             else:
-                self._record(attempts, _attempt(neuron, "ok", loop.time() - started))
+                self._record(attempts, _attempt(neuron, "ok", loop.time() - started, borrowed=borrowed))
                 return OpenStream(neuron=neuron, attempts=tuple(attempts), first=first, _rest=stream)
             await _close_quietly(stream)
         raise NoMinerAvailable(_failure_reason(task, attempts, deadline - loop.time()), attempts)
@@ -454,6 +474,7 @@ def _attempt(
     status: int | None = None,
     error: str | None = None,
     response: BaseModel | None = None,
+    borrowed: bool = False,
 ) -> Attempt:
     return Attempt(
         uid=neuron.uid,
@@ -464,6 +485,7 @@ def _attempt(
         status=status,
         error=error,
         response=response,
+        borrowed=borrowed,
     )
 
 

@@ -27,9 +27,18 @@ from inference_subnet.protocol.quota_math import (
     clamp_capacity,
     epoch_end,
     epoch_index,
+    floor_fraction,
     permitted_stakes,
     stake_fractions,
     synthetic_limit,
+)
+from inference_subnet.protocol.rate_math import (
+    SLACK,
+    BookState,
+    Mode,
+    borrow_ceiling,
+    guaranteed_room,
+    pace_of,
 )
 from inference_subnet.validator.managing.sampling import OrganicCandidate, SyntheticCandidate
 from inference_subnet.validator.managing.score_math import UNJUDGED, Standing
@@ -56,14 +65,36 @@ class QuotaStatus:
     synthetic_limit: int
     used_total: int
     used_synthetic: int
+    used_guaranteed: int = 0
+    used_borrowed: int = 0
+    borrow_limit: int = 0
+    tat: float | None = None
+    """The guaranteed pace's theoretical arrival time (``None``: not used this epoch)."""
+
+    @property
+    def guaranteed_left(self) -> int:
+        return max(0, self.share - self.used_guaranteed)
+
+    @property
+    def borrow_left(self) -> int:
+        return max(0, self.borrow_limit - self.used_borrowed)
 
     @property
     def total_left(self) -> int:
-        return max(0, self.share - self.used_total)
+        """Requests of any kind (guaranteed or borrow attempts) this validator may still send this epoch."""
+        return self.guaranteed_left + self.borrow_left
+
+    def book_state(self) -> BookState:
+        return BookState(self.used_guaranteed, self.used_borrowed, self.used_synthetic, self.tat)
+
+    def guaranteed_now(self, now: float, settings: QuotaSettings) -> bool:
+        """Whether a guaranteed request would be granted at ``now`` (routing prefers such miners)."""
+        pace = pace_of(self.share, settings.epoch_seconds, settings.burst_seconds)
+        return guaranteed_room(self.book_state(), share=self.share, pace=pace, now=now)
 
     @property
     def synthetic_left(self) -> int:
-        return max(0, min(self.synthetic_limit - self.used_synthetic, self.total_left))
+        return max(0, min(self.synthetic_limit - self.used_synthetic, self.guaranteed_left))
 
     @property
     def used_organic(self) -> int:
@@ -90,6 +121,7 @@ class QuotaBook:
         self._clock = clock
         self._consume = redis.register_script(_CONSUME)
         self._fractions: dict[str, float] = {}
+        self._stakes: dict[str, float] = {}
         self._share_cache: dict[int, int] = {}
         self._warned_no_permit = False
         self._me: str | None = None
@@ -116,7 +148,11 @@ class QuotaBook:
         if self._me is None or self._me not in self._fractions:
             return 0
         if capacity not in self._share_cache:  # miners often declare the same capacity
-            self._share_cache[capacity] = apportion(capacity, self._fractions)[self._me]
+            floor = floor_fraction(
+                capacity, min_share=self.settings.min_share, min_requests=self.settings.min_requests
+            )
+            fractions = stake_fractions(self._stakes, min_share=floor)
+            self._share_cache[capacity] = apportion(capacity, fractions)[self._me]
         return self._share_cache[capacity]
 
     def _shares_for(self, capacities: Mapping[str, int]) -> dict[str, int]:
@@ -129,6 +165,7 @@ class QuotaBook:
             # synthetic_fraction alone is too few samples; proportional to capacity, so a split machine gains none.
             least = math.floor(capacity * self.settings.synthetic_min_fraction + 1e-9)
             fields[f"{task}:syn"] = max(synthetic_limit(share, self.settings.synthetic_fraction), min(share, least))
+            fields[f"{task}:borrow"] = borrow_ceiling(capacity, self.settings.borrow_ceiling)
         return fields
 
     async def set_stakes(self, metagraph: Metagraph, my_hotkey: str) -> float:
@@ -138,7 +175,8 @@ class QuotaBook:
         Call it on every metagraph refresh: stakes move every block, and permits come and go.
         """
         had_permit = self._me == my_hotkey and my_hotkey in self._fractions
-        self._fractions = stake_fractions(permitted_stakes(metagraph), min_share=self.settings.min_share)
+        self._stakes = permitted_stakes(metagraph)
+        self._fractions = stake_fractions(self._stakes, min_share=self.settings.min_share)
         self._me = my_hotkey
         self._share_cache = {}
         if my_hotkey not in self._fractions and (had_permit or not self._warned_no_permit):
@@ -208,20 +246,45 @@ class QuotaBook:
     # -- consumption ---------------------------------------------------------------------------------
     async def consume(self, identity: str, task: str, kind: QuotaKind, n: int = 1) -> bool:
         """Take ``n`` requests of this validator's quota on a miner; False (and nothing taken) when that
-        would exceed the share, or for synthetic traffic the synthetic limit. One atomic round trip."""
+        would exceed the share, or for synthetic traffic the synthetic limit. One atomic round trip.
+        True also for a borrow attempt (:meth:`grant` tells which)."""
+        return bool(await self.grant(identity, task, kind, n))
+
+    async def grant(self, identity: str, task: str, kind: QuotaKind, n: int = 1) -> Mode:
+        """:data:`GUARANTEED` while this validator's pace on the miner allows, :data:`BORROWED` for an
+        attempt beyond it (the miner may refuse it), 0 when refused (nothing taken)."""
         keys, args = self._consume_call(identity, task, kind, n, self._clock())
-        return bool(await self._consume(keys=keys, args=args))
+        return int(await self._consume(keys=keys, args=args))  # type: ignore[return-value]
 
     async def consume_many(
         self, identities: Sequence[str], task: str, kind: QuotaKind, n: int = 1
     ) -> list[bool]:
         """:meth:`consume` for many miners in one round trip: a pipeline of one script call per miner
         (miners live in different hash slots, so one script may not touch them all)."""
+        return [bool(m) for m in await self.grant_many(identities, task, kind, n)]
+
+    async def grant_many(
+        self,
+        identities: Sequence[str],
+        task: str,
+        kind: QuotaKind,
+        n: int = 1,
+        *,
+        at: Sequence[float] | None = None,
+        kinds: Sequence[QuotaKind] | None = None,
+    ) -> list[Mode]:
+        """:meth:`grant` for many miners in one round trip, in order; ``at`` gives each call its own time
+        (the simulator spreads a step's calls over the step), else the book's clock now, and ``kinds`` its
+        own kind, else ``kind``."""
         if not identities:
             return []
         now = self._clock()
-        calls = [self._consume_call(identity, task, kind, n, now) for identity in identities]
-        return [bool(r) for r in await evalsha_many(self._redis, self._consume, calls)]
+        times = list(at) if at is not None else [now] * len(identities)
+        each = list(kinds) if kinds is not None else [kind] * len(identities)
+        calls = [
+            self._consume_call(identity, task, k, n, t) for identity, t, k in zip(identities, times, each)
+        ]
+        return [int(r) for r in await evalsha_many(self._redis, self._consume, calls)]  # type: ignore[misc]
 
     def _consume_call(
         self, identity: str, task: str, kind: QuotaKind, n: int, now: float
@@ -231,7 +294,9 @@ class QuotaBook:
         if n < 1:
             raise ValueError(f"n must be at least 1, got {n}")
         keys = [self._keys.quota_share(identity), self._keys.quota_used(identity, task, self.epoch(now))]
-        return keys, [task, kind, n, self._usage_ttl_ms(now)]
+        s = self.settings
+        return keys, [task, kind, n, self._usage_ttl_ms(now), repr(float(now)), repr(float(s.epoch_seconds)),
+                      repr(float(s.burst_seconds)), repr(SLACK)]
 
     # -- reading -------------------------------------------------------------------------------------
     async def status(self, identities: Sequence[str], task: str) -> dict[str, QuotaStatus]:
@@ -239,14 +304,16 @@ class QuotaBook:
         epoch = self.epoch()
         pipe = self._redis.pipeline(transaction=False)
         for identity in identities:
-            pipe.hmget(self._keys.quota_share(identity), [task, f"{task}:syn"])
-            pipe.hmget(self._keys.quota_used(identity, task, epoch), ["total", "synthetic"])
+            pipe.hmget(self._keys.quota_share(identity), [task, f"{task}:syn", f"{task}:borrow"])
+            pipe.hmget(self._keys.quota_used(identity, task, epoch), ["total", "synthetic", "g", "b", "tat"])
         raw = await pipe.execute() if identities else []
         out: dict[str, QuotaStatus] = {}
         for i, identity in enumerate(identities):
-            share, syn = (int(v or 0) for v in raw[2 * i])
-            used_total, used_syn = (int(v or 0) for v in raw[2 * i + 1])
-            out[identity] = QuotaStatus(share, syn, used_total, used_syn)
+            share, syn, ceiling = (int(v or 0) for v in raw[2 * i])
+            used_total, used_syn, g, b = (int(v or 0) for v in raw[2 * i + 1][:4])
+            tat = raw[2 * i + 1][4]
+            out[identity] = QuotaStatus(share, syn, used_total, used_syn, g, b, ceiling,
+                                        float(tat) if tat is not None else None)
         return out
 
     async def remaining(self, identities: Sequence[str], task: str) -> dict[str, Remaining]:
@@ -268,15 +335,18 @@ class QuotaBook:
     ) -> list[OrganicCandidate]:
         """The input of :func:`.sampling.rank_organic`; a miner without a standing has no evidence."""
         out = []
+        now = self._clock()
         for i, s in (await self.status(identities, task)).items():
             known = standings.get(i, UNJUDGED)
+            guaranteed = s.guaranteed_now(now, self.settings)
             out.append(
                 OrganicCandidate(
                     identity=i,
                     score=known.score,
-                    total_left=s.total_left,
+                    total_left=s.guaranteed_left if guaranteed else s.borrow_left,
                     quality=known.quality,
                     evidence=known.evidence,
+                    guaranteed=guaranteed,
                 )
             )
         return out

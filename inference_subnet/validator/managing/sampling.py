@@ -41,6 +41,9 @@ class OrganicCandidate:
     """Mean answer quality of its newest samples (failures as 0)."""
     evidence: int
     """Synthetic samples the validator holds of it."""
+    guaranteed: bool = True
+    """Whether this validator's guaranteed pace on it has room now; if not, ``total_left`` counts the borrow
+    attempts it may still make (the miner may refuse them)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,7 +109,8 @@ def rank_organic(
     contenders: int = 3,
     rng: random.Random | None = None,
 ) -> list[str]:
-    """Every miner with quota left that passes ``bar``, in the order to try them for one organic request.
+    """Every miner with quota left that passes ``bar``, in the order to try them for one organic request:
+    those where this validator's guaranteed pace has room, then those it may only ask to lend.
 
     The bar is applied among miners with quota left: when the best miner's quota is spent, the next best
     are judged against each other. The ``contenders`` best-scored miners come first, in an order drawn at
@@ -117,10 +121,15 @@ def rank_organic(
     """
     eligible = bar.passing([c for c in candidates if c.total_left > 0])
     tie = {c.identity: (rng.random() if rng is not None else 0.0) for c in eligible}
-    by_score = sorted(eligible, key=lambda c: (-c.score, tie[c.identity], c.identity))
-    top = by_score[: max(0, contenders)]
-    rest = by_score[max(0, contenders) :]
-    return [c.identity for c in contender_order(top, rng)] + [c.identity for c in rest]
+    out: list[str] = []
+    # Miners where this validator's guaranteed pace has room first; then those it may ask to lend.
+    for tier in (True, False):
+        group = [c for c in eligible if c.guaranteed is tier]
+        by_score = sorted(group, key=lambda c: (-c.score, tie[c.identity], c.identity))
+        top = by_score[: max(0, contenders)]
+        rest = by_score[max(0, contenders) :]
+        out += [c.identity for c in contender_order(top, rng)] + [c.identity for c in rest]
+    return out
 
 
 def contender_order(top: Sequence[OrganicCandidate], rng: random.Random | None) -> list[OrganicCandidate]:
