@@ -388,7 +388,8 @@ async def test_adversaries_with_tricks_canaries_and_churn(redis_url: str) -> Non
     copied = [int(u) for m in result.miners if m.behaviour == "copycat" for u in m.copied]
     assert copied and all(by_uid[u].behaviour != "copycat" for u in copied)  # real miners answered them
     assert sum(1 for m in result.miners if "-r" in m.hotkey) > 0  # re-registered under new hotkeys
-    assert (result.lua_refusals, result.miner_refusals, result.validator_side_mismatches) == (0, 0, 0)
+    # (borrow attempts may be refused; nothing within a guaranteed pace is)
+    assert (result.lua_refusals, result.guaranteed_refusals, result.validator_side_mismatches) == (0, 0, 0)
     assert result.summary["load"]["miners_over_capacity"] == 0
     per_uid = result.summary["adversarial"]["per_uid_vs_honest"]
     assert per_uid["detector"] < 0.8 and per_uid["copycat"] < 0.8 and per_uid["lazy"] < 0.3
@@ -396,7 +397,7 @@ async def test_adversaries_with_tricks_canaries_and_churn(redis_url: str) -> Non
 
 
 async def test_without_canaries_copycats_are_never_flagged(redis_url: str) -> None:
-    scenario = Scenario(validators=6, miners=24, epochs=2, seed=4, ticks=2, capacity=400,
+    scenario = Scenario(validators=6, miners=24, epochs=3, seed=4, ticks=4, capacity=400,
                         mix=Mix(copycat=0.25, sybil=0.0, detector=0.0, discriminator=0.0))
     result = await _run(redis_url, scenario, validator={"canaries": False})
     assert result.defenses["canary_flags"] == 0 and result.defenses["copycat_forwards_served"] > 0

