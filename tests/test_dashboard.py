@@ -447,7 +447,7 @@ async def test_panels_show_correctness_limits_errors_keys_rates_backlog_and_serv
     assert cell(miner_rows[str(net.uid("honest"))], "quality") == f"{100 * honest['quality']:.0f} %"
     answered = f'title="{100 * wrong["success_rate"]:.0f} % answered of 4 recent samples"'
     assert answered in miner_rows[str(net.uid("wrong"))]
-    for card, value in (("req-total", "11"), ("req-limited", "2"), ("req-errors", "1"), ("backlog", "2"),
+    for card, value in (("req-total", "11"), ("req-limited", "2"), ("req-errors", "1"), ("backlog", "4"),
                         ("services-up", "2 / 3 up")):
         assert re.search(rf'id="{card}"[^>]*>{re.escape(value)}<', dom), card
     assert "200: 6 · 401: 1 · 422: 1 · 429: 2 · 503: 1" in dom
