@@ -143,7 +143,8 @@ async def test_loop_keeps_going_and_capacity_refresh(redis, keys) -> None:
         # Synthetic answers received OK are the miners' verified volume; timeouts are none.
         ids = [metagraph.by_uid[1].identity, metagraph.by_uid[2].identity]
         volume = (await parts["volumes"].volumes(ids, [TASK.name]))[TASK.name]
-        assert volume[ids[0]] >= 3 and volume[ids[1]] == 0
+        # (a round stopped by the loop's end may have called without counting yet: at most every call counts)
+        assert 0 < volume[ids[0]] <= orch.calls[ids[0]] and volume[ids[1]] == 0
 
 
 @pytest.fixture(autouse=True)
