@@ -20,6 +20,9 @@ AXON_IP = "1.2.3.4"
 """What miners announce on chain: subtensor refuses loopback and private addresses, so a local subnet
 serves a public-looking IP and the validator maps every axon to 127.0.0.1 (``chain.ip_override``)."""
 
+SETTLE_SECONDS = 15.0
+"""How long the final read waits for the node's pool to empty."""
+
 
 @dataclass(frozen=True)
 class Neurons:
@@ -44,6 +47,13 @@ class LocalChain(Protocol):
 
     async def tick(self, blocks: int = 1) -> int:
         """Build blocks now; returns the new head."""
+        ...
+
+    async def settle(self) -> int:
+        """Once the validator stopped: let whatever it sent land, build one more block; returns the head.
+
+        What stays on chain is then what the report reads, not what an extrinsic still on its way changes.
+        """
         ...
 
     async def weights_of(self, netuid: int, setter_uid: int) -> dict[int, float]:
@@ -81,6 +91,9 @@ class MemoryChain:
 
     async def tick(self, blocks: int = 1) -> int:
         return self.client.advance(blocks)
+
+    async def settle(self) -> int:
+        return await self.tick()
 
     async def weights_of(self, netuid: int, setter_uid: int) -> dict[int, float]:
         return self.client.weights(netuid).get(setter_uid, {})
@@ -128,6 +141,17 @@ class SubstrateChain:
         from inference_subnet.chain.localchain import advance_blocks
 
         return await advance_blocks(self._own, blocks)
+
+    async def settle(self) -> int:
+        # A cancelled call can leave an extrinsic in the connection's send queue, sent later: closing the
+        # validator's connection ends that (it reconnects on its next call). The node builds a block for
+        # each extrinsic that arrives, so an empty pool means every one has landed.
+        await self.client.close()
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + SETTLE_SECONDS
+        while await self._own.rpc("author_pendingExtrinsics", []) and loop.time() < deadline:
+            await asyncio.sleep(0.2)
+        return await self.tick()
 
     async def weights_of(self, netuid: int, setter_uid: int) -> dict[int, float]:
         from inference_subnet.chain.substrate import MODULE

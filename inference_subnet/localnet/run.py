@@ -181,10 +181,10 @@ async def run_localnet(
             crashed.append(f"validator services ({_outcome(phase.services)})")
         for host in phase.hosts:
             crashed += [f"validator service {name}" for name, up in host.alive().items() if not up]
-        # The weight setter stops before the final read, and one more block takes in any extrinsic it left
-        # in the pool, so the report shows what stays on chain.
+        # The weight setter stops before the final read, and the chain settles, so the report shows what
+        # stays on chain.
         await phase.stop_services()
-        progress.block = await chain.tick()
+        progress.block = await chain.settle()
         run_calls = phase.synthetic_calls()
         view.calls = lambda: run_calls
         rows = await view.rows()
