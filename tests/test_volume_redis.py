@@ -57,3 +57,10 @@ async def test_counters_expire_after_the_next_epoch_and_the_window_is_two_epochs
 
 async def test_keys_carry_the_miners_hash_tag(keys) -> None:
     assert "{m:a@1}" in keys.served_volume("a@1", "t", 3)
+
+
+def test_the_window_spans_the_previous_epoch_and_what_passed_of_this_one(book, clock) -> None:
+    assert book.span() == pytest.approx(1.0 + 10.0 / EPOCH)
+    clock.now += EPOCH / 2
+    assert book.span() == pytest.approx(1.5 + 10.0 / EPOCH)
+    assert book.span(epochs=1) == pytest.approx(0.5 + 10.0 / EPOCH)

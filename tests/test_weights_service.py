@@ -16,17 +16,20 @@ from hypothesis import strategies as st
 from inference_subnet.chain.memory import MemoryChainClient
 from inference_subnet.chain.types import AxonInfo, ChainTimeout, Metagraph, Neuron, WeightAttempt
 from inference_subnet.miner.sources import StaticMetagraphSource
-from inference_subnet.settings import ScoringSettings
+from inference_subnet.settings import QuotaSettings, ScoringSettings
 from inference_subnet.validator import metrics
+from inference_subnet.validator.managing.quotas import Entitlement, QuotaBook
 from inference_subnet.validator.managing.score_math import Sample
 from inference_subnet.validator.managing.scores import ScoreBook
 from inference_subnet.validator.managing.volume import VolumeBook
 from inference_subnet.validator.weights import (
     WeightSetter,
     interval_blocks,
+    paid_by_volume,
     scores_to_weights,
     volume_shares,
     volume_weighted,
+    vouched_volumes,
 )
 
 NETUID = 1
@@ -131,6 +134,55 @@ def test_volume_shares_count_every_task_the_same() -> None:
     assert volume_shares({}) == {} and volume_shares({"t": {"a": -1.0, "b": math.nan}}) == {}
 
 
+def test_vouched_volume_is_the_capacity_behind_the_part_of_the_share_served() -> None:
+    """A floor validator gets the same few requests from a big and a small miner: served alike, the big one
+    is vouched for at its size. Serving half the share vouches for half the capacity, borrowing past the
+    share for no more than all of it, and no share or no answer for nothing."""
+    entitled = {
+        "big": Entitlement(share=5, capacity=4000), "small": Entitlement(share=5, capacity=400),
+        "half": Entitlement(share=10, capacity=1000), "over": Entitlement(share=10, capacity=1000),
+        "unknown": Entitlement(share=0, capacity=0), "silent": Entitlement(share=5, capacity=800),
+    }
+    served = {"big": 10.0, "small": 10.0, "half": 10.0, "over": 70.0, "unknown": 8.0, "stranger": 9.0}
+    vouched = vouched_volumes(served, entitled, epochs=2.0)
+    assert vouched == {"big": 4000.0, "small": 400.0, "half": 500.0, "over": 1000.0, "unknown": 0.0,
+                       "silent": 0.0}
+    with pytest.raises(ValueError):
+        vouched_volumes(served, entitled, epochs=0.0)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    capacity=st.integers(min_value=20, max_value=10_000),
+    fraction=st.floats(min_value=0.001, max_value=1.0),
+    served=st.floats(min_value=0.0, max_value=1.0),
+    k=st.integers(min_value=2, max_value=16),
+)
+def test_a_machine_split_over_k_uids_is_vouched_for_no_more_than_behind_one(capacity, fraction, served, k) -> None:
+    """The same machine behind k uids declares its capacity in k parts; a validator holding the same fraction
+    of each, served the same part of its shares, vouches for the k uids together no more than for one."""
+    share = max(1, math.floor(capacity * fraction))
+    one = vouched_volumes({"m": served * share}, {"m": Entitlement(share, capacity)}, epochs=1.0)["m"]
+    parts = [capacity // k + (1 if j < capacity % k else 0) for j in range(k)]
+    split = vouched_volumes(
+        {f"s{j}": served * max(1, math.floor(c * fraction)) for j, c in enumerate(parts)},
+        {f"s{j}": Entitlement(max(1, math.floor(c * fraction)), c) for j, c in enumerate(parts)},
+        epochs=1.0,
+    )
+    assert math.fsum(split.values()) <= one * (1 + 1e-9) + 1e-9 or served * share < 1
+
+
+def test_paid_by_volume_ranks_by_quality_whatever_the_validator_s_slice() -> None:
+    """Two equally sized miners, one better: the better one is paid more, by the floor validator (five
+    requests of each) as by a proportional one."""
+    scores = {"good": 0.9, "fair": 0.6}
+    for share in (5, 300):
+        entitled = {"t": {m: Entitlement(share, 1000) for m in scores}}
+        raw = paid_by_volume(scores, {"t": {m: 2.0 * share for m in scores}}, entitled, epochs=2.0, power=2.0,
+                             min_score=0.2)
+        assert raw == pytest.approx({"good": 0.81 / 2, "fair": 0.36 / 2})
+
+
 def test_new_hotkey_on_a_uid_gets_zero_not_the_old_score() -> None:
     metagraph = Metagraph(netuid=NETUID, block=10, neurons=(neuron(0, "a"), neuron(1, "b", block=9)))
     uids, weights = scores_to_weights({"a@1": 0.5, "b@1": 0.9}, metagraph)  # b@1 left; b@9 is new
@@ -204,15 +256,19 @@ async def test_sets_weights_ranking_better_miners_higher(redis, keys) -> None:
 
 
 async def test_weights_pay_verified_volume_times_quality(redis, keys) -> None:
-    """Two miners equally good: the one that served this validator three times the answers gets three times
-    the weight; one with no volume gets none while others have some."""
+    """Three miners equally good and of one size: the one that served this validator three times the answers
+    gets three times the weight; one with no volume gets none while others have some."""
     c = Chain()
     book = await scored_book(redis, keys, c.client, {1: 0.9, 2: 0.9, 3: 0.9})
     metagraph = await c.client.metagraph(NETUID)
+    quotas = QuotaBook(redis, keys, QuotaSettings(epoch_seconds=4320.0, min_requests=0))
+    await quotas.set_stakes(metagraph, c.validator.ss58_address)
+    for uid in (1, 2, 3):
+        await quotas.set_capacity(metagraph.by_uid[uid].identity, {"arithmetic": 1000})
     volumes = VolumeBook(redis, keys, epoch_seconds=4320.0)
     await volumes.count({metagraph.by_uid[1].identity: 30}, "arithmetic", "organic")
     await volumes.count({metagraph.by_uid[2].identity: 10}, "arithmetic", "synthetic")
-    w = setter(c, redis, keys, book, volumes=volumes, weight_power=2.0, volume_min_score=0.2)
+    w = setter(c, redis, keys, book, volumes=volumes, quotas=quotas, weight_power=2.0, volume_min_score=0.2)
     attempt = await w.tick()
     assert attempt is not None and attempt.outcome == "success"
     row = c.client.weights(NETUID)[0]

@@ -88,7 +88,7 @@ from inference_subnet.protocol.rate_math import (
     book_decide,
     pace_of,
 )
-from inference_subnet.validator.managing.quotas import QuotaBook
+from inference_subnet.validator.managing.quotas import Entitlement, QuotaBook
 from inference_subnet.validator.managing.sampling import (
     OrganicCandidate,
     SyntheticCandidate,
@@ -100,7 +100,7 @@ from inference_subnet.validator.managing.sampling import (
 from inference_subnet.validator.managing.score_math import UNJUDGED, Sample, Standing
 from inference_subnet.validator.managing.scores import ScoreBook
 from inference_subnet.validator.managing.volume import VolumeBook
-from inference_subnet.validator.weights import scores_to_weights, volume_shares, volume_weighted
+from inference_subnet.validator.weights import paid_by_volume, scores_to_weights
 
 T = TypeVar("T")
 
@@ -1137,14 +1137,17 @@ class Simulation:
             honest_incentive=honest,
         )
 
-    async def _read_volumes(self) -> list[dict[str, dict[str, int]]] | None:
-        """Each validator's verified served volume of every miner (current and previous epoch), as its
-        weight setter reads it; None when weights follow scores alone."""
+    async def _read_volumes(self) -> list[tuple[dict[str, dict[str, int]], dict[str, dict[str, Entitlement]]]] | None:
+        """Each validator's verified served volume of every miner (current and previous epoch) and its
+        entitlements, as its weight setter reads them; None when weights follow scores alone."""
         if not self.scoring_settings.volume_weighting:
             return None
-        return await _bounded(
-            [v.volumes.volumes(self.identities, [self.scenario.task]) for v in self.validators], self._limit
+        tasks = [self.scenario.task]
+        served = await _bounded([v.volumes.volumes(self.identities, tasks) for v in self.validators], self._limit)
+        entitled = await _bounded(
+            [v.quotas.entitlements(self.identities, tasks) for v in self.validators], self._limit
         )
+        return list(zip(served, entitled))
 
     def _pay_rate(self, incentive: dict[str, float]) -> dict[str, float]:
         """What the ranking against the truth compares: incentive per uid when weights follow scores, and
@@ -1155,14 +1158,20 @@ class Simulation:
         declared = {m.identity: m.declared for m in self.miners}
         return {i: v / declared[i] if declared[i] else 0.0 for i, v in incentive.items()}
 
-    def _weights(self, aggregates: dict[str, float], volumes: dict[str, dict[str, int]] | None = None) -> list[float]:
-        """One validator's weight row over the miners: scores (times served volume, when weights pay volume)
-        to uids to the u16 vector the chain would store, read back as shares. All zero when there is nothing
-        it could set."""
+    def _weights(
+        self,
+        aggregates: dict[str, float],
+        volumes: tuple[dict[str, dict[str, int]], dict[str, dict[str, Entitlement]]] | None = None,
+    ) -> list[float]:
+        """One validator's weight row over the miners: scores (times the volume it vouches for, when weights
+        pay volume) to uids to the u16 vector the chain would store, read back as shares. All zero when there
+        is nothing it could set."""
         if volumes is not None:
             s = self.scoring_settings
-            aggregates = volume_weighted(
-                aggregates, volume_shares(volumes), power=s.weight_power, min_score=s.volume_min_score
+            served, entitled = volumes
+            aggregates = paid_by_volume(
+                aggregates, served, entitled, epochs=self.validators[0].volumes.span(),
+                power=s.weight_power, min_score=s.volume_min_score,
             )
         uids, weights = scores_to_weights(aggregates, self.metagraph)
         try:

@@ -180,7 +180,7 @@ def make_service(name: str, parts: Parts, *, instance: str | None = None) -> Ser
             interval=v.weights_interval_blocks, retries=v.weights_retries,
             backoff=v.weights_retry_backoff_seconds, max_blocks_without=v.max_blocks_without_weights,
             attempts_kept=v.weight_attempts_kept, poll_seconds=s.chain.metagraph_refresh_seconds,
-            volumes=_volumes(parts), weight_power=v.scoring.weight_power,
+            volumes=_volumes(parts), quotas=parts.quotas, weight_power=v.scoring.weight_power,
             volume_min_score=v.scoring.volume_min_score,
         )
     raise UnknownService(name)

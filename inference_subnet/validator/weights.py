@@ -44,6 +44,7 @@ from inference_subnet.chain.types import (
 from inference_subnet.store.keys import Keys
 from inference_subnet.store.redis import RedisClient
 from inference_subnet.validator import metrics
+from inference_subnet.validator.managing.quotas import Entitlement, QuotaBook
 from inference_subnet.validator.managing.volume import VolumeBook
 from inference_subnet.validator.service import Check, Service, cancel_all, watch_blocks
 
@@ -70,6 +71,32 @@ def scores_to_weights(aggregates: Mapping[str, float], metagraph: Metagraph) -> 
     if total <= 0:
         return uids, [0.0] * len(uids)
     return uids, [w / total for w in raw]
+
+
+def vouched_volumes(
+    served: Mapping[str, float], entitled: Mapping[str, Entitlement], *, epochs: float
+) -> dict[str, float]:
+    """identity -> the volume this validator can vouch for: the miner's declared capacity times the part of
+    this validator's guaranteed share (over ``epochs`` quota epochs) that it served OK, at most all of it.
+
+    A validator sees only its own slice of a miner. Its raw count follows what it was entitled to, not the
+    miner: a floor validator gets the same few requests from every miner whatever its size, and the largest
+    gets a smaller fraction of a small miner (the floors take their part first). Scaling the slice by what
+    the share stands for makes every validator estimate the same thing, the miner's verified volume. A
+    miner that declares more than it serves fails its shares at load (timeouts and errors are no volume),
+    and splitting a machine over uids splits its capacity, so neither earns more. A miner without a share
+    (unknown capacity, no permit) can be vouched for by nothing.
+    """
+    if not epochs > 0:
+        raise ValueError(f"epochs must be > 0, got {epochs!r}")
+    out: dict[str, float] = {}
+    for identity, e in entitled.items():
+        count = served.get(identity, 0.0)
+        if e.share <= 0 or e.capacity <= 0 or not math.isfinite(count) or count <= 0:
+            out[identity] = 0.0
+            continue
+        out[identity] = e.capacity * min(1.0, count / (e.share * epochs))
+    return out
 
 
 def volume_shares(per_task: Mapping[str, Mapping[str, float]]) -> dict[str, float]:
@@ -121,6 +148,21 @@ def volume_weighted(
     return out
 
 
+def paid_by_volume(
+    scores: Mapping[str, float],
+    served: Mapping[str, Mapping[str, float]],
+    entitled: Mapping[str, Mapping[str, Entitlement]],
+    *,
+    epochs: float,
+    power: float,
+    min_score: float,
+) -> dict[str, float]:
+    """Raw weights from aggregate scores and, per task, what each miner served this validator OK over
+    ``epochs`` quota epochs against its share (:func:`vouched_volumes`, then :func:`volume_weighted`)."""
+    vouched = {task: vouched_volumes(served.get(task, {}), e, epochs=epochs) for task, e in entitled.items()}
+    return volume_weighted(scores, volume_shares(vouched), power=power, min_score=min_score)
+
+
 def weights_digest(uids: Sequence[int], weights: Sequence[float]) -> str:
     """A short fingerprint of a weight vector, for logs and attempt records."""
     text = ",".join(f"{u}:{w:.6f}" for u, w in zip(uids, weights))
@@ -166,6 +208,7 @@ class WeightSetter(Service):
         poll_seconds: float = 12.0,
         version_key: int | None = None,
         volumes: VolumeBook | None = None,
+        quotas: QuotaBook | None = None,
         weight_power: float = 2.0,
         volume_min_score: float = 0.0,
     ) -> None:
@@ -187,7 +230,9 @@ class WeightSetter(Service):
         self.poll_seconds = poll_seconds
         self.version_key = version_key
         self.volumes = volumes
-        """Verified served volume; None pays scores alone (per uid)."""
+        self.quotas = quotas
+        """Verified served volume and the shares it is judged against; either None pays scores alone (per
+        uid)."""
         self.weight_power = weight_power
         self.volume_min_score = volume_min_score
         self.last_success_block: int | None = None
@@ -264,10 +309,12 @@ class WeightSetter(Service):
             return None
         identities = [n.identity for n in metagraph.neurons]
         aggregates = await self.scores.aggregates(identities, self.tasks)
-        if self.volumes is not None:
-            served = await self.volumes.volumes(identities, list(self.tasks))
-            aggregates = volume_weighted(
-                aggregates, volume_shares(served), power=self.weight_power, min_score=self.volume_min_score
+        if self.volumes is not None and self.quotas is not None:
+            tasks = list(self.tasks)
+            aggregates = paid_by_volume(
+                aggregates, await self.volumes.volumes(identities, tasks),
+                await self.quotas.entitlements(identities, tasks), epochs=self.volumes.span(),
+                power=self.weight_power, min_score=self.volume_min_score,
             )
         uids, weights = scores_to_weights(aggregates, metagraph)
         if not any(w > 0 for w in weights):

@@ -58,6 +58,15 @@ class Remaining(NamedTuple):
 
 
 @dataclass(frozen=True, slots=True)
+class Entitlement:
+    """What this validator may ask of one miner for one task each quota epoch: its guaranteed share, out of
+    the capacity the miner declared."""
+
+    share: int
+    capacity: int
+
+
+@dataclass(frozen=True, slots=True)
 class QuotaStatus:
     """This validator's share of one miner for one task, and its use in the current epoch."""
 
@@ -314,6 +323,24 @@ class QuotaBook:
             tat = raw[2 * i + 1][4]
             out[identity] = QuotaStatus(share, syn, used_total, used_syn, g, b, ceiling,
                                         float(tat) if tat is not None else None)
+        return out
+
+    async def entitlements(
+        self, identities: Sequence[str], tasks: Sequence[str]
+    ) -> dict[str, dict[str, Entitlement]]:
+        """task -> identity -> this validator's guaranteed share of the miner and the capacity it declared
+        (zeros when unknown), as the books hold them now; one pipelined round trip."""
+        pipe = self._redis.pipeline(transaction=False)
+        for identity in identities:
+            pipe.hgetall(self._keys.quota_share(identity))
+            pipe.hgetall(self._keys.capacity(identity))
+        raw = await pipe.execute() if identities else []
+        out: dict[str, dict[str, Entitlement]] = {task: {} for task in tasks}
+        for i, identity in enumerate(identities):
+            shares = {k.decode(): int(v) for k, v in raw[2 * i].items()}
+            capacities = {k.decode(): int(v) for k, v in raw[2 * i + 1].items()}
+            for task in tasks:
+                out[task][identity] = Entitlement(shares.get(task, 0), capacities.get(task, 0))
         return out
 
     async def remaining(self, identities: Sequence[str], task: str) -> dict[str, Remaining]:

@@ -43,6 +43,12 @@ class VolumeBook:
         now = self._clock() if now is None else now
         return math.floor(now / self.epoch_seconds)
 
+    def span(self, now: float | None = None, *, epochs: int = 2) -> float:
+        """How many quota epochs the last ``epochs`` counters cover at ``now``: the finished ones and the
+        elapsed part of the current one (what a share could have been used over)."""
+        now = self._clock() if now is None else now
+        return max(0, epochs - 1) + (now / self.epoch_seconds - self.epoch(now))
+
     def _ttl_ms(self, now: float) -> int:
         """A counter lives through the next epoch: the weight setter reads it then too."""
         end = (self.epoch(now) + 1) * self.epoch_seconds
