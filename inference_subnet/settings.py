@@ -188,8 +188,15 @@ class QuotaSettings(Section):
         le=1,
         description="Synthetic requests a validator may send a miner per epoch are at least this fraction of "
         "the miner's declared capacity (within the validator's share), whatever its stake: synthetic_fraction of "
-        "a floor share is too few samples to score on. A fraction of capacity, not a count per uid, so splitting "
-        "a machine over uids brings no more synthetic volume.",
+        "a floor share is too few samples to score on.",
+    )
+    synthetic_min_requests: int = Field(
+        3,
+        ge=0,
+        description="And at least this many (within the validator's share): the largest validator's share of a "
+        "small miner is cut by the floors, and scores shrunk from one or two samples rank small miners below "
+        "their worth. Weights pay vouched volume (the part of a share served), so more samples of a split "
+        "machine's uids buy it nothing.",
     )
     max_capacity: int = Field(100_000, gt=0, description="Declared capacities are clamped to this.")
     min_capacity: int = Field(1, ge=0, description="Declared capacities below this are raised to it.")

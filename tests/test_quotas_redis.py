@@ -311,7 +311,27 @@ async def test_a_small_validator_may_use_a_fraction_of_capacity_for_synthetic_wh
     parts = await book.status([f"part{i}@{6 + i}" for i in range(8)], "arithmetic")
     assert whole.synthetic_limit == 64 > synthetic_limit(80, 0.3)
     assert sum(s.synthetic_limit for s in parts.values()) == 8 * 8 == whole.synthetic_limit
-    # Never beyond the share: a tiny miner's whole share may go to synthetic, no more.
+    # A tiny miner: synthetic_min_requests (3) of the floor share of 5, no more.
     await book.set_capacity("part0@6", {"arithmetic": 150})
     tiny = (await book.status(["part0@6"], "arithmetic"))["part0@6"]
-    assert tiny.synthetic_limit == min(tiny.share, 1)
+    assert (tiny.share, tiny.synthetic_limit) == (5, 3)
+
+
+async def test_a_validator_may_send_every_miner_a_few_synthetic_requests_within_its_share(redis, keys, clock):
+    """synthetic_min_requests: a share cut small (by the floors, or a small stake) still holds a few samples
+    per epoch, never more than the share itself."""
+    stakes = {ME: 1.0, **{f"big{i}": 1000.0 for i in range(9)}}
+    graph = metagraph(stakes, [("m", 5)])
+    counted, fraction_only = (
+        QuotaBook(redis, keys, QuotaSettings(epoch_seconds=600, min_share=0.01, min_requests=0,
+                                             synthetic_min_requests=n), clock=clock)
+        for n in (3, 0)
+    )
+    for book in (counted, fraction_only):
+        await book.set_stakes(graph, ME)
+        assert (await book.set_capacity("m@5", {"arithmetic": 300}))["arithmetic"] == 3
+        first = (await book.status(["m@5"], "arithmetic"))["m@5"].synthetic_limit
+        assert first == (3 if book is counted else 2)  # 0.008 of 300 is 2
+    await counted.set_capacity("m@5", {"arithmetic": 150})
+    small = (await counted.status(["m@5"], "arithmetic"))["m@5"]
+    assert small.share == small.synthetic_limit == 2  # the whole share, no more

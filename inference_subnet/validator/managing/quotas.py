@@ -170,9 +170,10 @@ class QuotaBook:
         for task, capacity in capacities.items():
             share = self.share_of(capacity)
             fields[task] = share
-            # At least ``synthetic_min_fraction`` of the capacity (within the share): a floor validator's
-            # synthetic_fraction alone is too few samples; proportional to capacity, so a split machine gains none.
-            least = math.floor(capacity * self.settings.synthetic_min_fraction + 1e-9)
+            # At least ``synthetic_min_fraction`` of the capacity and ``synthetic_min_requests`` (within the
+            # share): a floor validator's synthetic_fraction alone is too few samples.
+            least = max(math.floor(capacity * self.settings.synthetic_min_fraction + 1e-9),
+                        self.settings.synthetic_min_requests)
             fields[f"{task}:syn"] = max(synthetic_limit(share, self.settings.synthetic_fraction), min(share, least))
             fields[f"{task}:borrow"] = borrow_ceiling(capacity, self.settings.borrow_ceiling)
         return fields
