@@ -35,7 +35,7 @@ from inference_subnet.validator.gateway.routing import Attempt, NoMinerAvailable
 from inference_subnet.validator.managing import QuotaBook, ScoreBook
 from inference_subnet.validator.managing.breaker import Breaker
 from inference_subnet.validator.managing.sampling import QualityBar
-from inference_subnet.validator.managing.score_math import Standing
+from inference_subnet.validator.managing.score_math import ORGANIC_QUALITY_SAMPLES, Standing
 
 SETTINGS = load_settings()
 TASK = ArithmeticTask()
@@ -387,6 +387,25 @@ async def test_organic_feed_honours_sampling_and_privacy(redis: aioredis.Redis, 
     assert await redis.xlen(keys.scoring_stream()) == 0
     assert await redis.llen(keys.organic_samples(TASK.name)) == 0
     assert not feed.submit(TASK, REQUEST, [ok])  # closed
+
+
+async def test_organic_answers_of_a_miner_short_of_organic_evidence_are_all_scored(
+    redis: aioredis.Redis, keys: Keys
+) -> None:
+    """With organic sampling off, the answer of a miner with fewer than ORGANIC_QUALITY_SAMPLES organic samples
+    is scored anyway (it is how a miner that recognises challenges is caught); one with enough is not."""
+    never = SETTINGS.validator.scoring.model_copy(update={"organic_sample_rate": 0.0})
+    book = ScoreBook(redis, keys, never)
+    known = {"new@1": Standing(0.9, 0.9, 10, organic=ORGANIC_QUALITY_SAMPLES - 1),
+             "old@1": Standing(0.9, 0.9, 10, organic=ORGANIC_QUALITY_SAMPLES)}
+    feed = OrganicFeed(redis, keys, admit=book.admit, standings=lambda task: known, reuse=False, reuse_cap=10)
+    for identity in known:
+        answer = Attempt(uid=1, hotkey=identity[:3], identity=identity, outcome="ok", latency=0.1, status=200,
+                         response=ArithmeticResponse(result=5))
+        await feed.process(OrganicItem(TASK, REQUEST, [answer]))
+    ((_, fields),) = await redis.xrange(keys.scoring_stream())
+    assert [r["identity"] for r in json.loads(fields[b"job"])["responses"]] == ["new@1"]
+    assert known["new@1"].needs_organic_evidence and not known["old@1"].needs_organic_evidence
 
 
 async def test_score_cache_rereads_after_ttl_or_for_new_miners() -> None:

@@ -30,10 +30,9 @@ a fresh challenge forwarded to the gateway of the validator that sent it hits th
 Metagraph churn (``Scenario.churn``) re-registers a share of miner uids under new identities each epoch.
 
 What is not simulated: the network (miners answer in simulated time), the scoring stream (samples go straight
-to the score book, as a worker would write them), stake changes, and
-scores move the organic routing once per epoch (the gateway re-reads them every few seconds), except in the
-first epoch, where standings are re-read after every step: the quality bar admits a miner to organic traffic
-only once it has synthetic evidence, which the gateway sees within seconds of the first rounds.
+to the score book, as a worker would write them), stake changes, and the pace of the gateway's reads: the
+standings of the quality bar are re-read after every step (the gateway re-reads them every few seconds) and
+the scores that order the routing once per epoch.
 """
 
 from __future__ import annotations
@@ -453,7 +452,7 @@ class Simulation:
             step_stats = await self._step(epoch, step)
             for key, value in step_stats.items():
                 stats[key] += value
-            if epoch == 0 and step < self.scenario.ticks - 1:  # (the epoch's close reads them anyway)
+            if step < self.scenario.ticks - 1:  # (the epoch's close reads them anyway)
                 await self._read_standings()
             if self.on_step is not None:
                 self.on_step(
@@ -888,7 +887,11 @@ class Simulation:
                     await v.volumes.count(served, task, kind)
                 for identity in set(identities):
                     self._counters.add((v.spec.index, identity, period))
-                admitted = await v.scores.admit_many(identities, task, kind, v.rng)  # type: ignore[arg-type]
+                # As the gateway's feed: every organic answer of a miner short of organic evidence is scored.
+                sure = {i for i in identities if (k := v.standings.get(i)) is not None and k.needs_organic_evidence}
+                admitted = await v.scores.admit_many(
+                    identities, task, kind, v.rng, sure=sure  # type: ignore[arg-type]
+                )
                 out += list(zip(calls, admitted))
             return out
 

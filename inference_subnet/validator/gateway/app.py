@@ -106,7 +106,7 @@ STATUS_STREAM_BROKEN = 502
 class ScoreKeeper(Protocol):
     """``managing.ScoreBook`` as the gateway uses it: organic dropout and routing scores."""
 
-    async def admit(self, identity: str, task: str, kind: Any, rng: random.Random) -> bool: ...
+    async def admit(self, identity: str, task: str, kind: Any, rng: random.Random, *, sure: bool = False) -> bool: ...
 
     async def standings(
         self, identities: Sequence[str], task: str, latency_reference: float | None = None
@@ -671,14 +671,14 @@ def create_gateway_app(
     owns_db = db is None
     database = db if db is not None else Database(settings.database_url)
     rng = rng or random.Random()
+    standings = ScoreCache(
+        lambda ids, task: score_book.standings(ids, task, tasks[task].timeout), ttl=gw.score_cache_seconds
+    )
     router = Router(
         metagraph=metagraph,
         client=miner_client,
         quotas=quota_book,
-        scores=ScoreCache(
-            lambda ids, task: score_book.standings(ids, task, tasks[task].timeout),
-            ttl=gw.score_cache_seconds,
-        ),
+        scores=standings,
         max_attempts=gw.max_attempts,
         total_deadline=gw.total_deadline_seconds,
         first_byte_timeout=gw.first_byte_timeout,
@@ -712,6 +712,7 @@ def create_gateway_app(
             redis,
             keys,
             admit=score_book.admit,
+            standings=standings.known,
             reuse=gw.reuse_organic,
             reuse_rate=gw.reuse_sample_rate,
             reuse_cap=settings.validator.organic_samples_cap,

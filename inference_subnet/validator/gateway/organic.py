@@ -15,8 +15,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
 from pydantic import BaseModel
 
@@ -25,14 +26,19 @@ from inference_subnet.store.keys import Keys
 from inference_subnet.store.redis import RedisClient
 from inference_subnet.validator import metrics
 from inference_subnet.validator.gateway.routing import Attempt
-from inference_subnet.validator.managing.score_math import chance
+from inference_subnet.validator.managing.score_math import Standing, chance
 from inference_subnet.validator.managing.volume import VolumeBook
 from inference_subnet.validator.scoring import JobResponse, enqueue, job_from_results
 from inference_subnet.validator.synthesizing import record_organic
 
 log = logging.getLogger(__name__)
 
-Admit = Callable[[str, str, str, random.Random], Awaitable[bool]]
+class Admit(Protocol):
+    """``ScoreBook.admit``: whether one organic response is scored (``sure``: skip sampling and thinning)."""
+
+    def __call__(
+        self, identity: str, task: str, kind: str, rng: random.Random, *, sure: bool = False
+    ) -> Awaitable[bool]: ...
 
 NOT_SCORED_STATUSES = frozenset({429})
 """A miner that answers 429 to a borrow attempt (beyond this validator's guaranteed pace) is protecting the
@@ -70,6 +76,7 @@ class OrganicFeed:
         keys: Keys,
         *,
         admit: Admit,
+        standings: Callable[[str], Mapping[str, Standing]] | None = None,
         reuse: bool,
         reuse_cap: int,
         reuse_rate: float = 1.0,
@@ -80,6 +87,9 @@ class OrganicFeed:
         self._redis = redis
         self._keys = keys
         self._admit = admit
+        self._standings = standings
+        """task -> identity -> the standing the router chose by: miners short of organic evidence get every
+        organic answer scored (within the cap)."""
         self._reuse = reuse
         self._reuse_cap = reuse_cap
         self._reuse_rate = reuse_rate
@@ -137,8 +147,11 @@ class OrganicFeed:
         ):
             self.stats.recorded += 1
         admitted: list[JobResponse] = []
+        known = self._standings(name) if self._standings is not None else {}
         for attempt in scorable(item.attempts):
-            if await self._admit(attempt.identity, name, "organic", self._rng):
+            standing = known.get(attempt.identity)
+            sure = standing is not None and standing.needs_organic_evidence
+            if await self._admit(attempt.identity, name, "organic", self._rng, sure=sure):
                 admitted.append(
                     JobResponse(
                         identity=attempt.identity,

@@ -183,6 +183,12 @@ class ScoreCache:
         self._cache: dict[str, tuple[float, frozenset[str], Mapping[str, Any]]] = {}
         self._locks: dict[str, asyncio.Lock] = {}
 
+    def known(self, task: str) -> Mapping[str, Any]:
+        """The standings last read for ``task``, however old (empty before the first read): what the organic
+        feed needs to know of a miner its router just chose, without a read of its own."""
+        cached = self._cache.get(task)
+        return cached[2] if cached else {}
+
     async def scores(self, identities: Sequence[str], task: str) -> Mapping[str, Any]:
         wanted = frozenset(identities)
         cached = self._cache.get(task)

@@ -195,6 +195,10 @@ def aggregate(
     return shrink(found, prior_score=prior_score, prior_strength=prior_strength)
 
 
+ORGANIC_QUALITY_SAMPLES = 3
+"""Scored organic answers from which what users got counts in the bar on its own."""
+
+
 @dataclass(frozen=True, slots=True)
 class Standing:
     """What organic routing needs to know of a miner for one task.
@@ -208,14 +212,19 @@ class Standing:
     score: float
     quality: float
     evidence: int
+    organic: int = 0
+    """Organic samples in the history: below :data:`ORGANIC_QUALITY_SAMPLES`, what users get is not known."""
+
+    @property
+    def needs_organic_evidence(self) -> bool:
+        """Whether this miner's organic answers should all be scored (within the dropout cap) until a few are:
+        only they show a miner that recognises challenges, and thinned with the synthetic ones they arrive too
+        slowly to bar it before it has served users wrong answers for an epoch."""
+        return self.organic < ORGANIC_QUALITY_SAMPLES
 
 
 UNJUDGED = Standing(0.0, 0.0, 0)
 """The standing of a miner the validator holds no samples of: no evidence, so never past the quality bar."""
-
-
-ORGANIC_QUALITY_SAMPLES = 3
-"""Scored organic answers from which what users got counts in the bar on its own."""
 
 
 def standing(samples: Sequence[Sample], score: float, *, window: int) -> Standing:
@@ -231,7 +240,7 @@ def standing(samples: Sequence[Sample], score: float, *, window: int) -> Standin
     organic = [s for s in samples if s.kind == "organic"][:window]
     if len(organic) >= ORGANIC_QUALITY_SAMPLES:
         quality = min(quality, _quality(organic))
-    return Standing(score, quality, sum(1 for s in samples if s.kind == "synthetic"))
+    return Standing(score, quality, sum(1 for s in samples if s.kind == "synthetic"), len(organic))
 
 
 def _quality(samples: Sequence[Sample]) -> float:

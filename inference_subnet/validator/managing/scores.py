@@ -11,7 +11,7 @@ import logging
 import math
 import random
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from importlib.resources import files
 
 from inference_subnet.chain.types import Metagraph
@@ -73,7 +73,9 @@ class ScoreBook:
         return math.floor(now / self.settings.dropout_period_seconds)
 
     # -- dropout -------------------------------------------------------------------------------------
-    async def admit(self, identity: str, task: str, kind: Kind, rng: random.Random) -> bool:
+    async def admit(
+        self, identity: str, task: str, kind: Kind, rng: random.Random, *, sure: bool = False
+    ) -> bool:
         """Whether this response is scored. Call it for every response, before scoring and whatever the
         outcome (a failure too), so that which responses count does not depend on the answer.
 
@@ -81,15 +83,21 @@ class ScoreBook:
         then at most ``max_scored_per_period`` per miner, task and period are admitted, thinned at random
         when the previous period had more; every response refused by the cap is counted as dropped.
         """
-        return (await self.admit_many([identity], task, kind, rng))[0]
+        return (await self.admit_many([identity], task, kind, rng, sure=(identity,) if sure else ()))[0]
 
     async def admit_many(
-        self, identities: Sequence[str], task: str, kind: Kind, rng: random.Random
+        self, identities: Sequence[str], task: str, kind: Kind, rng: random.Random,
+        *, sure: Collection[str] = (),
     ) -> list[bool]:
         """:meth:`admit` for the responses of many miners (one round's), in two pipelined round trips:
-        the previous period's volumes, then one cap script per miner (miners live in different slots)."""
+        the previous period's volumes, then one cap script per miner (miners live in different slots).
+
+        Organic responses of the miners in ``sure`` skip the sampling and the thinning (never the cap): the
+        gateway passes those whose organic answers it has too few of (:attr:`Standing.needs_organic_evidence`).
+        """
+        sure = set(sure) if kind == "organic" else set()
         if kind == "organic":
-            sampled = [sample_organic(self.settings.organic_sample_rate, rng) for _ in identities]
+            sampled = [i in sure or sample_organic(self.settings.organic_sample_rate, rng) for i in identities]
         else:
             sampled = [True] * len(identities)
         todo = [i for i, s in zip(identities, sampled, strict=True) if s]
@@ -108,7 +116,7 @@ class ScoreBook:
         calls = []
         for identity, counts in zip(todo, previous, strict=True):
             seen = None if all(v is None for v in counts) else sum(int(v or 0) for v in counts)
-            lucky = chance(dropout_probability(seen, cap), rng)
+            lucky = identity in sure or chance(dropout_probability(seen, cap), rng)
             keys = [
                 self._keys.scored_count(identity, task, period),
                 self._keys.dropped_count(identity, task, period),
