@@ -86,6 +86,7 @@ class LocalSubnet:
             self.chain.register(NETUID, hotkey, Keypair.create_from_uri("//Owner"))
             self.miners.append((behaviour, hotkey, free_port()))
         self._servers: list[tuple[Server, asyncio.Task[None]]] = []
+        self._clients: list[MinerClient] = []
         self.settings: Settings = load_settings(subnet_name=tag, miner={"capacity": {TASK.name: capacity}},
                                                 validator={"quotas": self.quotas.model_dump()})
 
@@ -129,6 +130,8 @@ class LocalSubnet:
 
     async def __aexit__(self, *exc: object) -> None:
         await self.stop_miners()
+        for client in self._clients:
+            await client.aclose()
         await self.chain.close()
 
     def validator_parts(self, *, miners_per_round: int = 16, max_concurrency: int = 64,
@@ -137,7 +140,9 @@ class LocalSubnet:
         quotas = QuotaBook(self.redis, self.keys, self.quotas)
         scores = ScoreBook(self.redis, self.keys, self.scoring)
         volumes = VolumeBook(self.redis, self.keys, epoch_seconds=self.quotas.epoch_seconds)
-        client = client or MinerClient(self.validator, ip_override="127.0.0.1", max_connections=64)
+        if client is None:
+            client = MinerClient(self.validator, ip_override="127.0.0.1", max_connections=64)
+            self._clients.append(client)
         canaries = CanaryBook(self.redis, self.keys, ttl_seconds=120.0, bench_seconds=600.0)
         synth = Synthesizer(self.redis, self.keys, {TASK.name: TASK}, organic_ratio=0.0,
                             rng=random.Random(rng_seed))
@@ -151,7 +156,7 @@ class LocalSubnet:
                                  block_seconds=0.05)
         weights = WeightSetter(self.chain, self.redis, self.keys, self.validator, scores, source,
                                {TASK.name: TASK.timeout}, netuid=NETUID, backoff=0.01, poll_seconds=0.2,
-                               volumes=volumes, weight_power=self.scoring.weight_power,
+                               volumes=volumes, quotas=quotas, weight_power=self.scoring.weight_power,
                                volume_min_score=self.scoring.volume_min_score)
         return {"source": source, "quotas": quotas, "scores": scores, "volumes": volumes, "client": client,
                 "synth": synth,

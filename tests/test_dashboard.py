@@ -431,8 +431,10 @@ async def test_panels_show_correctness_limits_errors_keys_rates_backlog_and_serv
         "requests": 4, "ok": 2, "client_errors": 1, "server_errors": 1}
     assert by_key[None]["requests"] == by_key[None]["client_errors"] == 1
 
-    # the two unscored rounds wait in the stream; the services as their heartbeats say
-    assert data["scoring"] == {"depth": 4, "pending": 0, "dead": 0}  # two rounds queued, a job per miner
+    # the two unscored rounds wait in the stream (a job per miner), and a job per answered organic request:
+    # neither miner has organic evidence yet, so every organic answer is scored; the services as their
+    # heartbeats say
+    assert data["scoring"] == {"depth": 4 + 6, "pending": 0, "dead": 0}
     services = {(s["service"], s["instance"]): s for s in data["services"]}
     assert services[("sidecar", "validator-host-1")]["state"] == "up"
     assert services[("scoring", "crashed-host-7")]["state"] == "silent"
@@ -447,7 +449,7 @@ async def test_panels_show_correctness_limits_errors_keys_rates_backlog_and_serv
     assert cell(miner_rows[str(net.uid("honest"))], "quality") == f"{100 * honest['quality']:.0f} %"
     answered = f'title="{100 * wrong["success_rate"]:.0f} % answered of 4 recent samples"'
     assert answered in miner_rows[str(net.uid("wrong"))]
-    for card, value in (("req-total", "11"), ("req-limited", "2"), ("req-errors", "1"), ("backlog", "4"),
+    for card, value in (("req-total", "11"), ("req-limited", "2"), ("req-errors", "1"), ("backlog", "10"),
                         ("services-up", "2 / 3 up")):
         assert re.search(rf'id="{card}"[^>]*>{re.escape(value)}<', dom), card
     assert "200: 6 · 401: 1 · 422: 1 · 429: 2 · 503: 1" in dom
