@@ -4,13 +4,7 @@ from __future__ import annotations
 
 from inference_subnet.validator.managing.breaker import Breaker
 
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 0.0
-
-    def __call__(self) -> float:
-        return self.now
+from clocks import Clock
 
 
 def test_a_streak_benches_and_one_success_forgives() -> None:

@@ -16,16 +16,10 @@ from inference_subnet.validator.gateway.traffic import (
     summarize,
 )
 
+from clocks import Clock
+
 NOW = 1_000_000 * 60.0 + 30.0  # half a minute into minute 1_000_000
 MINUTE = 1_000_000
-
-
-class Clock:
-    def __init__(self, now: float) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
 
 
 def test_summary_splits_statuses_into_classes_per_minute_and_per_key() -> None:

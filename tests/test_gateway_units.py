@@ -37,20 +37,14 @@ from inference_subnet.validator.managing.breaker import Breaker
 from inference_subnet.validator.managing.sampling import QualityBar
 from inference_subnet.validator.managing.score_math import ORGANIC_QUALITY_SAMPLES, Standing
 
+from clocks import Clock
+
 SETTINGS = load_settings()
 TASK = ArithmeticTask()
 REQUEST = ArithmeticRequest(op="add", a=2, b=3)
 
 
 # -- limits ----------------------------------------------------------------------------------------------
-
-
-class Clock:
-    def __init__(self, now: float) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
 
 
 async def test_burst_then_paced_with_exact_retry_after(redis: aioredis.Redis, keys: Keys) -> None:

@@ -14,6 +14,8 @@ from inference_subnet.validator.managing.quotas import QuotaBook, QuotaStatus
 from inference_subnet.validator.managing.sampling import QualityBar, rank_organic, sample_synthetic
 from inference_subnet.validator.managing.score_math import Standing
 
+from clocks import Clock
+
 ME = "validator-me"
 
 
@@ -36,17 +38,9 @@ def metagraph(stakes: dict[str, float], miners: list[tuple[str, int]], block: in
     return Metagraph(netuid=1, block=block, neurons=tuple(neurons))
 
 
-class Clock:
-    def __init__(self, now: float = 1_000_000.0) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
-
-
 @pytest.fixture
 def clock() -> Clock:
-    return Clock()
+    return Clock(1_000_000.0)
 
 
 @pytest.fixture

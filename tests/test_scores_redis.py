@@ -14,13 +14,7 @@ from inference_subnet.validator.managing.quotas import QuotaBook
 from inference_subnet.validator.managing.score_math import Sample
 from inference_subnet.validator.managing.scores import ScoreBook
 
-
-class Clock:
-    def __init__(self, now: float = 2_000_000.0) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
+from clocks import Clock
 
 
 def good(kind: str = "synthetic", ts: float = 0.0) -> Sample:
@@ -42,7 +36,7 @@ def metagraph(miners: list[tuple[int, str, int]]) -> Metagraph:
 
 @pytest.fixture
 def clock() -> Clock:
-    return Clock()
+    return Clock(2_000_000.0)
 
 
 @pytest.fixture

@@ -8,20 +8,14 @@ import pytest
 
 from inference_subnet.validator.managing.volume import VolumeBook
 
+from clocks import Clock
+
 EPOCH = 4320.0
-
-
-class Clock:
-    def __init__(self, now: float = 100 * EPOCH + 10.0) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
 
 
 @pytest.fixture
 def clock() -> Clock:
-    return Clock()
+    return Clock(100 * EPOCH + 10.0)
 
 
 @pytest.fixture
