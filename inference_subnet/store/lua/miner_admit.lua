@@ -40,6 +40,15 @@ local function admit(KO, AO)
   local m_base = now
   if m_tat and m_tat > now then m_base = m_tat end
   local expire = ARGV[AO + 12]
+  -- One admission: the caller's counter (g or b), the miner-wide pace's new TAT and the epoch's total.
+  local function count(field, miner_tat)
+    redis.call('HINCRBY', KEYS[KO + 1], field, 1)
+    redis.call('HSET', KEYS[KO + 2], 'tat', string.format('%.17g', miner_tat))
+    local after = redis.call('HINCRBY', KEYS[KO + 2], 'total', 1)
+    redis.call('EXPIRE', KEYS[KO + 1], expire)
+    redis.call('EXPIRE', KEYS[KO + 2], expire)
+    return after
+  end
   if g < share then
     local interval = tonumber(ARGV[AO + 3])
     local burst = tonumber(ARGV[AO + 4])
@@ -52,12 +61,7 @@ local function admit(KO, AO)
         return 0, 'capacity', total, math.ceil(math.max(0, tonumber(ARGV[AO + 11]) - now) * 1000)
       end
       redis.call('HSET', KEYS[KO + 1], 'tat', string.format('%.17g', new))
-      redis.call('HINCRBY', KEYS[KO + 1], 'g', 1)
-      redis.call('HSET', KEYS[KO + 2], 'tat', string.format('%.17g', m_base + m_interval))
-      total = redis.call('HINCRBY', KEYS[KO + 2], 'total', 1)
-      redis.call('EXPIRE', KEYS[KO + 1], expire)
-      redis.call('EXPIRE', KEYS[KO + 2], expire)
-      return 1, '', total, 0
+      return 1, '', count('g', m_base + m_interval), 0
     end
   end
   if b < ceiling then
@@ -65,12 +69,7 @@ local function admit(KO, AO)
     if total + 1 + room <= capacity then
       local m_new = m_base + m_interval
       if m_burst > 0 and m_new - now <= m_burst * m_interval + slack then
-        redis.call('HINCRBY', KEYS[KO + 1], 'b', 1)
-        redis.call('HSET', KEYS[KO + 2], 'tat', string.format('%.17g', m_new))
-        total = redis.call('HINCRBY', KEYS[KO + 2], 'total', 1)
-        redis.call('EXPIRE', KEYS[KO + 1], expire)
-        redis.call('EXPIRE', KEYS[KO + 2], expire)
-        return 2, '', total, 0
+        return 2, '', count('b', m_new), 0
       end
     end
   end

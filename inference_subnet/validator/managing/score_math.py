@@ -177,7 +177,7 @@ def aggregate(
     reliability_weight: float = 0.1,
     organic_weight: float = 0.5,
     prior_score: float = 0.0,
-    prior_strength: float = 2.0,
+    prior_strength: float = 1.0,
     latency_reference: float = 10.0,
     gate_by_quality: bool = True,
 ) -> float:
