@@ -9,8 +9,8 @@ stretch of time, batched the way the services batch it:
    validator's own view of its remaining quota (as the gateway's router keeps one), for the organic
    demand that reached its gateway;
 2. **consume**: the plan goes through ``consume_quota.lua`` (one pipeline per validator and kind,
-   :meth:`QuotaBook.consume_many`), then each miner's own guard (:class:`MinerQuota`, batched per loop
-   turn by the miners' :class:`Coalescer`);
+   :meth:`QuotaBook.consume_many`), then each miner's own guard (:class:`MinerQuota`, every guard's charges
+   in one batch through the miners' :class:`Coalescer`, :meth:`MinerQuota.decide_many`);
 3. **answer** (pure, in a fixed order): miners answer from their backend;
 4. failed organic requests are retried on the next candidate, up to the gateway's ``max_attempts``;
 5. **score**: dropout admission (``admit_scored.lua``, :meth:`ScoreBook.admit_many`) and recording
@@ -110,8 +110,6 @@ CLASSES = (*SCENARIO_CLASSES, TWIN)
 NETUID = 1
 MAX_WEIGHT_LIMIT = 1.0
 """``MaxWeightsLimit`` of the simulated subnet (the chain's default: no clipping of one uid's share)."""
-MINER_BATCH = 8192
-"""Miner-guard commands per pipeline: a step's thousands of guard checks go out in a few round trips."""
 APPLIED_TTL = 60.0
 """Seconds (wall clock) an applied marker is kept in the simulation."""
 CONCURRENCY = 128
@@ -266,8 +264,9 @@ class Simulation:
         self.classes = {m.identity: m.behaviour for m in self.miners}
         self._miner_rng = [random.Random(f"miner:{scenario.seed}:{m.index}") for m in self.miners]
         self._traffic_rng = random.Random(f"traffic:{scenario.seed}")
-        # One round trip out at a time: every miner sees its calls in time order, as its pace needs.
-        self._coalescer = Coalescer(redis, max_commands=MINER_BATCH, max_in_flight=1)
+        # One round trip out at a time: every miner sees its calls in time order, as its pace needs (each
+        # delivery's guard checks are one batch, one round trip).
+        self._coalescer = Coalescer(redis, max_in_flight=1)
         self._miner_keys = [
             Keys(subnet=self.subnet, netuid=NETUID, role=f"miner:{m.hotkey}") for m in self.miners
         ]
@@ -812,15 +811,13 @@ class Simulation:
             if not c.granted:
                 self._lua_refused += 1
         granted = sorted((c for c in flat if c.granted), key=lambda c: c.at)
-        decisions = await _bounded(
-            [
-                self._guards[c.miner].consume(
-                    self.metagraph, self.validators[c.validator].spec.hotkey, task, now=c.at
-                )
-                for c in granted
-            ],
-            None,  # the miners' coalescer sends them in a few round trips, in this order
-        )
+        charges = [
+            self._guards[c.miner].charge(self.metagraph, self.validators[c.validator].spec.hotkey, task, now=c.at)
+            for c in granted
+        ]
+        # Every miner's guard runs the same script on its own keys: one batch, in this order, through the
+        # miners' coalescer (what each guard's consume would send, without a coroutine per call).
+        decisions = await self._guards[0].decide_many(charges)
         for c, decision in zip(granted, decisions):
             c.allowed = decision.allowed
             if not decision.allowed:
