@@ -351,8 +351,9 @@ class Simulation:
             for i, m in enumerate(self.miners)
             if m.behaviour == "copycat"
         }
-        self._bench: dict[tuple[int, str], float] = {}
-        """(validator, identity) -> until when a canary keeps the miner from users and from weight."""
+        self._bench: list[dict[str, float]] = [{} for _ in self.validators]
+        """Per validator: identity -> until when a canary keeps the miner from users and from weight (one
+        dict per validator: the planner asks for every miner of a request, and most validators bench none)."""
         self._copied: list[dict[int, int]] = [{} for _ in self.miners]
         """Per copycat: miner index -> forwarded requests that miner answered."""
         self.canary_flags = 0
@@ -646,11 +647,13 @@ class Simulation:
         k = self.settings.validator.miners_per_round
         calls: list[_Call] = []
         for r, at in times:
+            limit = at + SLACK  # the room test of _room, over every miner in one pass
             candidates = [
-                SyntheticCandidate(identity=self.identities[i], synthetic_left=left, challenged=b.synthetic)
-                for i, b in enumerate(v.book)
-                if (left := min(v.syn_limit[i] - b.synthetic, v.share[i] - b.guaranteed)) > 0
-                and self._room(v, i, at)
+                SyntheticCandidate(identity, left, b.synthetic)
+                for identity, b, syn_limit, share, ready in zip(
+                    self.identities, v.book, v.syn_limit, v.share, v.ready
+                )
+                if ready <= limit and (left := min(syn_limit - b.synthetic, share - b.guaranteed)) > 0
             ]
             if not candidates:
                 continue
@@ -665,22 +668,30 @@ class Simulation:
 
     def _candidates(self, v: _Validator, at: float, *, borrow: bool) -> list[OrganicCandidate]:
         """Miners ``v`` may send a request to at ``at``: those where its guaranteed pace has room, or (with
-        ``borrow``) those it may still ask to lend and has not been refused by just now."""
+        ``borrow``) those it may still ask to lend and has not been refused by just now.
+
+        Called for nearly every organic request (its contenders' paces are used up by then), over every
+        miner: the per-miner state is read from the validator's lists directly, in one pass each."""
+        book = v.book
+        if borrow:
+            picks = [
+                (i, ceiling - b.borrowed)
+                for i, (ceiling, b, backoff) in enumerate(zip(v.ceiling, book, v.backoff))
+                if ceiling > b.borrowed and backoff <= at
+            ]
+        else:
+            limit = at + SLACK  # as _room computes it
+            share = v.share
+            picks = [(i, share[i] - book[i].guaranteed) for i, ready in enumerate(v.ready) if ready <= limit]
+        benched = self._benched_now(v.spec.index)
+        identities, routing, standings = self.identities, v.routing, v.standings
         out = []
-        for i, identity in enumerate(self.identities):
-            if self._benched(v.spec.index, identity):
+        for i, left in picks:
+            identity = identities[i]
+            if identity in benched:
                 continue
-            b = v.book[i]
-            if borrow:
-                left = v.ceiling[i] - b.borrowed
-                if left <= 0 or v.backoff[i] > at:
-                    continue
-            else:
-                if not self._room(v, i, at):
-                    continue
-                left = v.share[i] - b.guaranteed
-            known = v.standings.get(identity, UNJUDGED)
-            out.append(OrganicCandidate(identity, v.routing[i], left, known.quality, known.evidence))
+            known = standings.get(identity, UNJUDGED)
+            out.append(OrganicCandidate(identity, routing[i], left, known.quality, known.evidence))
         return out
 
     def _plan_slice(
@@ -921,8 +932,17 @@ class Simulation:
     # -- adversaries with a trick, and the defenses -----------------------------------------------------------
     def _benched(self, validator: int, identity: str) -> bool:
         """Whether a canary of ``validator`` caught this miner recently (no users, no weight from it)."""
-        until = self._bench.get((validator, identity))
+        until = self._bench[validator].get(identity)
         return until is not None and until > self.now
+
+    def _benched_now(self, validator: int) -> set[str]:
+        """Every miner :meth:`_benched` for ``validator`` now: one look-up per request instead of one per
+        miner (an empty set for the validators whose canaries caught no one)."""
+        bench = self._bench[validator]
+        if not bench:
+            return set()
+        now = self.now
+        return {identity for identity, until in bench.items() if until > now}
 
     def _gateway_for(self, copycat: int) -> int:
         """The validator whose public gateway a copycat sends a request to: drawn by the gateways' share of
@@ -952,7 +972,7 @@ class Simulation:
             if self.canaries and c.kind == "synthetic" and c.fresh and g == c.validator:
                 self.canary_flags += 1
                 if self.bench_seconds > 0:
-                    self._bench[(c.validator, self.identities[c.miner])] = self.now + self.bench_seconds
+                    self._bench[c.validator][self.identities[c.miner]] = self.now + self.bench_seconds
                 c.answer = Answer(False, 0.0, 0.05, "canary")
                 continue
             gateway = self.validators[g]
