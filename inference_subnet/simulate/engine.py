@@ -41,12 +41,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import gc
 import math
 import random
 import time
 import uuid
 from collections import Counter
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -390,8 +391,10 @@ class Simulation:
         started = time.perf_counter()
         try:
             await self._setup()
-            for epoch in range(self.scenario.epochs):
-                await self._epoch(epoch)
+            with _collected_per_epoch():
+                for epoch in range(self.scenario.epochs):
+                    await self._epoch(epoch)
+                    gc.collect()
             result = self._result(time.perf_counter() - started)
         except BaseException:
             with contextlib.suppress(Exception):  # the failure that stopped the run is the one to see
@@ -1383,6 +1386,23 @@ def _ready(state: BookState, share: int, pace: Pace) -> float:
     if state.tat is None:
         return -math.inf
     return state.tat - (pace.burst - 1) * pace.interval
+
+
+@contextlib.contextmanager
+def _collected_per_epoch() -> Iterator[None]:
+    """The cyclic garbage collector off for the run, which collects once per epoch itself instead.
+
+    A step keeps its calls, answers and replies alive past the collector's young generations, so left to
+    itself the collector keeps starting full collections, each a walk over the whole heap: a third of the
+    run's time. Reference counting frees most garbage as the run goes; what sits in cycles waits for the
+    epoch's end (the default run peaks some 80 MB higher for it)."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
 
 
 def _all_classes(values: dict[str, float]) -> dict[str, float]:
