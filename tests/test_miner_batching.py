@@ -110,6 +110,24 @@ async def test_quota_reloads_a_script_the_server_does_not_know(redis, keys) -> N
     assert sum(d.allowed for d in concurrent) == 3
 
 
+async def test_a_script_batch_is_one_unit_in_order_and_reloads_a_forgotten_script(redis, keys) -> None:
+    coalescer = Coalescer(redis)
+    # a script this server has never seen: the batch is answered NOSCRIPT, loaded, and sent again once
+    script = redis.register_script(f"-- {uuid.uuid4().hex}\nreturn redis.call('INCRBY', KEYS[1], ARGV[1])")
+    key = keys.prefix + ":batch:many"
+    assert await coalescer.script_many(script, [([key], [n]) for n in (1, 2, 3)]) == [1, 3, 6]
+    assert await coalescer.script_many(script, [([key], [4])]) == [10]
+    assert await coalescer.script_many(script, []) == []
+    assert (coalescer.round_trips, coalescer.commands) == (3, 7)
+    try:
+        await coalescer.script_many(script, [([key], [1]), ([key], ["x"]), ([key], [1])])
+    except ResponseError:
+        pass
+    else:
+        raise AssertionError("a call's error is raised")
+    assert int(await redis.get(key)) == 12  # not a transaction: the calls around the failed one ran
+
+
 async def test_miner_answers_503_when_redis_is_down(keys) -> None:
     miner, validator = Keypair.create_from_uri("//DownMiner"), Keypair.create_from_uri("//DownValidator")
     metagraph = Metagraph(netuid=1, block=1, neurons=(

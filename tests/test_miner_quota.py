@@ -149,6 +149,29 @@ async def test_unknown_task_or_caller_has_no_quota(redis, keys) -> None:
     assert not (await quota.consume(METAGRAPH, "stranger", "arithmetic")).allowed
 
 
+@pytest.mark.parametrize("coalesced", [False, True])
+async def test_a_batch_decides_as_one_request_at_a_time(redis, keys, coalesced) -> None:
+    """consume_many sends the very script calls consume sends, in order: the same decisions; and
+    decide_many takes the charges of several guards (miners) at once, each on its own counters."""
+    from inference_subnet.store.coalescing import Coalescer
+
+    def guard(role: str) -> MinerQuota:
+        return MinerQuota(redis, Keys(subnet=keys.subnet, netuid=1, role=role), capacities={"arithmetic": 20},
+                          epoch_seconds=60.0, min_share=0.01, burst_seconds=10.0, borrow_ceiling=0.5,
+                          coalescer=Coalescer(redis) if coalesced else None)
+
+    now = 60.0 * 1000
+    requests = [(h, "arithmetic", now + 0.1 * n) for n, h in enumerate(["hk0", "hk1", "hk3", "hk0"] * 10)]
+    single = guard("miner:single")
+    expected = [await single.consume(METAGRAPH, h, t, now=at) for h, t, at in requests]
+    assert {d.allowed for d in expected} == {True, False}
+    assert await guard("miner:batch").consume_many(METAGRAPH, requests) == expected
+    a, b = guard("miner:a"), guard("miner:b")
+    decided = await a.decide_many([g.charge(METAGRAPH, h, t, now=at) for h, t, at in requests for g in (a, b)])
+    assert decided[0::2] == expected and decided[1::2] == expected
+    assert await a.consume_many(METAGRAPH, []) == []
+
+
 # -- the nonce check and the charge in one round trip (what a miner enforcing quotas sends) ----------------
 
 

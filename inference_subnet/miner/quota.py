@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from importlib.resources import files
 from typing import Any
@@ -37,7 +37,7 @@ from inference_subnet.protocol.rate_math import (
 )
 from inference_subnet.store.coalescing import Coalescer
 from inference_subnet.store.keys import Keys
-from inference_subnet.store.redis import RedisClient
+from inference_subnet.store.redis import RedisClient, evalsha_many
 
 
 def epoch_of(now: float, epoch_seconds: float) -> int:
@@ -227,3 +227,24 @@ class MinerQuota:
         else:
             mode, reason, used, wait = await self._coalescer.script(self._script, charge.keys, charge.args)
         return charge.decision(int(mode), reason, int(used), int(wait))
+
+    async def consume_many(
+        self, metagraph: Metagraph, requests: Sequence[tuple[str, str, float | None]]
+    ) -> list[QuotaDecision]:
+        """:meth:`consume` for many ``(hotkey, task, now)`` requests at once, decided in the order given."""
+        return await self.decide_many([self.charge(metagraph, h, t, now=now) for h, t, now in requests])
+
+    async def decide_many(self, charges: Sequence[Charge]) -> list[QuotaDecision]:
+        """Send ``charges`` in order, in one round trip (one unit of the coalescer's next round trip, when
+        there is one): the same script calls :meth:`consume` would send one by one, without a coroutine and
+        a future per call. The charges may come from any guard on this Redis (they all run the same script
+        on their own keys), so a caller deciding for many miners sends all of them at once."""
+        calls = [(charge.keys, charge.args) for charge in charges]
+        if self._coalescer is None:
+            replies = await evalsha_many(self._client, self._script, calls)
+        else:
+            replies = await self._coalescer.script_many(self._script, calls)
+        return [
+            charge.decision(int(mode), reason, int(used), int(wait))
+            for charge, (mode, reason, used, wait) in zip(charges, replies, strict=True)
+        ]

@@ -76,6 +76,28 @@ class Coalescer:
             raise reply
         return reply
 
+    async def script_many(
+        self, script: Any, calls: Sequence[tuple[Sequence[Any], Sequence[Any]]]
+    ) -> list[Any]:
+        """:meth:`script` once per ``(keys, args)``, in order, as one unit of the next round trip: a caller
+        holding a batch pays one future and one wake-up for all of it instead of one per call. Calls
+        answered NOSCRIPT did not run: the script is loaded and only they are sent again. The first other
+        error is raised."""
+        commands: list[Command] = [
+            (("EVALSHA", script.sha, len(keys), *keys, *args), {}) for keys, args in calls
+        ]
+        replies = await self.submit(commands) if commands else []
+        lost = [i for i, reply in enumerate(replies) if isinstance(reply, NoScriptError)]
+        if lost:
+            await self._client.script_load(script.script)  # same SHA1: the commands stay valid
+            again = await self.submit([commands[i] for i in lost])
+            for i, reply in zip(lost, again, strict=True):
+                replies[i] = reply
+        for reply in replies:
+            if isinstance(reply, Exception):
+                raise reply
+        return replies
+
     async def submit(self, commands: Sequence[Command]) -> list[Any]:
         """Replies of ``commands`` in order; a command's error is its reply (an exception object)."""
         loop = asyncio.get_running_loop()
