@@ -33,6 +33,7 @@ from inference_subnet.validator.synthesizing import record_organic
 
 log = logging.getLogger(__name__)
 
+
 class Admit(Protocol):
     """``ScoreBook.admit``: whether one organic response is scored (``sure``: skip sampling and thinning)."""
 
