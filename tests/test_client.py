@@ -162,7 +162,7 @@ async def test_over_quota_carries_retry_after(subnet: Subnet) -> None:
 async def test_capacity(client: MinerClient, subnet: Subnet) -> None:
     info = await client.capacity(subnet.neuron("honest"))
     assert info == CapacityInfo(hotkey=subnet.miners["honest"].ss58_address, capacities={"arithmetic": 200},
-                                epoch_seconds=4320.0)
+                                epoch_seconds=4320.0, burst_seconds=4320.0)  # as the miners here are configured
 
 
 # -- streaming, against an in-process uvicorn server ---------------------------------------------------

@@ -140,6 +140,9 @@ async def test_loop_keeps_going_and_capacity_refresh(redis, keys) -> None:
         metagraph = await net.metagraph()
         caps = await parts["quotas"].capacities(metagraph.by_uid[1].identity)
         assert caps == {TASK.name: 1000}
+        # the burst the miner paces with, from its /capacity: the validator paces no faster at once
+        status = (await parts["quotas"].status([metagraph.by_uid[1].identity], TASK.name))[metagraph.by_uid[1].identity]
+        assert status.miner_burst_seconds == net.settings.validator.quotas.burst_seconds
         # Synthetic answers received OK are the miners' verified volume; timeouts are none.
         ids = [metagraph.by_uid[1].identity, metagraph.by_uid[2].identity]
         volume = (await parts["volumes"].volumes(ids, [TASK.name]))[TASK.name]

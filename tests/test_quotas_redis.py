@@ -10,6 +10,7 @@ import pytest
 from inference_subnet.chain.types import Metagraph, Neuron
 from inference_subnet.settings import QuotaSettings
 from inference_subnet.protocol.quota_math import split_capacity, synthetic_limit
+from inference_subnet.protocol.rate_math import BORROWED, GUARANTEED
 from inference_subnet.validator.managing.quotas import QuotaBook, QuotaStatus
 from inference_subnet.validator.managing.sampling import QualityBar, rank_organic, sample_synthetic
 from inference_subnet.validator.managing.score_math import Standing
@@ -329,3 +330,22 @@ async def test_a_validator_may_send_every_miner_a_few_synthetic_requests_within_
     await counted.set_capacity("m@5", {"arithmetic": 150})
     small = (await counted.status(["m@5"], "arithmetic"))["m@5"]
     assert small.share == small.synthetic_limit == 2  # the whole share, no more
+
+
+async def test_a_miner_pacing_with_a_smaller_burst_is_paced_with_it(redis, keys, clock):
+    """A miner that publishes a burst smaller than this validator's: the validator's guaranteed pace uses the
+    miner's (what it takes for guaranteed, the miner admits as such), in the script and in the Python view,
+    and the burst survives a rewrite of the shares; without one published, the validator's own applies."""
+    settings = QuotaSettings(epoch_seconds=600, min_share=0.05, min_requests=0, burst_seconds=600,
+                             borrow_ceiling=0.5)
+    book = QuotaBook(redis, keys, settings, clock=clock)
+    graph = metagraph({ME: 250.0, "other": 750.0}, [("m1", 5), ("m2", 6)])
+    await book.set_stakes(graph, ME)
+    assert (await book.set_capacity("m1@5", {"arithmetic": 100}, burst_seconds=60.0))["arithmetic"] == 25
+    await book.set_capacity("m2@6", {"arithmetic": 100})
+    await book.set_stakes(graph, ME)  # shares rewritten: the published burst is kept
+    status = await book.status(["m1@5", "m2@6"], "arithmetic")
+    assert status["m1@5"].pace(settings).burst == 2 and status["m2@6"].pace(settings).burst == 25
+    modes = [await book.grant("m1@5", "arithmetic", "organic") for _ in range(3)]
+    assert modes == [GUARANTEED, GUARANTEED, BORROWED]  # 60 s of 25 per 600 s: two at once
+    assert [await book.grant("m2@6", "arithmetic", "organic") for _ in range(3)] == [GUARANTEED] * 3

@@ -508,7 +508,7 @@ def create_miner_app(
         app.router.routes.append(Route(task.route, endpoint, name=f"task:{task.name}"))
 
     capacity = CapacityInfo(hotkey=keypair.ss58_address, capacities=capacities,
-                            epoch_seconds=quotas.epoch_seconds)
+                            epoch_seconds=quotas.epoch_seconds, burst_seconds=quotas.burst_seconds)
     task_names = [t.name for t in tasks]
 
     @app.get("/capacity", response_model=CapacityInfo)

@@ -18,6 +18,11 @@ class CapacityInfo(BaseModel):
     hotkey: str
     capacities: dict[str, int] = Field(description="Requests per epoch the miner accepts, per task.")
     epoch_seconds: float
+    burst_seconds: float | None = Field(
+        None, gt=0, description="Seconds of a validator's guaranteed rate the miner admits at once (its pace's "
+        "burst); validators pace with no larger a burst, so that what they take for guaranteed is. Absent from "
+        "older miners.",
+    )
 
 
 QUOTA_REASON_HEADER = b"x-quota-reason"

@@ -86,7 +86,6 @@ from inference_subnet.protocol.rate_math import (
     BookState,
     Pace,
     book_decide,
-    pace_of,
 )
 from inference_subnet.validator.managing.quotas import Entitlement, QuotaBook
 from inference_subnet.validator.managing.sampling import (
@@ -495,7 +494,7 @@ class Simulation:
             v.share = [s.share for s in rows]
             v.syn_limit = [s.synthetic_limit for s in rows]
             v.ceiling = [s.borrow_limit for s in rows]
-            v.pace = [pace_of(s.share, self.epoch_seconds, self.quota_settings.burst_seconds) for s in rows]
+            v.pace = [s.pace(self.quota_settings) for s in rows]
             v.book = [s.book_state() for s in rows]
             v.ready = [_ready(b, s, p) for b, s, p in zip(v.book, v.share, v.pace)]
             v.backoff = [0.0] * len(rows)

@@ -211,7 +211,9 @@ class Orchestrator(Service):
             if info is None and neuron.identity in self._with_capacity:
                 continue
             declared = self._capacities(info)
-            await self.quotas.set_capacity(neuron.identity, declared)
+            await self.quotas.set_capacity(
+                neuron.identity, declared, burst_seconds=info.burst_seconds if info is not None else None
+            )
             self._with_capacity.add(neuron.identity)
             answered += info is not None
         return answered

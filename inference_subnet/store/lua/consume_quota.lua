@@ -11,8 +11,10 @@
 -- ARGV[4]  expiry of the usage hash in milliseconds (end of the epoch plus a grace period)
 -- ARGV[5]  now in seconds, or "" for the Redis server's clock
 -- ARGV[6]  epoch length in seconds
--- ARGV[7]  burst in seconds of the guaranteed rate
+-- ARGV[7]  burst in seconds of the guaranteed rate (this validator's own)
 -- ARGV[8]  slack in seconds (rate_math.SLACK)
+-- ARGV[9]  share-hash field holding the burst the miner published, if any: the smaller of the two is used
+--          (quotas.paced_burst)
 -- Returns 1 guaranteed, 2 borrow attempt, 0 refused (nothing is changed then).
 local n = tonumber(ARGV[3])
 local now = tonumber(ARGV[5])
@@ -20,7 +22,7 @@ if not now then
   local t = redis.call('TIME')
   now = tonumber(t[1]) + tonumber(t[2]) / 1000000
 end
-local limits = redis.call('HMGET', KEYS[1], ARGV[1], ARGV[1] .. ':syn', ARGV[1] .. ':borrow')
+local limits = redis.call('HMGET', KEYS[1], ARGV[1], ARGV[1] .. ':syn', ARGV[1] .. ':borrow', ARGV[9])
 local share = tonumber(limits[1] or '0')
 local used = redis.call('HMGET', KEYS[2], 'total', 'synthetic', 'g', 'b', 'tat')
 local total = tonumber(used[1] or '0')
@@ -32,7 +34,10 @@ local mode = 0
 if g + n <= share and (not synthetic_kind or synthetic + n <= tonumber(limits[2] or '0')) then
   local epoch = tonumber(ARGV[6])
   local interval = epoch / share
-  local burst = math.max(1, math.floor(tonumber(ARGV[7]) * share / epoch))
+  local burst_seconds = tonumber(ARGV[7])
+  local theirs = tonumber(limits[4] or '')
+  if theirs and theirs < burst_seconds then burst_seconds = theirs end
+  local burst = math.max(1, math.floor(burst_seconds * share / epoch))
   local tat = tonumber(used[5] or '')
   local base = now
   if tat and tat > now then base = tat end

@@ -36,6 +36,7 @@ from inference_subnet.protocol.rate_math import (
     SLACK,
     BookState,
     Mode,
+    Pace,
     borrow_ceiling,
     guaranteed_room,
     pace_of,
@@ -55,6 +56,19 @@ class Remaining(NamedTuple):
 
     total_left: int
     synthetic_left: int
+
+
+BURST_FIELD = ":burst"
+"""Share-hash field: the burst (seconds) the miner published at ``/capacity``. No task name starts with a colon."""
+
+
+def paced_burst(settings: QuotaSettings, miner_burst_seconds: float | None) -> float:
+    """The burst this validator paces a miner with: its own, or the miner's when that is smaller (a larger
+    burst than the miner admits would take refusals for guaranteed requests). ``consume_quota.lua`` makes
+    the same choice."""
+    if miner_burst_seconds is None:
+        return settings.burst_seconds
+    return min(settings.burst_seconds, miner_burst_seconds)
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,6 +93,12 @@ class QuotaStatus:
     borrow_limit: int = 0
     tat: float | None = None
     """The guaranteed pace's theoretical arrival time (``None``: not used this epoch)."""
+    miner_burst_seconds: float | None = None
+    """The burst the miner paces with, as it published it at ``/capacity`` (``None``: not published)."""
+
+    def pace(self, settings: QuotaSettings) -> Pace:
+        """This validator's guaranteed pace on the miner: its share, with the smaller of the two bursts."""
+        return pace_of(self.share, settings.epoch_seconds, paced_burst(settings, self.miner_burst_seconds))
 
     @property
     def guaranteed_left(self) -> int:
@@ -98,8 +118,7 @@ class QuotaStatus:
 
     def guaranteed_now(self, now: float, settings: QuotaSettings) -> bool:
         """Whether a guaranteed request would be granted at ``now`` (routing prefers such miners)."""
-        pace = pace_of(self.share, settings.epoch_seconds, settings.burst_seconds)
-        return guaranteed_room(self.book_state(), share=self.share, pace=pace, now=now)
+        return guaranteed_room(self.book_state(), share=self.share, pace=self.pace(settings), now=now)
 
     @property
     def synthetic_left(self) -> int:
@@ -220,13 +239,16 @@ class QuotaBook:
                 pipe.sadd(self._keys.miner_tasks(identity), *capacities)
             fields = self._shares_for(capacities)
             pipe.hset(self._keys.quota_share(identity), mapping=fields)
-            stale = [f for f in (k.decode() for k in raw[2 * i + 1]) if f not in fields]
+            stale = [f for f in (k.decode() for k in raw[2 * i + 1]) if f not in fields and f != BURST_FIELD]
             if stale:
                 pipe.hdel(self._keys.quota_share(identity), *stale)
         await pipe.execute()
 
-    async def set_capacity(self, identity: str, capacities: Mapping[str, int]) -> dict[str, int]:
-        """Record a miner's declared capacities (clamped by settings) and this validator's share of each.
+    async def set_capacity(
+        self, identity: str, capacities: Mapping[str, int], *, burst_seconds: float | None = None
+    ) -> dict[str, int]:
+        """Record a miner's declared capacities (clamped by settings) and this validator's share of each, and
+        the burst it paces with (``burst_seconds``, as published at ``/capacity``; ``None``: unknown).
 
         Returns task -> share. Replaces whatever was declared before, atomically for that miner.
         """
@@ -237,7 +259,9 @@ class QuotaBook:
             for task, value in capacities.items()
         }
         self._capacities[identity] = clamped
-        fields = self._shares_for(clamped)
+        fields: dict[str, int | str] = dict(self._shares_for(clamped))
+        if burst_seconds is not None and math.isfinite(burst_seconds) and burst_seconds > 0:
+            fields[BURST_FIELD] = repr(float(burst_seconds))
         await state.track(self._redis, self._keys, identity, clamped)
         # One hash slot ({m:identity}): a MULTI transaction is cluster-safe and leaves no moment where a
         # consumer sees the old capacity with the new shares, or no shares at all.
@@ -306,7 +330,7 @@ class QuotaBook:
         keys = [self._keys.quota_share(identity), self._keys.quota_used(identity, task, self.epoch(now))]
         s = self.settings
         return keys, [task, kind, n, self._usage_ttl_ms(now), repr(float(now)), repr(float(s.epoch_seconds)),
-                      repr(float(s.burst_seconds)), repr(SLACK)]
+                      repr(float(s.burst_seconds)), repr(SLACK), BURST_FIELD]
 
     # -- reading -------------------------------------------------------------------------------------
     async def status(self, identities: Sequence[str], task: str) -> dict[str, QuotaStatus]:
@@ -314,16 +338,18 @@ class QuotaBook:
         epoch = self.epoch()
         pipe = self._redis.pipeline(transaction=False)
         for identity in identities:
-            pipe.hmget(self._keys.quota_share(identity), [task, f"{task}:syn", f"{task}:borrow"])
+            pipe.hmget(self._keys.quota_share(identity), [task, f"{task}:syn", f"{task}:borrow", BURST_FIELD])
             pipe.hmget(self._keys.quota_used(identity, task, epoch), ["total", "synthetic", "g", "b", "tat"])
         raw = await pipe.execute() if identities else []
         out: dict[str, QuotaStatus] = {}
         for i, identity in enumerate(identities):
-            share, syn, ceiling = (int(v or 0) for v in raw[2 * i])
+            share, syn, ceiling = (int(v or 0) for v in raw[2 * i][:3])
+            burst = raw[2 * i][3]
             used_total, used_syn, g, b = (int(v or 0) for v in raw[2 * i + 1][:4])
             tat = raw[2 * i + 1][4]
             out[identity] = QuotaStatus(share, syn, used_total, used_syn, g, b, ceiling,
-                                        float(tat) if tat is not None else None)
+                                        float(tat) if tat is not None else None,
+                                        float(burst) if burst is not None else None)
         return out
 
     async def entitlements(
@@ -333,15 +359,14 @@ class QuotaBook:
         (zeros when unknown), as the books hold them now; one pipelined round trip."""
         pipe = self._redis.pipeline(transaction=False)
         for identity in identities:
-            pipe.hgetall(self._keys.quota_share(identity))
+            pipe.hmget(self._keys.quota_share(identity), list(tasks))
             pipe.hgetall(self._keys.capacity(identity))
         raw = await pipe.execute() if identities else []
         out: dict[str, dict[str, Entitlement]] = {task: {} for task in tasks}
         for i, identity in enumerate(identities):
-            shares = {k.decode(): int(v) for k, v in raw[2 * i].items()}
             capacities = {k.decode(): int(v) for k, v in raw[2 * i + 1].items()}
-            for task in tasks:
-                out[task][identity] = Entitlement(shares.get(task, 0), capacities.get(task, 0))
+            for task, share in zip(tasks, raw[2 * i]):
+                out[task][identity] = Entitlement(int(share or 0), capacities.get(task, 0))
         return out
 
     async def remaining(self, identities: Sequence[str], task: str) -> dict[str, Remaining]:
