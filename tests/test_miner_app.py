@@ -409,7 +409,7 @@ async def test_capacity_and_health(redis, keys) -> None:
     async with client_for(app) as miner:
         cap = (await miner.get("/capacity")).json()
         assert cap == {"hotkey": MINER.ss58_address, "capacities": {"arithmetic": 123, "echo": 1000},
-                       "epoch_seconds": 4320.0}
+                       "epoch_seconds": 4320.0, "burst_seconds": 60.0}
         headers, body = signed(STRANGER)
         await miner.post(ROUTE, content=body, headers=headers)
         health = (await miner.get("/health")).json()
