@@ -898,7 +898,10 @@ class Simulation:
                 for identity in set(identities):
                     self._counters.add((v.spec.index, identity, period))
                 # As the gateway's feed: every organic answer of a miner short of organic evidence is scored.
-                sure = {i for i in identities if (k := v.standings.get(i)) is not None and k.needs_organic_evidence}
+                sure = (
+                    {i for i in identities if (k := v.standings.get(i)) is not None and k.needs_organic_evidence}
+                    if kind == "organic" else set()
+                )
                 admitted = await v.scores.admit_many(
                     identities, task, kind, v.rng, sure=sure  # type: ignore[arg-type]
                 )
